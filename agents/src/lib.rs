@@ -1,0 +1,1 @@
+pub use m3ixup_envs as envs;

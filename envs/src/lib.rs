@@ -1,0 +1,28 @@
+//! Multimodal reinforcement-learning environments with Gymnasium semantics.
+//!
+//! This crate has no deep-learning dependency: authors of custom environments depend on it alone.
+//!
+//! - [`spaces`]: observation spaces of named modalities, Box and Discrete action spaces;
+//! - [`Env`]: `reset(seed)` / `step(action)` with `terminated` vs `truncated`;
+//! - [`wrappers`]: time limit, frame stack, sensor dropout, episode statistics;
+//! - [`VecEnv`]: batches of environments, inline or on worker threads, same-step autoreset;
+//! - [`check_env`]: the conformance check any environment can be run through;
+//! - [`registry`]: environments by name with TOML parameters, open to user environments;
+//! - [`builtin`]: `multimodal-pendulum`, `pixel-cartpole`, `reacher`.
+
+pub mod builtin;
+pub mod check;
+pub mod env;
+pub mod error;
+pub mod registry;
+pub mod render;
+pub mod spaces;
+pub mod vector;
+pub mod wrappers;
+
+pub use check::{check_env, CheckReport};
+pub use env::{validate_action, Env, Info, ModalityData, Obs, Step, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+pub use error::EnvError;
+pub use registry::{make, register, registered_names, Registry};
+pub use spaces::{Action, ActionSpace, DType, ModalitySpec, ObsSpace};
+pub use vector::{BatchActions, BatchObs, VecEnv, VecEnvConfig, VecStep};
