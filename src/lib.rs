@@ -1,2 +1,12 @@
+//! m3ixup: reinforcement learning from several sensors at once.
+//!
+//! This crate is the facade and the home of the binaries (`bench`, and the training,
+//! evaluation and pretraining entry points). The work is done in two crates:
+//! - [`envs`] (`m3ixup-envs`): multimodal environments, wrappers, vector environments, with no
+//!   deep-learning dependency, so custom environments compile without burn;
+//! - [`agents`] (`m3ixup-agents`): M3ixup encoders, losses and agents on burn.
+
 pub use m3ixup_agents as agents;
 pub use m3ixup_envs as envs;
+
+pub mod bench;

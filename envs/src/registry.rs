@@ -1,0 +1,210 @@
+//! Environments by name, with parameters from TOML.
+//!
+//! Every registered environment gets the same wrapper parameters, handled here (so a user's
+//! environment gets them too):
+//! - `frame_stack` (stack the last k frames of every modality; default per environment),
+//! - `max_episode_steps` (time limit that sets `truncated`; default per environment, 0 = none),
+//! - `sensor_dropout` (a [`DropoutMode`] table, e.g. `{ mode = "per-step", p = 0.3 }`; default none).
+//!
+//! Every other key goes to the environment's own config, which rejects unknown keys.
+//! Wrapping order, inner to outer: environment, frame stack, time limit, sensor dropout,
+//! episode statistics.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use serde::de::DeserializeOwned;
+
+use crate::builtin::{self, MultimodalPendulum, PendulumConfig, PixelCartPole, PixelCartPoleConfig, Reacher, ReacherConfig};
+use crate::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, TimeLimit};
+use crate::{Env, EnvError};
+
+/// Builds an environment (without wrappers) from its own parameters.
+pub type EnvFactory = Arc<dyn Fn(&toml::Table) -> Result<Box<dyn Env>, EnvError> + Send + Sync>;
+
+/// Wrapper parameters an environment uses when the caller gives none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvDefaults {
+    pub frame_stack: usize,
+    /// `None`: episodes end only when the environment terminates them.
+    pub max_episode_steps: Option<usize>,
+}
+
+impl Default for EnvDefaults {
+    fn default() -> Self {
+        Self { frame_stack: 1, max_episode_steps: None }
+    }
+}
+
+struct Entry {
+    factory: EnvFactory,
+    defaults: EnvDefaults,
+}
+
+/// A set of named environments.
+#[derive(Default)]
+pub struct Registry {
+    entries: BTreeMap<String, Entry>,
+}
+
+const WRAPPER_KEYS: [&str; 3] = ["frame_stack", "max_episode_steps", "sensor_dropout"];
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The built-in environments: `multimodal-pendulum` (2 frames, 200 steps as Gymnasium's
+    /// Pendulum-v1; the paper evaluates 300), `pixel-cartpole` (2 frames, 500 steps) and
+    /// `reacher` (2 frames, 50 steps).
+    pub fn with_builtins() -> Self {
+        let mut registry = Self::new();
+        let two_frames = |steps| EnvDefaults { frame_stack: 2, max_episode_steps: Some(steps) };
+        registry.register_typed(builtin::pendulum::NAME, two_frames(200), |c: PendulumConfig| MultimodalPendulum::new(c));
+        registry.register_typed(builtin::cartpole::NAME, two_frames(500), |c: PixelCartPoleConfig| PixelCartPole::new(c));
+        registry.register_typed(builtin::reacher::NAME, two_frames(50), |c: ReacherConfig| Reacher::new(c));
+        registry
+    }
+
+    /// Registers (or replaces) an environment whose factory reads the raw parameter table.
+    pub fn register(&mut self, name: &str, defaults: EnvDefaults, factory: EnvFactory) {
+        self.entries.insert(name.to_string(), Entry { factory, defaults });
+    }
+
+    /// Registers an environment configured by a serde struct `C`: the parameters are
+    /// deserialised into `C` (use `#[serde(deny_unknown_fields, default)]` so that unknown keys
+    /// are errors and missing keys take defaults) and handed to `make`.
+    pub fn register_typed<C, E, F>(&mut self, name: &str, defaults: EnvDefaults, make: F)
+    where
+        C: DeserializeOwned,
+        E: Env + 'static,
+        F: Fn(C) -> Result<E, EnvError> + Send + Sync + 'static,
+    {
+        let env_name = name.to_string();
+        let factory: EnvFactory = Arc::new(move |params: &toml::Table| {
+            // Through the text form, so that a type error carries a span naming its key.
+            let text = toml::to_string(params).map_err(|e| EnvError::InvalidParam {
+                env: env_name.clone(),
+                param: "(parameters)".into(),
+                reason: e.to_string(),
+            })?;
+            let config: C = toml::from_str(&text).map_err(|e| param_error(&env_name, &text, &e))?;
+            Ok(Box::new(make(config)?) as Box<dyn Env>)
+        });
+        self.register(name, defaults, factory);
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Builds environment `name` with `params` and wraps it (see the module documentation).
+    pub fn make(&self, name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| EnvError::UnknownEnv { name: name.to_string(), available: self.names() })?;
+        let wrapper = WrapperParams::parse(name, params, entry.defaults)?;
+        let own: toml::Table =
+            params.iter().filter(|(k, _)| !WRAPPER_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let env = (entry.factory)(&own)?;
+        wrapper.apply(env)
+    }
+}
+
+struct WrapperParams {
+    frame_stack: usize,
+    max_episode_steps: Option<usize>,
+    sensor_dropout: Option<DropoutMode>,
+}
+
+impl WrapperParams {
+    fn parse(env: &str, params: &toml::Table, defaults: EnvDefaults) -> Result<Self, EnvError> {
+        let invalid = |param: &str, reason: String| EnvError::InvalidParam {
+            env: env.to_string(),
+            param: param.to_string(),
+            reason,
+        };
+        let count = |key: &str| -> Result<Option<usize>, EnvError> {
+            match params.get(key) {
+                None => Ok(None),
+                Some(toml::Value::Integer(v)) if *v >= 0 => Ok(Some(*v as usize)),
+                Some(v) => Err(invalid(key, format!("expected a non-negative integer, got {v}"))),
+            }
+        };
+        let frame_stack = count("frame_stack")?.unwrap_or(defaults.frame_stack);
+        if frame_stack == 0 {
+            return Err(invalid("frame_stack", "must be at least 1".into()));
+        }
+        let max_episode_steps = match count("max_episode_steps")? {
+            None => defaults.max_episode_steps,
+            Some(0) => None,
+            Some(n) => Some(n),
+        };
+        let sensor_dropout = match params.get("sensor_dropout") {
+            None => None,
+            Some(v) => Some(v.clone().try_into::<DropoutMode>().map_err(|e| invalid("sensor_dropout", e.message().to_string()))?),
+        };
+        Ok(Self { frame_stack, max_episode_steps, sensor_dropout })
+    }
+
+    fn apply(self, env: Box<dyn Env>) -> Result<Box<dyn Env>, EnvError> {
+        let mut env: Box<dyn Env> = if self.frame_stack > 1 { Box::new(FrameStack::new(env, self.frame_stack)?) } else { env };
+        if let Some(steps) = self.max_episode_steps {
+            env = Box::new(TimeLimit::new(env, steps)?);
+        }
+        if let Some(mode) = self.sensor_dropout {
+            env = Box::new(SensorDropout::new(env, mode)?);
+        }
+        Ok(Box::new(EpisodeStatistics::new(env)))
+    }
+}
+
+/// Turns a deserialisation error into an error naming the parameter: the unknown key, or the
+/// key on the line the error points at (`text` is the parameters as TOML, one key per line).
+fn param_error(env: &str, text: &str, error: &toml::de::Error) -> EnvError {
+    let message = error.message().to_string();
+    let param = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(String::from)
+        .or_else(|| {
+            let start = error.span()?.start.min(text.len());
+            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+            let key = text[line_start..].split('=').next()?.trim();
+            (!key.is_empty()).then(|| key.to_string())
+        })
+        .unwrap_or_else(|| "(parameters)".to_string());
+    EnvError::InvalidParam { env: env.to_string(), param, reason: message }
+}
+
+fn global() -> &'static RwLock<Registry> {
+    static REGISTRY: OnceLock<RwLock<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| RwLock::new(Registry::with_builtins()))
+}
+
+/// Registers an environment in the process-wide registry used by [`make`] (and so by the
+/// `train`, `evaluate` and `pretrain` entry points).
+pub fn register<C, E, F>(name: &str, defaults: EnvDefaults, make: F)
+where
+    C: DeserializeOwned,
+    E: Env + 'static,
+    F: Fn(C) -> Result<E, EnvError> + Send + Sync + 'static,
+{
+    global().write().unwrap_or_else(|e| e.into_inner()).register_typed(name, defaults, make);
+}
+
+/// Builds a registered environment from the process-wide registry.
+pub fn make(name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
+    global().read().unwrap_or_else(|e| e.into_inner()).make(name, params)
+}
+
+/// Names in the process-wide registry, sorted.
+pub fn registered_names() -> Vec<String> {
+    global().read().unwrap_or_else(|e| e.into_inner()).names()
+}

@@ -230,6 +230,16 @@ impl ActionSpace {
         }
     }
 
+    /// A uniformly random valid action.
+    pub fn sample(&self, rng: &mut impl rand::Rng) -> Action {
+        match self {
+            ActionSpace::Box { low, high } => Action::Continuous(
+                low.iter().zip(high).map(|(&l, &h)| if l < h { rng.gen_range(l..=h) } else { l }).collect(),
+            ),
+            ActionSpace::Discrete(n) => Action::Discrete(rng.gen_range(0..*n as i64)),
+        }
+    }
+
     /// Checks that the space itself is well formed.
     pub fn validate(&self) -> Result<(), EnvError> {
         match self {

@@ -1,0 +1,136 @@
+//! Behaviour of the wrappers: frame stacking, time limit, episode statistics, sensor dropout.
+
+use m3ixup_envs::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, TimeLimit};
+use m3ixup_envs::{Action, Env, ModalityData, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+
+mod common;
+use common::Counter;
+
+fn act(v: f32) -> Action {
+    Action::Continuous(vec![v])
+}
+
+#[test]
+fn frame_stack_repeats_the_first_frame_at_reset_and_shifts_oldest_first() {
+    let mut env = FrameStack::new(Counter::new(None), 3).unwrap();
+    assert_eq!(env.observation_space().spec(0).shape, vec![3, 2, 2]);
+    assert_eq!(env.observation_space().spec(1).shape, vec![6]);
+    let (obs, _) = env.reset(Some(0)).unwrap();
+    assert_eq!(obs.data[0], ModalityData::U8(vec![0; 12]));
+    assert_eq!(obs.data[1], ModalityData::F32(vec![0.0; 6]));
+    env.step(&act(0.0)).unwrap();
+    let obs = env.step(&act(0.0)).unwrap().obs;
+    assert_eq!(obs.data[0], ModalityData::U8([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2].to_vec()));
+    assert_eq!(obs.data[1], ModalityData::F32(vec![0.0, -0.0, 1.0, -1.0, 2.0, -2.0]));
+    obs.check(env.observation_space()).unwrap();
+    // A new episode starts from a full stack of its own first frame.
+    let (obs, _) = env.reset(None).unwrap();
+    assert_eq!(obs.data[0], ModalityData::U8(vec![0; 12]));
+}
+
+#[test]
+fn time_limit_truncates_exactly_at_the_limit_and_restarts_counting_at_reset() {
+    let mut env = TimeLimit::new(Counter::new(None), 3).unwrap();
+    for _ in 0..2 {
+        env.reset(None).unwrap();
+        let flags: Vec<(bool, bool)> = (0..3).map(|_| env.step(&act(0.0)).map(|s| (s.terminated, s.truncated)).unwrap()).collect();
+        assert_eq!(flags, vec![(false, false), (false, false), (false, true)]);
+    }
+    assert!(TimeLimit::new(Counter::new(None), 0).is_err());
+}
+
+#[test]
+fn time_limit_keeps_termination_when_both_happen_on_the_same_step() {
+    let mut env = TimeLimit::new(Counter::new(Some(2)), 2).unwrap();
+    env.reset(None).unwrap();
+    env.step(&act(0.0)).unwrap();
+    let last = env.step(&act(0.0)).unwrap();
+    assert!(last.terminated && last.truncated);
+}
+
+#[test]
+fn episode_statistics_report_return_and_length_on_the_last_step_only() {
+    let mut env = EpisodeStatistics::new(Counter::new(Some(3)));
+    env.reset(None).unwrap();
+    let first = env.step(&act(0.5)).unwrap();
+    assert!(first.info.is_empty());
+    env.step(&act(-1.0)).unwrap();
+    let last = env.step(&act(0.25)).unwrap();
+    assert!(last.terminated);
+    assert_eq!(last.info[INFO_EPISODE_RETURN], -0.25);
+    assert_eq!(last.info[INFO_EPISODE_LENGTH], 3.0);
+    env.reset(None).unwrap();
+    assert!(env.step(&act(1.0)).unwrap().info.is_empty());
+}
+
+#[test]
+fn fixed_sensor_dropout_clears_the_named_modality_and_its_flag_and_keeps_shapes() {
+    let mut env = SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["image".into()] }).unwrap();
+    env.reset(Some(1)).unwrap();
+    for _ in 0..3 {
+        let obs = env.step(&act(0.0)).unwrap().obs;
+        assert_eq!(obs.present, vec![false, true]);
+        assert_eq!(obs.data[0], ModalityData::U8(vec![0; 4]));
+        assert_ne!(obs.data[1], ModalityData::F32(vec![0.0; 2]));
+        obs.check(env.observation_space()).unwrap();
+    }
+}
+
+#[test]
+fn sensor_dropout_rejects_unknown_modalities_and_bad_probabilities() {
+    let err = SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["sound".into()] }).err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("sound") && text.contains("image") && text.contains("vec"), "{text}");
+    for p in [-0.1, 1.5, f64::NAN] {
+        let err = SensorDropout::new(Counter::new(None), DropoutMode::PerStep { p }).err().unwrap();
+        assert!(err.to_string().contains("outside [0, 1]"), "{err}");
+    }
+    assert!(SensorDropout::new(Counter::new(None), DropoutMode::PerEpisode { p: 1.0 }).is_err());
+}
+
+/// Presence masks seen over `episodes` episodes of `len` steps each (reset included).
+fn masks(mode: DropoutMode, seed: u64, episodes: usize, len: usize) -> Vec<Vec<Vec<bool>>> {
+    let mut env = SensorDropout::new(Counter::new(None), mode).unwrap();
+    (0..episodes)
+        .map(|e| {
+            let (obs, _) = env.reset(if e == 0 { Some(seed) } else { None }).unwrap();
+            let mut seen = vec![obs.present];
+            for _ in 0..len {
+                let obs = env.step(&act(0.0)).unwrap().obs;
+                for (i, present) in obs.present.iter().enumerate() {
+                    if !present {
+                        assert!((0..obs.data[i].len()).all(|j| obs.data[i].get_f32(j) == 0.0));
+                    }
+                }
+                seen.push(obs.present);
+            }
+            seen
+        })
+        .collect()
+}
+
+#[test]
+fn per_episode_dropout_holds_one_mask_per_episode_and_never_drops_every_modality() {
+    let runs = masks(DropoutMode::PerEpisode { p: 0.5 }, 7, 200, 5);
+    let mut distinct = std::collections::BTreeSet::new();
+    for episode in &runs {
+        assert!(episode.iter().all(|m| m == &episode[0]), "the mask changed within an episode");
+        assert!(episode[0].iter().any(|&p| p), "every modality was dropped");
+        distinct.insert(episode[0].clone());
+    }
+    // Both single-modality masks and the full mask occur.
+    assert_eq!(distinct.len(), 3);
+    assert_eq!(runs, masks(DropoutMode::PerEpisode { p: 0.5 }, 7, 200, 5), "same seed, same masks");
+}
+
+#[test]
+fn per_step_dropout_drops_each_modality_with_probability_p() {
+    let count_missing = |p| masks(DropoutMode::PerStep { p }, 3, 20, 99).concat().concat().iter().filter(|&&x| !x).count();
+    assert_eq!(count_missing(0.0), 0);
+    assert_eq!(count_missing(1.0), 20 * 100 * 2);
+    let missing = count_missing(0.3) as f64 / (20.0 * 100.0 * 2.0);
+    assert!((missing - 0.3).abs() < 0.03, "dropped fraction {missing}");
+    let runs = masks(DropoutMode::PerStep { p: 0.3 }, 3, 5, 50);
+    assert_eq!(runs, masks(DropoutMode::PerStep { p: 0.3 }, 3, 5, 50), "same seed, same drops");
+    assert_ne!(runs, masks(DropoutMode::PerStep { p: 0.3 }, 4, 5, 50), "another seed, other drops");
+}

@@ -1,0 +1,106 @@
+//! Throughput measurements behind the `bench` binary. Each figure is measured for a fixed
+//! wall-clock budget; ratios compare figures measured in the same process.
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use m3ixup_envs::{make, Action, ActionSpace, BatchActions, EnvError, VecEnv, VecEnvConfig};
+
+/// How many pre-drawn random actions the loops cycle through, so the measurement is of the
+/// environment, not of the random-number generator.
+const ACTION_POOL: usize = 1024;
+
+/// Env-steps per second of one environment built by name (with its registry wrappers:
+/// frame stack, time limit, episode statistics), stepped on the calling thread with uniform
+/// random actions; episodes reset as they end.
+pub fn single_env_steps_per_sec(name: &str, params: &toml::Table, budget: Duration) -> Result<f64, EnvError> {
+    let mut env = make(name, params)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let actions: Vec<Action> = (0..ACTION_POOL).map(|_| env.action_space().sample(&mut rng)).collect();
+    env.reset(Some(0))?;
+    let start = Instant::now();
+    let mut steps = 0u64;
+    while start.elapsed() < budget {
+        // Check the clock every 256 steps: a clock read costs about as much as a step.
+        for _ in 0..256 {
+            let step = env.step(&actions[steps as usize % ACTION_POOL])?;
+            steps += 1;
+            if step.done() {
+                env.reset(None)?;
+            }
+        }
+    }
+    Ok(steps as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Env-steps per second of a vector of `num_envs` environments over `workers` threads
+/// (0 = inline), with random batch actions.
+pub fn vector_steps_per_sec(
+    name: &str,
+    params: &toml::Table,
+    num_envs: usize,
+    workers: usize,
+    budget: Duration,
+) -> Result<f64, EnvError> {
+    let config = VecEnvConfig { num_envs, workers, seed: 0, ..VecEnvConfig::default() };
+    let mut envs = VecEnv::new(config, |_| make(name, params))?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let space = envs.action_space().clone();
+    let batches: Vec<BatchActions> = (0..64).map(|_| random_batch(&space, num_envs, &mut rng)).collect();
+    envs.reset(Some(0))?;
+    let start = Instant::now();
+    let mut vector_steps = 0usize;
+    while start.elapsed() < budget {
+        envs.step(&batches[vector_steps % batches.len()])?;
+        vector_steps += 1;
+    }
+    Ok((vector_steps * num_envs) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn random_batch(space: &ActionSpace, num_envs: usize, rng: &mut StdRng) -> BatchActions {
+    let actions: Vec<Action> = (0..num_envs).map(|_| space.sample(rng)).collect();
+    match space {
+        ActionSpace::Box { .. } => BatchActions::Continuous(
+            actions.into_iter().flat_map(|a| match a {
+                Action::Continuous(v) => v,
+                Action::Discrete(_) => unreachable!("a Box space draws continuous actions"),
+            })
+            .collect(),
+        ),
+        ActionSpace::Discrete(_) => BatchActions::Discrete(
+            actions.into_iter().map(|a| match a {
+                Action::Discrete(i) => i,
+                Action::Continuous(_) => unreachable!("a Discrete space draws discrete actions"),
+            })
+            .collect(),
+        ),
+    }
+}
+
+/// One row of the environment table.
+#[derive(Clone, Debug)]
+pub struct EnvThroughput {
+    pub name: String,
+    pub single: f64,
+    pub vector_1_worker: f64,
+    pub vector_2_workers: f64,
+}
+
+/// The `bench envs` table: every registered environment with default parameters, alone and as
+/// a vector of `num_envs` over 1 and 2 workers.
+pub fn env_table(names: &[String], num_envs: usize, budget: Duration) -> Result<Vec<EnvThroughput>, EnvError> {
+    let params = toml::Table::new();
+    names
+        .iter()
+        .map(|name| {
+            Ok(EnvThroughput {
+                name: name.clone(),
+                single: single_env_steps_per_sec(name, &params, budget)?,
+                vector_1_worker: vector_steps_per_sec(name, &params, num_envs, 1, budget)?,
+                vector_2_workers: vector_steps_per_sec(name, &params, num_envs, 2, budget)?,
+            })
+        })
+        .collect()
+}
