@@ -10,3 +10,4 @@ pub use m3ixup_agents as agents;
 pub use m3ixup_envs as envs;
 
 pub mod bench;
+pub mod config;

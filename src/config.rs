@@ -1,0 +1,125 @@
+//! Experiment configs: serde TOML files with defaults, `--set section.key=value` overrides, and
+//! errors that name the file and the key.
+//!
+//! Config structs use `#[serde(deny_unknown_fields, default)]`, so a missing key takes its
+//! default and an unknown key is an error; each struct's `validate` checks values that parse but
+//! make no sense.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Reads `path` (or starts from an empty table when `None`), applies `overrides` of the form
+/// `section.key=value` (the value is TOML: `0.5`, `true`, `"text"`, `[1, 2]`; a bare word is
+/// taken as a string), and deserialises the result into `T`.
+pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<T> {
+    let (mut table, source) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            (table, path.display().to_string())
+        }
+        None => (toml::Table::new(), "the defaults".to_string()),
+    };
+    for item in overrides {
+        apply_override(&mut table, item)?;
+    }
+    // Through the text form, so that errors point at the offending key.
+    let text = toml::to_string(&table)?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!("invalid config (from {source}{}):\n{e}", if overrides.is_empty() { String::new() } else { format!(" with --set {}", overrides.join(" --set ")) })
+    })
+}
+
+/// Sets `section.key=value` in `table`, creating sections as needed.
+pub fn apply_override(table: &mut toml::Table, item: &str) -> anyhow::Result<()> {
+    let Some((path, raw)) = item.split_once('=') else {
+        bail!("--set `{item}`: expected section.key=value");
+    };
+    let keys: Vec<&str> = path.trim().split('.').map(str::trim).collect();
+    if keys.iter().any(|k| k.is_empty()) {
+        bail!("--set `{item}`: the key path `{path}` has an empty part");
+    }
+    let value = parse_value(raw.trim());
+    let (last, sections) = keys.split_last().expect("split always yields one part");
+    let mut current = table;
+    for (depth, key) in sections.iter().enumerate() {
+        let entry = current.entry(key.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = match entry {
+            toml::Value::Table(t) => t,
+            other => bail!("--set `{item}`: `{}` is a {}, not a section", keys[..=depth].join("."), other.type_str()),
+        };
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    // Parse as the right-hand side of a TOML assignment; anything else is a plain string.
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+/// The config as TOML text, as printed at start and saved in the run directory.
+pub fn to_toml<T: Serialize>(config: &T) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(config)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, serde::Serialize, Debug, PartialEq)]
+    #[serde(deny_unknown_fields, default)]
+    struct Train {
+        lr: f64,
+        name: String,
+        steps: Vec<u32>,
+    }
+
+    impl Default for Train {
+        fn default() -> Self {
+            Self { lr: 1e-3, name: "run".into(), steps: vec![] }
+        }
+    }
+
+    #[derive(serde::Deserialize, serde::Serialize, Debug, PartialEq, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Config {
+        train: Train,
+    }
+
+    #[test]
+    fn overrides_parse_toml_values_and_bare_words_as_strings() {
+        let c: Config = load(None, &["train.lr=0.5".into(), "train.name=fast".into(), "train.steps=[1, 2]".into()]).unwrap();
+        assert_eq!(c.train, Train { lr: 0.5, name: "fast".into(), steps: vec![1, 2] });
+    }
+
+    #[test]
+    fn missing_keys_take_defaults() {
+        let c: Config = load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors_naming_the_key() {
+        let err = load::<Config>(None, &["train.lrr=0.5".into()]).unwrap_err().to_string();
+        assert!(err.contains("lrr"), "{err}");
+        let err = load::<Config>(None, &["train.lr=\"fast\"".into()]).unwrap_err().to_string();
+        assert!(err.contains("lr"), "{err}");
+        let err = load::<Config>(None, &["train.lr=1".into(), "train.lr.x=2".into()]).unwrap_err().to_string();
+        assert!(err.contains("train.lr"), "{err}");
+        assert!(load::<Config>(None, &["train".into()]).is_err());
+    }
+
+    #[test]
+    fn a_missing_config_file_is_named() {
+        let err = load::<Config>(Some(Path::new("configs/nope.toml")), &[]).unwrap_err().to_string();
+        assert!(err.contains("configs/nope.toml"), "{err}");
+    }
+}
