@@ -1,1 +1,17 @@
+//! M3ixup encoders, losses and actor-critic agents on burn.
+//!
+//! - [`encoder`]: modality processors, joint processor and projection head built from an
+//!   observation space (GMC's model, M3IXUP.md section 1), with the missing-modality fallback;
+//! - [`losses`]: the GMC InfoNCE, SoftNCE and the M3ixup terms as pure functions, and the
+//!   weighted total with its config and report (M3IXUP.md section 3).
+
 pub use m3ixup_envs as envs;
+
+pub mod encoder;
+pub mod losses;
+
+pub use encoder::{
+    EncoderConfig, EncoderError, Features, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,
+    Presence,
+};
+pub use losses::{m3ixup_loss, LossConfigError, M3ixupLossConfig, M3ixupReport};

@@ -1,0 +1,277 @@
+//! The GMC loss, SoftNCE and the M3ixup terms.
+
+use burn::prelude::*;
+use m3ixup_agents::losses::{
+    gmc_infonce, info_nce, inner_step, m3ixup_loss, m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce,
+    AdaptMode, ExploreStart, LossTerm, M3ixupLossConfig, MixupDraws, StepDirection,
+};
+use m3ixup_agents::{EncoderConfig, JointKind};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::Deserialize;
+
+use crate::common::*;
+
+#[derive(Deserialize)]
+struct Fixture {
+    tau: f32,
+    z_joint: Vec<Vec<f32>>,
+    z_uni: Vec<Vec<Vec<f32>>>,
+    gmc_loss: f64,
+    gmc_loss_first: f64,
+    soft_nce: SoftFixture,
+}
+
+#[derive(Deserialize)]
+struct SoftFixture {
+    lambda: f32,
+    perm: Vec<usize>,
+    loss: f64,
+}
+
+fn matrix<B: Backend>(rows: &[Vec<f32>]) -> Tensor<B, 2> {
+    let (r, c) = (rows.len(), rows[0].len());
+    Tensor::from_data(TensorData::new(rows.concat(), [r, c]), &Default::default())
+}
+
+fn random_unit_rows<B: Backend>(b: usize, d: usize, seed: u64) -> Tensor<B, 2> {
+    seeded::<B, _>(seed, |device| {
+        m3ixup_agents::encoder::l2_normalize(Tensor::random(
+            [b, d],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            device,
+        ))
+    })
+}
+
+#[test]
+fn gmc_loss_matches_the_numpy_fixture() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gmc_reference.toml")).unwrap();
+    let fx: Fixture = toml::from_str(&text).unwrap();
+    let z_m = matrix::<Inner>(&fx.z_joint);
+    let z_u: Vec<_> = fx.z_uni.iter().map(|z| matrix::<Inner>(z)).collect();
+    let got = scalar(gmc_infonce(z_m.clone(), &z_u, fx.tau)) as f64;
+    assert!((got - fx.gmc_loss).abs() < 1e-5, "GMC loss {got} vs numpy {}", fx.gmc_loss);
+    let got = scalar(info_nce(z_m.clone(), z_u[0].clone(), fx.tau)) as f64;
+    assert!((got - fx.gmc_loss_first).abs() < 1e-5, "one modality {got} vs numpy {}", fx.gmc_loss_first);
+    let s = &fx.soft_nce;
+    let got = scalar(soft_nce(z_m, z_u[0].clone(), s.lambda, &s.perm, fx.tau)) as f64;
+    assert!((got - s.loss).abs() < 1e-5, "SoftNCE {got} vs numpy {}", s.loss);
+}
+
+#[test]
+fn soft_nce_with_lambda_one_or_the_identity_equals_the_gmc_term() {
+    let (b, d, tau) = (8, 10, 0.3);
+    let z_m = random_unit_rows::<Inner>(b, d, 1);
+    let z_t = random_unit_rows::<Inner>(b, d, 2);
+    let gmc = scalar(gmc_infonce(z_m.clone(), std::slice::from_ref(&z_t), tau));
+    let perm = permutation_from_seed(3, b);
+    assert_ne!(perm, (0..b).collect::<Vec<_>>());
+    let with_lambda_one = scalar(soft_nce(z_m.clone(), z_t.clone(), 1.0, &perm, tau));
+    let identity: Vec<usize> = (0..b).collect();
+    let with_identity = scalar(soft_nce(z_m.clone(), z_t.clone(), 0.3, &identity, tau));
+    assert!((with_lambda_one - gmc).abs() < 1e-5, "{with_lambda_one} vs {gmc}");
+    assert!((with_identity - gmc).abs() < 1e-5, "{with_identity} vs {gmc}");
+    // And a genuine mix differs.
+    let mixed = scalar(soft_nce(z_m, z_t, 0.3, &perm, tau));
+    assert!((mixed - gmc).abs() > 1e-3);
+}
+
+#[test]
+fn mix_follows_its_definition() {
+    let a = matrix::<Inner>(&[vec![1.0, 2.0], vec![3.0, 4.0], vec![5.0, 6.0]]);
+    let b = matrix::<Inner>(&[vec![10.0, 20.0], vec![30.0, 40.0], vec![50.0, 60.0]]);
+    let got = values(mix(a, b, 0.25, &[2, 0, 1]));
+    // k = 0: 0.25 * a_0 + 0.75 * b_2
+    let want = [0.25 + 37.5, 0.5 + 45.0, 0.75 + 7.5, 1.0 + 15.0, 1.25 + 22.5, 1.5 + 30.0];
+    assert!(max_abs_diff(&got, &want) < 1e-5, "{got:?}");
+}
+
+fn only(term: LossTerm) -> M3ixupLossConfig {
+    let mut c = M3ixupLossConfig::default();
+    c.enable_only(&[term.name()]).unwrap();
+    c
+}
+
+#[test]
+fn every_term_sends_gradients_to_the_processors_the_joint_processor_and_the_head() {
+    let space = small_space();
+    let (x, _) = batch::<Ad>(&space, BATCH, 11);
+    let mut cases: Vec<(String, JointKind, M3ixupLossConfig)> = Vec::new();
+    for term in LossTerm::ALL {
+        cases.push((term.name().into(), JointKind::Separate, only(term)));
+    }
+    let mut bridge = only(LossTerm::Adapt);
+    bridge.adapt.mode = AdaptMode::Bridge;
+    cases.push(("adapt bridge".into(), JointKind::Separate, bridge));
+    let mut explore_mix = only(LossTerm::Explore);
+    explore_mix.explore.start = ExploreStart::Mix;
+    cases.push(("explore from a mix".into(), JointKind::Separate, explore_mix));
+    cases.push(("all, shared trunk".into(), JointKind::SharedTrunk, M3ixupLossConfig::default()));
+    for (name, joint, config) in cases {
+        let enc = encoder::<Ad>(&space, &EncoderConfig { joint, ..Default::default() }, 12);
+        let (loss, report) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(13));
+        assert!(report.total.is_finite() && report.total > 0.0, "{name}: {report:?}");
+        let grads = loss.backward();
+        for (u, p) in enc.unimodal.iter().enumerate() {
+            let (n, missing) = grad_coverage(p, &grads);
+            assert!(n > 0 && missing == 0, "{name}: {missing} of {n} parameters of f_{u} get no gradient");
+        }
+        let (n, missing) = grad_coverage(&enc.joint, &grads);
+        assert!(n > 0 && missing == 0, "{name}: {missing} of {n} parameters of f_M get no gradient");
+        let (n, missing) = grad_coverage(&enc.head, &grads);
+        assert!(n > 0 && missing == 0, "{name}: {missing} of {n} parameters of g get no gradient");
+    }
+}
+
+#[test]
+fn the_adapting_step_lowers_its_inner_loss_and_the_exploring_step_raises_it() {
+    let space = small_space();
+    let enc = encoder::<Ad>(&space, &EncoderConfig::default(), 21);
+    let (x, _) = batch::<Ad>(&space, BATCH, 22);
+    let f = enc.features(&x);
+    let z_m = enc.project(f.joint.clone());
+    let h_mix = f.unimodal[0].clone().mul_scalar(0.4) + f.unimodal[1].clone().mul_scalar(0.6);
+    let id: Vec<usize> = (0..BATCH).collect();
+    let perm = permutation_from_seed(23, BATCH);
+    let descend = inner_step(&enc.head, h_mix.clone(), z_m.clone(), 1.0, &id, 0.3, 0.05, 1, StepDirection::Descend);
+    let (before, after) = (scalar(descend.loss_before), scalar(descend.loss_after));
+    assert!(after < before, "adapting: {before} -> {after}");
+    let start = mix(h_mix.clone(), h_mix, 0.7, &perm);
+    let ascend = inner_step(&enc.head, start, z_m, 0.7, &perm, 0.3, 0.05, 1, StepDirection::Ascend);
+    let (before, after) = (scalar(ascend.loss_before), scalar(ascend.loss_after));
+    assert!(after > before, "exploring: {before} -> {after}");
+
+    // The same holds inside the full loss, for both exploring starts and several steps.
+    for (start, steps) in [(ExploreStart::Adapted, 1), (ExploreStart::Mix, 3)] {
+        let mut config = M3ixupLossConfig::default();
+        config.explore.start = start;
+        config.adapt.steps = steps;
+        config.explore.steps = steps;
+        let (_, report) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(24));
+        assert_eq!(report.adapt_inner.len(), 1);
+        assert_eq!(report.explore_inner.len(), 1);
+        assert!(report.adapt_inner.iter().all(|r| r.after < r.before), "{start:?}: {:?}", report.adapt_inner);
+        assert!(report.explore_inner.iter().all(|r| r.after > r.before), "{start:?}: {:?}", report.explore_inner);
+    }
+}
+
+#[test]
+fn switching_a_term_off_removes_exactly_that_term() {
+    let space = small_space();
+    let enc = encoder::<Ad>(&space, &EncoderConfig::default(), 31);
+    let (x, _) = batch::<Ad>(&space, BATCH, 32);
+    let mut full = M3ixupLossConfig::default();
+    for (t, w) in LossTerm::ALL.into_iter().zip([1.0, 0.5, 2.0, 0.25, 1.5]) {
+        full.set_weight(t, w);
+    }
+    full.explore.start = ExploreStart::Mix;
+    let (_, all) = m3ixup_loss(&enc, &x, &full, &mut StdRng::seed_from_u64(33));
+    let weighted: f32 = LossTerm::ALL.iter().map(|&t| all.term(t).unwrap() * full.weight(t) as f32).sum();
+    assert!((all.total - weighted).abs() < 1e-4, "total {} vs weighted sum {weighted}", all.total);
+    for term in LossTerm::ALL {
+        let mut config = full.clone();
+        config.set_enabled(term, false);
+        let (_, off) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(33));
+        assert_eq!(off.term(term), None, "{term} is off");
+        assert_eq!(off.draws, all.draws, "{term}: switching a term off changes no draw");
+        for other in LossTerm::ALL.into_iter().filter(|&o| o != term) {
+            let (a, b) = (all.term(other).unwrap(), off.term(other).unwrap());
+            assert!((a - b).abs() < 1e-5, "switching {term} off changed {other}: {a} -> {b}");
+        }
+        let removed = all.total - off.total;
+        let want = full.weight(term) as f32 * all.term(term).unwrap();
+        assert!((removed - want).abs() < 1e-4, "switching {term} off removed {removed}, its weighted value is {want}");
+    }
+    // Everything off: a zero total and an empty report.
+    let mut none = full.clone();
+    none.enable_only::<&str>(&[]).unwrap();
+    let (total, report) = m3ixup_loss(&enc, &x, &none, &mut StdRng::seed_from_u64(33));
+    assert_eq!(scalar(total), 0.0);
+    assert!(LossTerm::ALL.iter().all(|&t| report.term(t).is_none()));
+}
+
+#[test]
+fn draws_come_from_the_seeded_rng_and_are_reported() {
+    let space = small_space();
+    let enc = encoder::<Ad>(&space, &EncoderConfig::default(), 41);
+    let (x, _) = batch::<Ad>(&space, BATCH, 42);
+    let config = M3ixupLossConfig::default();
+    let (_, a) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(43));
+    let (_, b) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(43));
+    let (_, c) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(44));
+    assert_eq!(a, b, "same seed, same report");
+    assert_ne!(a.draws, c.draws);
+    let d = &a.draws;
+    assert!(d.lambda > 0.0 && d.lambda < 1.0);
+    assert_eq!(d.perm, permutation_from_seed(d.perm_seed, BATCH));
+    assert_eq!(d.explore_perm, permutation_from_seed(d.explore_perm_seed, BATCH));
+    assert!((d.adapt_weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    assert_eq!(MixupDraws::sample(&mut StdRng::seed_from_u64(43), BATCH, 2, &config), a.draws);
+    // Replaying the reported draws gives the same values.
+    let (_, replay) = m3ixup_loss_with_draws(&enc, &x, &config, a.draws.clone());
+    assert_eq!(replay, a);
+    let keys: Vec<String> = a.metrics().into_iter().map(|(k, _)| k).collect();
+    for k in
+        ["losses/m3ixup", "losses/m3ixup_gmc", "losses/m3ixup_explore", "m3ixup/lambda", "m3ixup/adapt_inner_before"]
+    {
+        assert!(keys.iter().any(|x| x == k), "missing metric {k} in {keys:?}");
+    }
+}
+
+#[test]
+fn the_loss_config_rejects_unknown_terms_negative_weights_and_bad_alphas() {
+    let parse = |s: &str| toml::from_str::<M3ixupLossConfig>(s);
+    let ok =
+        parse("tau = 0.2\n[manifold]\nweight = 0.5\n[adapt]\nmode = \"bridge\"\n[explore]\nstart = \"mix\"").unwrap();
+    assert_eq!(
+        (ok.tau, ok.manifold.weight, ok.adapt.mode, ok.explore.start),
+        (0.2, 0.5, AdaptMode::Bridge, ExploreStart::Mix)
+    );
+    assert!(ok.validate().is_ok() && M3ixupLossConfig::default().validate().is_ok());
+
+    let err = parse("[cutmix]\nweight = 1.0").unwrap_err().to_string();
+    assert!(err.contains("cutmix"), "{err}");
+    let err = parse("[adapt]\nmode = \"jump\"").unwrap_err().to_string();
+    assert!(err.contains("jump"), "{err}");
+    let err = parse("[input]\nwieght = 1.0").unwrap_err().to_string();
+    assert!(err.contains("wieght"), "{err}");
+    let err = M3ixupLossConfig::default().enable_only(&["gmc", "cutmix"]).unwrap_err();
+    assert_eq!(err.field, "cutmix");
+    assert!(err.to_string().contains("cutmix"));
+
+    let field = |s: &str| parse(s).unwrap().validate().unwrap_err().field;
+    assert_eq!(field("[manifold]\nweight = -0.5"), "manifold.weight");
+    assert_eq!(field("[explore]\nweight = -1.0"), "explore.weight");
+    assert_eq!(field("alpha = 0.0"), "alpha");
+    assert_eq!(field("alpha = -1.0"), "alpha");
+    assert_eq!(field("[adapt]\nalpha = 0.0"), "adapt.alpha");
+    assert_eq!(field("[explore]\nalpha = -2.0"), "explore.alpha");
+    assert_eq!(field("tau = 0.0"), "tau");
+    assert_eq!(field("[adapt]\neta = -0.1"), "adapt.eta");
+    assert_eq!(field("[explore]\nsteps = 0"), "explore.steps");
+    let err = parse("alpha = 0.0").unwrap().validate().unwrap_err().to_string();
+    assert!(err.contains("`alpha`"), "{err}");
+}
+
+#[test]
+fn a_few_adam_steps_lower_the_total() {
+    use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+    let space = small_space();
+    let mut enc = encoder::<Ad>(&space, &EncoderConfig::default(), 51);
+    let (x, _) = batch::<Ad>(&space, BATCH, 52);
+    let config = M3ixupLossConfig::default();
+    let mut optim = AdamConfig::new().init();
+    let mut first = None;
+    let mut last = 0.0;
+    for step in 0..15 {
+        let (loss, report) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(53)); // fixed draws
+        first.get_or_insert(report.total);
+        last = report.total;
+        let grads = GradientsParams::from_grads(loss.backward(), &enc);
+        enc = optim.step(1e-3, enc, grads);
+        assert!(report.total.is_finite(), "step {step}");
+    }
+    assert!(last < first.unwrap() - 0.1, "{:?} -> {last}", first);
+}

@@ -1,0 +1,5 @@
+//! Tests of the M3ixup encoders and losses (one integration-test binary).
+
+mod common;
+mod encoder;
+mod losses;
