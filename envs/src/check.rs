@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use crate::error::panic_message;
 use crate::{Action, ActionSpace, Env, EnvError, Obs, Step, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 /// What a passing check saw.
@@ -54,17 +55,6 @@ pub fn check_env(env: &mut dyn Env, seed: u64, steps: usize) -> Result<CheckRepo
     match catch_unwind(AssertUnwindSafe(|| run_checks(env, seed, steps))) {
         Ok(result) => result.map_err(fail),
         Err(panic) => Err(fail(format!("panicked: {}", panic_message(&*panic)))),
-    }
-}
-
-/// The text of a panic payload.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a panic without a message)".into()
     }
 }
 

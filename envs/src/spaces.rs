@@ -92,7 +92,8 @@ impl ModalitySpec {
                 self.high.len()
             ));
         }
-        if let Some(i) = (0..n).find(|&i| !(self.low[i] <= self.high[i])) {
+        // NaN bounds compare as None and are rejected too.
+        if let Some(i) = (0..n).find(|&i| self.low[i].partial_cmp(&self.high[i]).map_or(true, |o| o.is_gt())) {
             return bad(format!("element {i}: low {} > high {}", self.low[i], self.high[i]));
         }
         Ok(())
@@ -251,7 +252,7 @@ impl ActionSpace {
                         high.len()
                     )));
                 }
-                if let Some(i) = (0..low.len()).find(|&i| !(low[i] <= high[i]) || !low[i].is_finite() || !high[i].is_finite()) {
+                if let Some(i) = (0..low.len()).find(|&i| !low[i].is_finite() || !high[i].is_finite() || low[i] > high[i]) {
                     return Err(EnvError::InvalidSpace(format!(
                         "Box action dimension {i}: bounds [{}, {}] must be finite with low <= high",
                         low[i], high[i]

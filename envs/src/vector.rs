@@ -11,7 +11,6 @@
 //! main thread hands its core over, then sleeps until the last worker signals or `step_timeout`
 //! passes; it never busy-waits. Idle workers poll (yielding) for 50 µs before they park.
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::slice;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,7 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::env::{Env, Info, ModalityData, Obs};
-use crate::error::EnvError;
+use crate::error::{panic_message, EnvError};
 use crate::spaces::{Action, ActionSpace, ObsSpace};
 
 /// How many sub-environments, on how many threads, seeded how.
@@ -786,15 +785,6 @@ fn guarded<T>(index: usize, call: impl FnOnce() -> Result<T, EnvError>) -> Resul
     }
 }
 
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        s
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s
-    } else {
-        "(a non-string panic payload)"
-    }
-}
 
 /// Checks what the batch buffers rely on: modality count, dtypes and lengths (not bounds:
 /// `check_env` covers those, and checking them every step would cost).

@@ -54,17 +54,12 @@ impl Env for Counter {
 
 
 /// Parameters of [`Counter`] when it is registered by name.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CounterConfig {
     pub terminate_at: Option<u32>,
 }
 
-impl Default for CounterConfig {
-    fn default() -> Self {
-        Self { terminate_at: None }
-    }
-}
 
 /// A way for an environment to break the contract.
 #[derive(Clone, Copy, Debug, PartialEq)]
