@@ -93,7 +93,7 @@ impl ModalitySpec {
             ));
         }
         // NaN bounds compare as None and are rejected too.
-        if let Some(i) = (0..n).find(|&i| self.low[i].partial_cmp(&self.high[i]).map_or(true, |o| o.is_gt())) {
+        if let Some(i) = (0..n).find(|&i| self.low[i].partial_cmp(&self.high[i]).is_none_or(|o| o.is_gt())) {
             return bad(format!("element {i}: low {} > high {}", self.low[i], self.high[i]));
         }
         Ok(())
