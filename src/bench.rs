@@ -6,6 +6,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use burn::optim::AdamConfig;
+use burn::tensor::backend::AutodiffBackend;
+use m3ixup_agents::pretrain::{train_step, PretrainError, SampleSet};
+use m3ixup_agents::{EncoderConfig, M3ixupEncoder, M3ixupLossConfig};
 use m3ixup_envs::{make, Action, ActionSpace, BatchActions, EnvError, VecEnv, VecEnvConfig};
 
 /// How many pre-drawn random actions the loops cycle through, so the measurement is of the
@@ -103,4 +107,64 @@ pub fn env_table(names: &[String], num_envs: usize, budget: Duration) -> Result<
             })
         })
         .collect()
+}
+
+/// Wall-clock seconds of single training steps, after warm-up.
+#[derive(Clone, Debug)]
+pub struct StepTiming {
+    /// Every timed step, in order.
+    pub seconds: Vec<f64>,
+}
+
+impl StepTiming {
+    pub fn median(&self) -> f64 {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        }
+    }
+
+    pub fn min(&self) -> f64 {
+        self.seconds.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+}
+
+/// Times one full training step of the pretraining loop (batch assembly from the contiguous
+/// buffers, the loss with its mixup draws, backward, Adam update) on a batch of `batch_size`
+/// observations collected from environment `name` with a random policy: `warmup` untimed steps,
+/// then `steps` timed ones. The encoder keeps training across steps, as in a real run.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_timing<B: AutodiffBackend>(
+    name: &str,
+    params: &toml::Table,
+    encoder: &EncoderConfig,
+    loss: &M3ixupLossConfig,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    device: &B::Device,
+) -> Result<StepTiming, PretrainError> {
+    let vec = VecEnvConfig { num_envs: 16, workers: 0, seed: 0, ..VecEnvConfig::default() };
+    let samples = SampleSet::collect_random(name, params, batch_size, vec, None)?;
+    B::seed(device, 0);
+    let mut model: M3ixupEncoder<B> = encoder.init(samples.space(), device)?;
+    let mut optim = AdamConfig::new().init::<B, M3ixupEncoder<B>>();
+    let mut rng = StdRng::seed_from_u64(0);
+    let indices: Vec<usize> = (0..batch_size).collect();
+    let mut seconds = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let start = Instant::now();
+        let batch = samples.batch::<B>(&indices, device);
+        (model, _) = train_step(model, &mut optim, &batch, loss, 1e-3, &mut rng);
+        // The loss report reads values back; the sync also waits for the optimiser update on
+        // backends that run asynchronously.
+        let _ = B::sync(device);
+        if i >= warmup {
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(StepTiming { seconds })
 }

@@ -3,12 +3,18 @@
 //! - [`encoder`]: modality processors, joint processor and projection head built from an
 //!   observation space (GMC's model, M3IXUP.md section 1), with the missing-modality fallback;
 //! - [`losses`]: the GMC InfoNCE, SoftNCE and the M3ixup terms as pure functions, and the
-//!   weighted total with its config and report (M3IXUP.md section 3).
+//!   weighted total with its config and report (M3IXUP.md section 3);
+//! - [`run`]: the run directory of every training binary (config, metrics CSV and JSON lines,
+//!   atomic checkpoint writes);
+//! - [`pretrain`]: offline pretraining of the encoders on random-policy data (the paper's
+//!   protocol), with validation retrieval accuracy and checkpoints.
 
 pub use m3ixup_envs as envs;
 
 pub mod encoder;
 pub mod losses;
+pub mod pretrain;
+pub mod run;
 
 pub use encoder::{
     EncoderConfig, EncoderError, Features, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,

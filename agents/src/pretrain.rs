@@ -1,0 +1,1083 @@
+//! Offline pretraining of the encoders: the paper's protocol (M3IXUP.md sections 1 and 4, GMC's
+//! training).
+//!
+//! 1. Collect `data.samples` observations from the environment with a uniform random policy
+//!    (20 000 from `multimodal-pendulum` by default), keep those with every modality present, and
+//!    split them at random into train and validation sets (90/10).
+//! 2. Train the encoder with the GMC loss (`loss.kind = "gmc"`) or the M3ixup loss
+//!    (`"m3ixup"`) for `train.epochs` epochs of Adam over shuffled minibatches.
+//! 3. After every epoch: validation loss and cross-modal retrieval accuracy per modality (over
+//!    validation batches of `train.validation_batch_size` = 128: the fraction of samples whose
+//!    unimodal latent z_u has its own joint latent z_M as nearest neighbour among the batch's z_M;
+//!    chance is 1/128), one metrics row, and the encoder checkpoint (`encoder.mpk`, written
+//!    atomically) with its `encoder.toml` description.
+//!
+//! [`pretrain`] is the whole loop, top to bottom. [`load_encoder`] reads a checkpoint back.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{DType as TensorDType, Int};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use m3ixup_envs::{make, registered_names, Action, ActionSpace, BatchActions, EnvError, ModalityData, ObsSpace};
+use m3ixup_envs::{VecEnv, VecEnvConfig};
+
+use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, ModalityTensor, MultimodalInput};
+use crate::losses::{gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport};
+use crate::run::{write_atomic, RunDir};
+
+/// File name of the encoder weights in a run directory (burn's named MessagePack, f32).
+pub const CHECKPOINT_FILE: &str = "encoder.mpk";
+/// File name of the checkpoint's description ([`EncoderMeta`]).
+pub const META_FILE: &str = "encoder.toml";
+/// Version of the checkpoint layout written by this module.
+pub const CHECKPOINT_FORMAT: u32 = 1;
+
+type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Mixed into `train.seed` for the mixup draws of the validation loss: the same draws every
+/// epoch (so epochs compare), different from the training draws.
+const VALIDATION_DRAWS: u64 = 0x5EED_0000_7A11;
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+/// The `pretrain` config (`configs/pretrain-*.toml`). Defaults: the paper's protocol on the
+/// multimodal pendulum with the M3ixup loss, 9 epochs (`configs/pretrain-m3ixup.toml`).
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainConfig {
+    /// The environment the samples come from.
+    pub env: EnvSection,
+    /// How many samples, from how many environments, split how.
+    pub data: DataConfig,
+    /// The encoder architecture (GMC's by default).
+    pub encoder: EncoderConfig,
+    /// Which loss trains the encoder: `kind`, then the M3ixup loss options.
+    pub loss: LossSection,
+    /// Optimisation and validation.
+    pub train: TrainConfig,
+}
+
+/// `[env]`: a registered environment and its parameters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvSection {
+    /// Registered name (`multimodal-pendulum`, `pixel-cartpole`, `reacher`, or a user's).
+    pub name: String,
+    /// The environment's parameters, including the registry's wrapper keys (`frame_stack`,
+    /// `max_episode_steps`, `sensor_dropout`); empty = the environment's defaults.
+    pub params: toml::Table,
+}
+
+impl Default for EnvSection {
+    fn default() -> Self {
+        Self { name: "multimodal-pendulum".into(), params: toml::Table::new() }
+    }
+}
+
+/// `[data]`: the random-policy data set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Samples to collect, every modality present (GMC and the paper: 20 000).
+    pub samples: usize,
+    /// Fraction held out for validation, drawn at random (0.1: a 90/10 split).
+    pub validation_fraction: f64,
+    /// Sub-environments stepped together.
+    pub num_envs: usize,
+    /// Worker threads stepping them (0 = on the calling thread).
+    pub workers: usize,
+    /// Seed of the environments (sub-environment i gets seed + i), the random policy and the split.
+    pub seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self { samples: 20_000, validation_fraction: 0.1, num_envs: 16, workers: 0, seed: 0 }
+    }
+}
+
+/// `[train]`: optimisation and validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Passes over the training set (GMC: 500; see the configs for what fits in 30 minutes).
+    pub epochs: usize,
+    /// Minibatch size (GMC: 128). The last partial minibatch of an epoch is dropped.
+    pub batch_size: usize,
+    /// Adam's learning rate (GMC: 1e-3).
+    pub learning_rate: f64,
+    /// Seed of the network initialisation, the minibatch order and the mixup draws.
+    pub seed: u64,
+    /// Batch size of the validation loss and of retrieval (128: chance is 1/128).
+    pub validation_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { epochs: 9, batch_size: 128, learning_rate: 1e-3, seed: 0, validation_batch_size: 128 }
+    }
+}
+
+/// Which loss trains the encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// The GMC InfoNCE alone (the `[loss.gmc]` weight and `tau` apply; every other term is off).
+    Gmc,
+    /// The weighted M3ixup total (M3IXUP.md section 3) with the terms as configured.
+    #[default]
+    M3ixup,
+}
+
+impl fmt::Display for LossKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossKind::Gmc => "gmc",
+            LossKind::M3ixup => "m3ixup",
+        })
+    }
+}
+
+/// `[loss]`: `kind`, an optional `terms` list, and every key of [`M3ixupLossConfig`] (`tau`,
+/// `alpha`, `[loss.gmc]`, `[loss.input]`, `[loss.manifold]`, `[loss.adapt]`, `[loss.explore]`)
+/// in the same table. Unknown keys are errors naming them.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "toml::Table", into = "toml::Table")]
+pub struct LossSection {
+    /// `"gmc"` or `"m3ixup"`.
+    pub kind: LossKind,
+    /// `terms = ["gmc", "input", ...]`: enables exactly these terms (overrides each term's
+    /// `enabled`); absent = the per-term switches decide.
+    pub terms: Option<Vec<String>>,
+    /// The M3ixup loss options.
+    pub m3ixup: M3ixupLossConfig,
+}
+
+impl TryFrom<toml::Table> for LossSection {
+    type Error = String;
+
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        let kind = match table.remove("kind") {
+            None => LossKind::default(),
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| format!("`loss.kind`: {}", e.message()))?,
+        };
+        let terms = match table.remove("terms") {
+            None => None,
+            Some(v) => Some(v.try_into().map_err(|e: toml::de::Error| format!("`loss.terms`: {}", e.message()))?),
+        };
+        // Through the text form, so that the error's span gives the key's path (`loss.adapt.stepz`).
+        let text = toml::to_string(&table).map_err(|e| format!("[loss]: {e}"))?;
+        let m3ixup = toml::from_str(&text).map_err(|e: toml::de::Error| {
+            let key = e.span().and_then(|span| key_path_at(&text, span.start));
+            format!("`loss{}`: {}", key.map(|k| format!(".{k}")).unwrap_or_default(), e.message())
+        })?;
+        Ok(Self { kind, terms, m3ixup })
+    }
+}
+
+/// The dotted path of the key on the line of `text` (TOML written by `toml::to_string`: one key
+/// per line under `[section]` headers) that holds byte `offset`.
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = line.split('=').next()?.trim();
+    let section = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match section {
+        Some(header) => format!("{}.{key}", header.trim_matches(|c| c == '[' || c == ']').trim()),
+        None => key.to_string(),
+    })
+}
+
+impl From<LossSection> for toml::Table {
+    fn from(section: LossSection) -> Self {
+        let mut table = match toml::Value::try_from(&section.m3ixup) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => unreachable!("M3ixupLossConfig serialises to a table"),
+        };
+        table.insert("kind".into(), toml::Value::String(section.kind.to_string()));
+        if let Some(terms) = section.terms {
+            table.insert("terms".into(), toml::Value::Array(terms.into_iter().map(toml::Value::String).collect()));
+        }
+        table
+    }
+}
+
+impl LossSection {
+    /// The loss the training loop evaluates: for `kind = "gmc"`, the GMC term alone; for
+    /// `"m3ixup"`, the configured terms (`terms` applied). Fails on an unknown term name.
+    pub fn effective(&self) -> Result<M3ixupLossConfig, PretrainError> {
+        let mut config = self.m3ixup.clone();
+        if let Some(terms) = &self.terms {
+            config.enable_only(terms).map_err(|e| PretrainError::config("loss.terms", e.reason))?;
+        }
+        if self.kind == LossKind::Gmc {
+            for t in LossTerm::ALL {
+                config.set_enabled(t, t == LossTerm::Gmc);
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl PretrainConfig {
+    /// Checks every value; the error names the field (`loss.alpha`, `loss.input.weight`,
+    /// `train.batch_size`, ...).
+    pub fn validate(&self) -> Result<(), PretrainError> {
+        let bad = |field: &str, reason: String| Err(PretrainError::config(field, reason));
+        if !registered_names().contains(&self.env.name) {
+            return bad(
+                "env.name",
+                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
+            );
+        }
+        let d = &self.data;
+        if !(d.validation_fraction > 0.0 && d.validation_fraction < 1.0) {
+            return bad(
+                "data.validation_fraction",
+                format!("must lie strictly between 0 and 1, got {}", d.validation_fraction),
+            );
+        }
+        if d.num_envs == 0 {
+            return bad("data.num_envs", "must be at least 1".into());
+        }
+        if d.workers > d.num_envs {
+            return bad(
+                "data.workers",
+                format!("{} workers for {} environments: must be at most num_envs", d.workers, d.num_envs),
+            );
+        }
+        let t = &self.train;
+        if t.epochs == 0 {
+            return bad("train.epochs", "must be at least 1".into());
+        }
+        if t.batch_size < 2 {
+            return bad(
+                "train.batch_size",
+                format!("contrastive losses need at least 2 samples per batch, got {}", t.batch_size),
+            );
+        }
+        if t.validation_batch_size < 2 {
+            return bad("train.validation_batch_size", format!("must be at least 2, got {}", t.validation_batch_size));
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return bad("train.learning_rate", format!("must be a finite number > 0, got {}", t.learning_rate));
+        }
+        let (train, val) = split_sizes(d.samples, d.validation_fraction);
+        if val < 2 {
+            return bad(
+                "data.samples",
+                format!(
+                    "{} samples x validation_fraction {} leave {val} for validation; need at least 2",
+                    d.samples, d.validation_fraction
+                ),
+            );
+        }
+        if train < t.batch_size {
+            return bad(
+                "data.samples",
+                format!("{train} training samples are fewer than train.batch_size = {}", t.batch_size),
+            );
+        }
+        self.encoder.validate().map_err(|e| match e {
+            EncoderError::InvalidConfig { field, reason } => PretrainError::config(&format!("encoder.{field}"), reason),
+            other => PretrainError::Encoder(other),
+        })?;
+        self.loss.m3ixup.validate().map_err(|e| PretrainError::config(&format!("loss.{}", e.field), e.reason))?;
+        if self.kind_is_gmc_with_other_terms() {
+            return bad(
+                "loss.terms",
+                "kind = \"gmc\" trains the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into(),
+            );
+        }
+        let effective = self.loss.effective()?;
+        if !LossTerm::ALL.iter().any(|&t| effective.enabled(t)) {
+            return bad("loss.terms", "every loss term is switched off".into());
+        }
+        Ok(())
+    }
+
+    fn kind_is_gmc_with_other_terms(&self) -> bool {
+        self.loss.kind == LossKind::Gmc && self.loss.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc"))
+    }
+}
+
+/// `(train, validation)` sizes of a split: validation gets `round(n * fraction)`.
+pub fn split_sizes(samples: usize, validation_fraction: f64) -> (usize, usize) {
+    let val = ((samples as f64) * validation_fraction).round() as usize;
+    let val = val.min(samples);
+    (samples - val, val)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// What can stop a pretraining run.
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainError {
+    /// A config value out of range; `field` names the key, e.g. `loss.alpha`.
+    #[error("config `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    /// A checkpoint that cannot be read, or does not match.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// The loss became NaN or infinite.
+    #[error("training diverged at epoch {epoch}, step {step}: the loss is {value}")]
+    Diverged { epoch: usize, step: usize, value: f32 },
+}
+
+impl PretrainError {
+    pub fn config(field: &str, reason: impl Into<String>) -> Self {
+        PretrainError::Config { field: field.to_string(), reason: reason.into() }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let context = context.into();
+        move |source| PretrainError::Io { context, source }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------------------------
+
+/// Observations stored per modality in contiguous buffers, sample-major: sample `i` of modality
+/// `m` occupies `[i * numel_m, (i + 1) * numel_m)` of `buffers[m]`. Pixels stay `u8`.
+#[derive(Clone, Debug)]
+pub struct SampleSet {
+    space: ObsSpace,
+    len: usize,
+    buffers: Vec<ModalityData>,
+}
+
+impl SampleSet {
+    /// Steps a vector of `vec.num_envs` environments `name(params)` with uniform random actions
+    /// (drawn from a generator seeded with `vec.seed`) until `samples` observations with every
+    /// modality present are stored. Environments are reset with `vec.seed` (sub-environment i:
+    /// `seed + i`); episodes restart as they end (same-step autoreset).
+    pub fn collect_random(
+        name: &str,
+        params: &toml::Table,
+        samples: usize,
+        vec: VecEnvConfig,
+        progress: Option<&ProgressBar>,
+    ) -> Result<Self, PretrainError> {
+        let seed = vec.seed;
+        let mut envs = VecEnv::new(vec, |_| make(name, params))?;
+        let space = envs.observation_space().clone();
+        let action_space = envs.action_space().clone();
+        let numel: Vec<usize> = space.iter().map(|(_, s)| s.numel()).collect();
+        let mut buffers: Vec<ModalityData> = space
+            .iter()
+            .map(|(_, s)| match s.dtype {
+                m3ixup_envs::DType::U8 => ModalityData::U8(Vec::with_capacity(samples * s.numel())),
+                m3ixup_envs::DType::F32 => ModalityData::F32(Vec::with_capacity(samples * s.numel())),
+            })
+            .collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut len = 0;
+        let mut obs = envs.reset(Some(seed))?.clone();
+        let mut empty_steps = 0;
+        while len < samples {
+            let before = len;
+            for i in 0..envs.num_envs() {
+                if len == samples || !obs.env_present(i).iter().all(|&p| p) {
+                    continue;
+                }
+                for (m, buffer) in buffers.iter_mut().enumerate() {
+                    let rows = i * numel[m]..(i + 1) * numel[m];
+                    match (buffer, &obs.buffers[m]) {
+                        (ModalityData::U8(dst), ModalityData::U8(src)) => dst.extend_from_slice(&src[rows]),
+                        (ModalityData::F32(dst), ModalityData::F32(src)) => dst.extend_from_slice(&src[rows]),
+                        _ => unreachable!("the vector environment checks dtypes against the space"),
+                    }
+                }
+                len += 1;
+            }
+            if let Some(bar) = progress {
+                bar.inc((len - before) as u64);
+            }
+            // Sensor dropout that never leaves every modality on would loop forever.
+            empty_steps = if len == before { empty_steps + 1 } else { 0 };
+            if empty_steps > 10_000 {
+                return Err(PretrainError::config(
+                    "env.params",
+                    "10 000 steps in a row without an observation with every modality present (sensor_dropout?)",
+                ));
+            }
+            if len < samples {
+                obs.clone_from(&envs.step(&random_actions(&action_space, envs.num_envs(), &mut rng))?.obs);
+            }
+        }
+        Ok(Self { space, len, buffers })
+    }
+
+    pub fn space(&self) -> &ObsSpace {
+        &self.space
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The contiguous buffer of modality `m` (`len * numel` values).
+    pub fn modality(&self, m: usize) -> &ModalityData {
+        &self.buffers[m]
+    }
+
+    /// The samples at `indices` as one tensor per modality, `[b, ...shape]`, raw values as f32.
+    /// Rows are copied from the contiguous buffers into one `TensorData` per modality; `u8`
+    /// modalities travel as bytes and are converted to f32 by the backend when it stores `u8`.
+    pub fn batch<B: Backend>(&self, indices: &[usize], device: &B::Device) -> MultimodalInput<B> {
+        let b = indices.len();
+        let modalities = self
+            .space
+            .iter()
+            .zip(&self.buffers)
+            .map(|((_, spec), buffer)| {
+                let n = spec.numel();
+                let shape: Vec<usize> = std::iter::once(b).chain(spec.shape.iter().copied()).collect();
+                let data = match buffer {
+                    ModalityData::U8(v) => TensorData::new(gather_rows(v, n, indices), shape),
+                    ModalityData::F32(v) => TensorData::new(gather_rows(v, n, indices), shape),
+                };
+                if spec.is_image() {
+                    ModalityTensor::Image(float_tensor::<B, 4>(data, device))
+                } else {
+                    ModalityTensor::Vector(float_tensor::<B, 2>(data, device))
+                }
+            })
+            .collect();
+        MultimodalInput::new(modalities)
+    }
+
+    /// A random split of `0..len` into `(train, validation)` indices, the validation part of
+    /// `round(len * validation_fraction)` samples, in a random order.
+    pub fn split(&self, validation_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+        let mut order: Vec<usize> = (0..self.len).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(seed));
+        let (_, val) = split_sizes(self.len, validation_fraction);
+        let train = order.split_off(val);
+        (train, order)
+    }
+}
+
+fn gather_rows<T: Copy>(buffer: &[T], numel: usize, indices: &[usize]) -> Vec<T> {
+    let mut out = Vec::with_capacity(indices.len() * numel);
+    for &i in indices {
+        out.extend_from_slice(&buffer[i * numel..(i + 1) * numel]);
+    }
+    out
+}
+
+/// A float tensor from `data`; `u8` data goes to the device as bytes when the backend stores
+/// `u8`, and is converted there.
+fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device) -> Tensor<B, D> {
+    if data.dtype == TensorDType::U8 && B::supports_dtype(device, TensorDType::U8) {
+        Tensor::<B, D, Int>::from_data(data, (device, TensorDType::U8)).float()
+    } else {
+        Tensor::from_data(data, device)
+    }
+}
+
+fn random_actions(space: &ActionSpace, num_envs: usize, rng: &mut StdRng) -> BatchActions {
+    match space {
+        ActionSpace::Box { .. } => BatchActions::Continuous(
+            (0..num_envs)
+                .flat_map(|_| match space.sample(rng) {
+                    Action::Continuous(v) => v,
+                    Action::Discrete(_) => unreachable!("a Box space samples continuous actions"),
+                })
+                .collect(),
+        ),
+        ActionSpace::Discrete(_) => BatchActions::Discrete(
+            (0..num_envs)
+                .map(|_| match space.sample(rng) {
+                    Action::Discrete(a) => a,
+                    Action::Continuous(_) => unreachable!("a Discrete space samples discrete actions"),
+                })
+                .collect(),
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One step, validation, retrieval
+// ---------------------------------------------------------------------------------------------
+
+/// One optimisation step: the loss of `batch` (with mixup draws from `rng`), one backward pass,
+/// one optimiser update of every encoder parameter. Returns the updated encoder and the report.
+pub fn train_step<B, O>(
+    encoder: M3ixupEncoder<B>,
+    optim: &mut O,
+    batch: &MultimodalInput<B>,
+    loss: &M3ixupLossConfig,
+    learning_rate: f64,
+    rng: &mut StdRng,
+) -> (M3ixupEncoder<B>, M3ixupReport)
+where
+    B: AutodiffBackend,
+    O: Optimizer<M3ixupEncoder<B>, B>,
+{
+    let (total, report) = m3ixup_loss(&encoder, batch, loss, rng);
+    let grads = GradientsParams::from_grads(total.backward(), &encoder);
+    (optim.step(learning_rate, encoder, grads), report)
+}
+
+/// Number of rows `k` whose nearest key (Euclidean) is key `k`: `queries` `[B, d]`, `keys`
+/// `[B, d]`. Returns `[1]` (a float count). Ties go to the lowest index.
+pub fn retrieval_hits<B: Backend>(queries: Tensor<B, 2>, keys: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [b, _] = queries.dims();
+    let m = keys.dims()[0];
+    let device = queries.device();
+    // ||q - k||^2 = ||q||^2 - 2 q.k + ||k||^2; ||q||^2 is the same along a row, so the nearest key
+    // maximises 2 q.k - ||k||^2.
+    let key_sq = keys.clone().square().sum_dim(1).reshape([1, m]); // [1, M]
+    let score = queries.matmul(keys.transpose()).mul_scalar(2.0) - key_sq; // [B, M]
+    let nearest = score.argmax(1).reshape([b]); // [B]
+    let own = Tensor::<B, 1, Int>::arange(0..b as i64, &device);
+    nearest.equal(own).float().sum()
+}
+
+/// Retrieval accuracy of one batch: the fraction of rows whose nearest key is their own.
+pub fn retrieval_accuracy<B: Backend>(queries: Tensor<B, 2>, keys: Tensor<B, 2>) -> f64 {
+    let b = queries.dims()[0];
+    let hits: f32 = retrieval_hits(queries, keys).into_scalar().elem();
+    hits as f64 / b as f64
+}
+
+/// Validation figures of one encoder on one set of batches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validation {
+    /// The training loss on the validation batches (M3ixup: with draws from a fixed seed, so
+    /// epochs are comparable), mean over batches.
+    pub loss_total: f64,
+    /// The GMC InfoNCE, mean over batches (comparable between `gmc` and `m3ixup` runs).
+    pub loss_gmc: f64,
+    /// Retrieval accuracy per modality, in the space's order.
+    pub retrieval: Vec<f64>,
+}
+
+/// Validation loss and retrieval accuracy over `batches` of `samples`: latents come from the
+/// non-autodiff copy of the encoder (`valid()`), so no graph is built; a loss with M3ixup terms
+/// is evaluated on the autodiff encoder (its inner steps need gradients) and its graph dropped.
+pub fn evaluate<B: AutodiffBackend>(
+    encoder: &M3ixupEncoder<B>,
+    samples: &SampleSet,
+    batches: &[&[usize]],
+    loss: &M3ixupLossConfig,
+    draw_seed: u64,
+    device: &B::Device,
+) -> Validation {
+    let valid = encoder.valid();
+    let n = encoder.num_modalities();
+    let gmc_only = LossTerm::ALL.iter().all(|&t| t == LossTerm::Gmc || !loss.enabled(t));
+    let mut draws = StdRng::seed_from_u64(draw_seed);
+    let (mut total, mut gmc, mut hits, mut count) = (0.0, 0.0, vec![0.0; n], 0usize);
+    for indices in batches {
+        let x = samples.batch::<B::InnerBackend>(indices, device);
+        let feats = valid.features(&x);
+        let z_joint = valid.project(feats.joint); // [b, d]
+        let z_uni = project_views(&valid, feats.unimodal); // n x [b, d]
+        let mut values = vec![gmc_infonce(z_joint.clone(), &z_uni, loss.tau as f32)];
+        values.extend(z_uni.into_iter().map(|z_u| retrieval_hits(z_u, z_joint.clone())));
+        let values: Vec<f32> = Tensor::cat(values, 0).into_data().convert::<f32>().to_vec().expect("f32 values");
+        gmc += values[0] as f64;
+        for (h, v) in hits.iter_mut().zip(&values[1..]) {
+            *h += *v as f64;
+        }
+        total += if gmc_only {
+            loss.gmc.weight * values[0] as f64
+        } else {
+            m3ixup_loss(encoder, &samples.batch::<B>(indices, device), loss, &mut draws).1.total as f64
+        };
+        count += indices.len();
+    }
+    let k = batches.len().max(1) as f64;
+    Validation {
+        loss_total: total / k,
+        loss_gmc: gmc / k,
+        retrieval: hits.into_iter().map(|h| h / count.max(1) as f64).collect(),
+    }
+}
+
+/// Validation batches of `size` from `indices` (already in random order): full batches only,
+/// so chance stays 1/size, unless there are fewer than `size` samples (then one batch of all).
+pub fn validation_batches(indices: &[usize], size: usize) -> Vec<&[usize]> {
+    if indices.len() < size {
+        vec![indices]
+    } else {
+        indices.chunks_exact(size).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------
+
+/// `encoder.toml`: what a loader needs to rebuild the encoder and check that it fits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderMeta {
+    /// Checkpoint layout version ([`CHECKPOINT_FORMAT`]).
+    pub format: u32,
+    /// How `encoder.mpk` is encoded.
+    pub record: String,
+    /// The environment the encoder was trained on.
+    pub env_name: String,
+    /// The loss it was trained with.
+    pub loss_kind: LossKind,
+    /// Epochs completed when the weights were saved.
+    pub epoch: usize,
+    /// The environment's parameters.
+    pub env_params: toml::Table,
+    /// The architecture (with the space, enough to rebuild the module).
+    pub encoder: EncoderConfig,
+    /// The observation space the encoder was built from.
+    pub observation_space: ObsSpace,
+}
+
+impl EncoderMeta {
+    /// Checks that an environment's observation space is the one the encoder was built from.
+    pub fn check_space(&self, space: &ObsSpace) -> Result<(), String> {
+        if *space == self.observation_space {
+            Ok(())
+        } else {
+            Err(format!("the encoder was trained on {}, the environment observes {space}", self.observation_space))
+        }
+    }
+}
+
+/// Writes `encoder.mpk` (full precision) and `encoder.toml` into `dir`, each atomically.
+pub fn save_encoder<B: Backend>(
+    dir: &Path,
+    encoder: &M3ixupEncoder<B>,
+    meta: &EncoderMeta,
+) -> Result<(), PretrainError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes = CheckpointRecorder::default()
+        .record(encoder.clone().into_record(), ())
+        .map_err(|e| PretrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+    write_atomic(&path, &bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
+    let meta_path = dir.join(META_FILE);
+    let text = toml::to_string(meta)
+        .map_err(|e| PretrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
+    write_atomic(&meta_path, text.as_bytes())
+        .map_err(PretrainError::io(format!("cannot write {}", meta_path.display())))
+}
+
+/// Reads a checkpoint written by [`save_encoder`] from `dir` (a run directory).
+pub fn load_encoder<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(M3ixupEncoder<B>, EncoderMeta), PretrainError> {
+    let meta_path = dir.join(META_FILE);
+    let text = std::fs::read_to_string(&meta_path)
+        .map_err(PretrainError::io(format!("cannot read {}", meta_path.display())))?;
+    let meta: EncoderMeta = toml::from_str(&text)
+        .map_err(|e| PretrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
+    if meta.format != CHECKPOINT_FORMAT {
+        return Err(PretrainError::Checkpoint {
+            path: meta_path,
+            reason: format!("format {} is not the supported {CHECKPOINT_FORMAT}", meta.format),
+        });
+    }
+    let encoder = meta.encoder.init::<B>(&meta.observation_space, device)?;
+    let path = dir.join(CHECKPOINT_FILE);
+    let bytes = std::fs::read(&path).map_err(PretrainError::io(format!("cannot read {}", path.display())))?;
+    let record = CheckpointRecorder::default()
+        .load(bytes, device)
+        .map_err(|e| PretrainError::Checkpoint { path, reason: e.to_string() })?;
+    Ok((encoder.load_record(record), meta))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+// ---------------------------------------------------------------------------------------------
+
+/// Run-time options that are not part of the experiment.
+#[derive(Clone, Debug, Default)]
+pub struct PretrainOptions {
+    /// Progress bars on stderr (when it is a terminal) and one summary line per epoch.
+    pub verbose: bool,
+}
+
+/// One epoch's figures (also written as a metrics row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation: Validation,
+    pub seconds: f64,
+}
+
+/// What a finished run reports.
+#[derive(Clone, Debug)]
+pub struct PretrainSummary {
+    pub run_dir: PathBuf,
+    pub modalities: Vec<String>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Seconds spent collecting the data set.
+    pub collect_seconds: f64,
+    /// Mean seconds of one training step (forward, backward, Adam update, batch assembly).
+    pub step_seconds: f64,
+    pub wall_seconds: f64,
+}
+
+impl PretrainSummary {
+    /// Best validation retrieval per modality over the epochs.
+    pub fn best_retrieval(&self) -> Vec<f64> {
+        (0..self.modalities.len())
+            .map(|m| self.epochs.iter().map(|e| e.validation.retrieval[m]).fold(f64::NAN, f64::max))
+            .collect()
+    }
+
+    /// The last epoch's validation retrieval per modality.
+    pub fn last_retrieval(&self) -> Vec<f64> {
+        self.epochs.last().map(|e| e.validation.retrieval.clone()).unwrap_or_default()
+    }
+}
+
+/// Pretrains an encoder as `config` says, writing `config.toml`, `metrics.csv`,
+/// `metrics.jsonl`, `encoder.mpk` and `encoder.toml` into `run` (module documentation).
+/// Returns the trained encoder (the last epoch's, as checkpointed) and the summary.
+pub fn pretrain<B: AutodiffBackend>(
+    config: &PretrainConfig,
+    run: &RunDir,
+    device: &B::Device,
+    options: &PretrainOptions,
+) -> Result<(M3ixupEncoder<B>, PretrainSummary), PretrainError> {
+    config.validate()?;
+    let started = Instant::now();
+    let text = toml::to_string_pretty(config).map_err(|e| PretrainError::config("(config)", e.to_string()))?;
+    run.write_config(&text).map_err(PretrainError::io("cannot write config.toml"))?;
+    let mut metrics = run.metrics().map_err(PretrainError::io("cannot create the metrics files"))?;
+    let (data, train) = (&config.data, &config.train);
+
+    // Seeding (DESIGN.md): data.seed drives the environments, the random policy and the split;
+    // train.seed the network initialisation (the backend's one global RNG, seeded once, here),
+    // the minibatch order and the mixup draws.
+    B::seed(device, train.seed);
+    let mut rng = StdRng::seed_from_u64(train.seed);
+
+    // 1. Data: uniform random policy, every modality present, random 90/10 split.
+    let bar = progress_bar(options, data.samples as u64, "collect {pos}/{len} samples [{bar:30}] {elapsed_precise}");
+    let collect_start = Instant::now();
+    let vec =
+        VecEnvConfig { num_envs: data.num_envs, workers: data.workers, seed: data.seed, ..VecEnvConfig::default() };
+    let samples = SampleSet::collect_random(&config.env.name, &config.env.params, data.samples, vec, Some(&bar))?;
+    let collect_seconds = collect_start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let (mut train_idx, val_idx) = samples.split(data.validation_fraction, data.seed);
+    let val_batches = validation_batches(&val_idx, train.validation_batch_size);
+    let modalities: Vec<String> = samples.space().names().map(String::from).collect();
+    say(
+        options,
+        &bar,
+        format!(
+            "collected {} samples of {} in {collect_seconds:.1} s: {} train, {} validation",
+            samples.len(),
+            samples.space(),
+            train_idx.len(),
+            val_idx.len()
+        ),
+    );
+
+    // 2. Encoder, optimiser, loss.
+    let mut encoder = config.encoder.init::<B>(samples.space(), device)?;
+    let mut optim = AdamConfig::new().init::<B, M3ixupEncoder<B>>();
+    let loss = config.loss.effective()?;
+    let terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| loss.enabled(t)).collect();
+    let mut meta = EncoderMeta {
+        format: CHECKPOINT_FORMAT,
+        record: "burn NamedMpkBytesRecorder<FullPrecisionSettings>".into(),
+        env_name: config.env.name.clone(),
+        loss_kind: config.loss.kind,
+        epoch: 0,
+        env_params: config.env.params.clone(),
+        encoder: config.encoder.clone(),
+        observation_space: samples.space().clone(),
+    };
+
+    // 3. Epochs: shuffled minibatches, then validation, a metrics row and a checkpoint.
+    let steps_per_epoch = train_idx.len() / train.batch_size;
+    let bar = progress_bar(
+        options,
+        (train.epochs * steps_per_epoch) as u64,
+        "epoch {prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta_precise} {msg}",
+    );
+    let mut history: Vec<EpochMetrics> = Vec::with_capacity(train.epochs);
+    let (mut step, mut step_seconds) = (0usize, 0.0f64);
+    let mut last_retrieval = String::new();
+    for epoch in 1..=train.epochs {
+        let epoch_start = Instant::now();
+        bar.set_prefix(format!("{epoch}/{}", train.epochs));
+        train_idx.shuffle(&mut rng);
+        let mut loss_sum = 0.0f64;
+        let mut term_sums = vec![0.0f64; terms.len()];
+        for indices in train_idx.chunks_exact(train.batch_size) {
+            let step_start = Instant::now();
+            let batch = samples.batch::<B>(indices, device);
+            let report;
+            (encoder, report) = train_step(encoder, &mut optim, &batch, &loss, train.learning_rate, &mut rng);
+            step_seconds += step_start.elapsed().as_secs_f64();
+            step += 1;
+            if !report.total.is_finite() {
+                return Err(PretrainError::Diverged { epoch, step, value: report.total });
+            }
+            loss_sum += report.total as f64;
+            for (sum, &t) in term_sums.iter_mut().zip(&terms) {
+                *sum += report.term(t).unwrap_or(f32::NAN) as f64;
+            }
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}{last_retrieval}", report.total));
+        }
+        let train_seconds = epoch_start.elapsed().as_secs_f64();
+
+        let validation = evaluate(&encoder, &samples, &val_batches, &loss, train.seed ^ VALIDATION_DRAWS, device);
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        let train_loss = loss_sum / steps_per_epoch as f64;
+        let mut row: Vec<(String, f64)> = vec![
+            ("pretrain/epoch".into(), epoch as f64),
+            ("pretrain/step".into(), step as f64),
+            ("losses/train_total".into(), train_loss),
+        ];
+        for (sum, t) in term_sums.iter().zip(&terms) {
+            row.push((format!("losses/train_{t}"), sum / steps_per_epoch as f64));
+        }
+        row.push(("losses/val_total".into(), validation.loss_total));
+        row.push(("losses/val_gmc".into(), validation.loss_gmc));
+        for (name, acc) in modalities.iter().zip(&validation.retrieval) {
+            row.push((format!("retrieval/{name}"), *acc));
+        }
+        row.push(("time/epoch_seconds".into(), seconds));
+        row.push(("time/train_seconds".into(), train_seconds));
+        row.push(("time/step_seconds".into(), train_seconds / steps_per_epoch as f64));
+        row.push(("time/elapsed_seconds".into(), started.elapsed().as_secs_f64()));
+        metrics.log(&row).map_err(PretrainError::io("cannot write the metrics"))?;
+
+        meta.epoch = epoch;
+        save_encoder(run.path(), &encoder, &meta)?;
+
+        let retrieval: String =
+            modalities.iter().zip(&validation.retrieval).map(|(n, a)| format!(" {n} {a:.3}")).collect();
+        last_retrieval = format!(" | val retrieval{retrieval}");
+        say(options, &bar, format!(
+            "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {:.4} (gmc {:.4}), retrieval{retrieval}, {seconds:.1} s",
+            train.epochs, validation.loss_total, validation.loss_gmc
+        ));
+        history.push(EpochMetrics { epoch, train_loss, validation, seconds });
+    }
+    bar.finish_and_clear();
+    let summary = PretrainSummary {
+        run_dir: run.path().to_path_buf(),
+        modalities,
+        epochs: history,
+        collect_seconds,
+        step_seconds: step_seconds / step.max(1) as f64,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((encoder, summary))
+}
+
+fn progress_bar(options: &PretrainOptions, len: u64, template: &str) -> ProgressBar {
+    if !options.verbose {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
+    bar
+}
+
+/// A line on stderr above the progress bar (also when the bar is hidden: not a terminal).
+fn say(options: &PretrainOptions, bar: &ProgressBar, line: String) {
+    if options.verbose {
+        bar.suspend(|| eprintln!("{line}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    fn parse(text: &str) -> Result<PretrainConfig, String> {
+        toml::from_str::<PretrainConfig>(text).map_err(|e| e.to_string())
+    }
+
+    fn rejected(text: &str) -> String {
+        match parse(text) {
+            Err(e) => e,
+            Ok(c) => c.validate().expect_err("the config should be rejected").to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let config = PretrainConfig::default();
+        config.validate().unwrap();
+        let text = toml::to_string_pretty(&config).unwrap();
+        assert_eq!(parse(&text).unwrap(), config);
+        assert_eq!(parse("").unwrap(), config);
+        let gmc = parse("[loss]\nkind = \"gmc\"\nterms = [\"gmc\"]\n[loss.input]\nweight = 2.0\n").unwrap();
+        assert_eq!(parse(&toml::to_string(&gmc).unwrap()).unwrap(), gmc);
+    }
+
+    #[test]
+    fn bad_loss_configs_are_rejected_naming_the_field() {
+        // An unknown term, as a table and in the `terms` list.
+        let e = rejected("[loss.mixx]\nweight = 1.0\n");
+        assert!(e.contains("loss.mixx"), "{e}");
+        let e = rejected("[loss]\nterms = [\"gmc\", \"mixx\"]\n");
+        assert!(e.contains("loss.terms") && e.contains("mixx"), "{e}");
+        // A negative weight.
+        let e = rejected("[loss.input]\nweight = -1.0\n");
+        assert!(e.contains("loss.input.weight"), "{e}");
+        let e = rejected("[loss.gmc]\nweight = -0.5\n");
+        assert!(e.contains("loss.gmc.weight"), "{e}");
+        // alpha <= 0, at the top and in a term.
+        let e = rejected("[loss]\nalpha = 0.0\n");
+        assert!(e.contains("loss.alpha"), "{e}");
+        let e = rejected("[loss.adapt]\nalpha = -1.0\n");
+        assert!(e.contains("loss.adapt.alpha"), "{e}");
+        // An unknown kind, and an unknown key in a term.
+        let e = rejected("[loss]\nkind = \"foo\"\n");
+        assert!(e.contains("loss.kind") && e.contains("foo"), "{e}");
+        let e = rejected("[loss.explore]\nstepz = 2\n");
+        assert!(e.contains("loss.explore.stepz"), "{e}");
+        let e = rejected("[loss.adapt]\nmode = \"jump\"\n");
+        assert!(e.contains("loss.adapt.mode") && e.contains("jump"), "{e}");
+        let e = rejected("[loss]\ntau = \"hot\"\n");
+        assert!(e.contains("loss.tau"), "{e}");
+        // Every term off, and gmc with other terms.
+        let e = rejected("[loss]\nterms = []\n");
+        assert!(e.contains("loss.terms"), "{e}");
+        let e = rejected("[loss]\nkind = \"gmc\"\nterms = [\"input\"]\n");
+        assert!(e.contains("loss.terms"), "{e}");
+    }
+
+    #[test]
+    fn bad_data_and_train_values_are_rejected_naming_the_field() {
+        for (text, field) in [
+            ("[train]\nbatch_size = 1\n", "train.batch_size"),
+            ("[train]\nlearning_rate = -1e-3\n", "train.learning_rate"),
+            ("[train]\nepochs = 0\n", "train.epochs"),
+            ("[data]\nvalidation_fraction = 1.0\n", "data.validation_fraction"),
+            ("[data]\nsamples = 100\n", "data.samples"),
+            ("[data]\nnum_envs = 2\nworkers = 3\n", "data.workers"),
+            ("[env]\nname = \"nope\"\n", "env.name"),
+            ("[encoder]\nlatent_dim = 0\n", "encoder.latent_dim"),
+        ] {
+            let e = rejected(text);
+            assert!(e.contains(field), "{text}: {e}");
+        }
+        let e = rejected("[train]\nepoch = 3\n");
+        assert!(e.contains("epoch"), "{e}");
+    }
+
+    #[test]
+    fn kind_gmc_trains_the_gmc_term_alone() {
+        let c = parse("[loss]\nkind = \"gmc\"\n").unwrap();
+        let loss = c.loss.effective().unwrap();
+        assert!(loss.enabled(LossTerm::Gmc));
+        assert!(LossTerm::ALL.iter().filter(|&&t| t != LossTerm::Gmc).all(|&t| !loss.enabled(t)));
+        let c = parse("[loss]\nterms = [\"gmc\", \"adapt\"]\n").unwrap();
+        let loss = c.loss.effective().unwrap();
+        assert!(loss.enabled(LossTerm::Adapt) && !loss.enabled(LossTerm::Input));
+    }
+
+    fn tensor(rows: &[[f32; 3]]) -> Tensor<Flex, 2> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [rows.len(), 3]), &Default::default())
+    }
+
+    #[test]
+    fn retrieval_counts_rows_whose_nearest_key_is_their_own() {
+        let keys = tensor(&[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
+        // Perfect: every query is its own key.
+        assert_eq!(retrieval_accuracy(keys.clone(), keys.clone()), 1.0);
+        // Near but not equal still counts: query 0 is closest to key 0.
+        let q = tensor(&[[0.9, 0.1, 0.0], [0.0, 0.2, 0.8], [0.1, 0.0, 0.9]]);
+        // By hand: row 0 -> key 0 (hit), row 1 -> key 2 (miss), row 2 -> key 2 (hit).
+        assert!((retrieval_accuracy(q, keys.clone()) - 2.0 / 3.0).abs() < 1e-12);
+        // A cyclic shift: nobody finds their own key.
+        let shifted = tensor(&[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]);
+        assert_eq!(retrieval_accuracy(shifted, keys), 0.0);
+    }
+
+    #[test]
+    fn retrieval_of_unrelated_latents_is_near_chance() {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(7);
+        let (b, d, batches) = (128, 10, 20);
+        let unit = |rng: &mut StdRng| {
+            let v: Vec<f32> = (0..b * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            crate::encoder::l2_normalize(Tensor::<Flex, 2>::from_data(TensorData::new(v, [b, d]), &Default::default()))
+        };
+        let mean =
+            (0..batches).map(|_| retrieval_accuracy(unit(&mut rng), unit(&mut rng))).sum::<f64>() / batches as f64;
+        // Chance is 1/128 = 0.0078; 2560 independent trials put the mean well under 0.03.
+        assert!(mean < 0.03, "{mean}");
+        let z = unit(&mut rng);
+        assert_eq!(retrieval_accuracy(z.clone(), z), 1.0);
+    }
+
+    #[test]
+    fn batches_are_gathered_from_the_contiguous_buffers_with_pixels_as_raw_values() {
+        use m3ixup_envs::{DType, ModalitySpec};
+        let space = ObsSpace::new([
+            ("pixels", ModalitySpec::uniform(&[1, 2, 2], DType::U8, 0.0, 255.0)),
+            ("sound", ModalitySpec::uniform(&[2], DType::F32, -1.0, 1.0)),
+        ])
+        .unwrap();
+        // Three samples: pixels i*10 + (0..4), sound (i, -i).
+        let pixels: Vec<u8> = (0..3u8).flat_map(|i| (0..4u8).map(move |j| i * 10 + j + 200 * (i == 2) as u8)).collect();
+        let sound: Vec<f32> = (0..3).flat_map(|i| [i as f32, -(i as f32)]).collect();
+        let set = SampleSet { space, len: 3, buffers: vec![ModalityData::U8(pixels), ModalityData::F32(sound)] };
+        let x = set.batch::<Flex>(&[2, 0], &Default::default());
+        let ModalityTensor::Image(p) = &x.modalities[0] else { panic!("pixels are an image") };
+        assert_eq!(p.dims(), [2, 1, 2, 2]);
+        let p: Vec<f32> = p.clone().into_data().to_vec().unwrap();
+        assert_eq!(p, vec![220.0, 221.0, 222.0, 223.0, 0.0, 1.0, 2.0, 3.0]);
+        let ModalityTensor::Vector(v) = &x.modalities[1] else { panic!("sound is a vector") };
+        assert_eq!(v.clone().into_data().to_vec::<f32>().unwrap(), vec![2.0, -2.0, 0.0, -0.0]);
+    }
+
+    #[test]
+    fn validation_batches_are_full_unless_the_set_is_small() {
+        let idx: Vec<usize> = (0..300).collect();
+        let b = validation_batches(&idx, 128);
+        assert_eq!(b.iter().map(|b| b.len()).collect::<Vec<_>>(), vec![128, 128]);
+        assert_eq!(validation_batches(&idx[..50], 128).len(), 1);
+        assert_eq!(split_sizes(20_000, 0.1), (18_000, 2_000));
+    }
+}
