@@ -10,7 +10,7 @@ use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
 use m3ixup_agents::pretrain::{train_step, PretrainError, SampleSet};
 use m3ixup_agents::{EncoderConfig, M3ixupEncoder, M3ixupLossConfig};
-use m3ixup_envs::{make, Action, ActionSpace, BatchActions, EnvError, VecEnv, VecEnvConfig};
+use m3ixup_envs::{make, Action, BatchActions, EnvError, VecEnv, VecEnvConfig};
 
 /// How many pre-drawn random actions the loops cycle through, so the measurement is of the
 /// environment, not of the random-number generator.
@@ -52,7 +52,7 @@ pub fn vector_steps_per_sec(
     let mut envs = VecEnv::new(config, |_| make(name, params))?;
     let mut rng = StdRng::seed_from_u64(0);
     let space = envs.action_space().clone();
-    let batches: Vec<BatchActions> = (0..64).map(|_| random_batch(&space, num_envs, &mut rng)).collect();
+    let batches: Vec<BatchActions> = (0..64).map(|_| BatchActions::sample(&space, num_envs, &mut rng)).collect();
     envs.reset(Some(0))?;
     let start = Instant::now();
     let mut vector_steps = 0usize;
@@ -63,37 +63,18 @@ pub fn vector_steps_per_sec(
     Ok((vector_steps * num_envs) as f64 / start.elapsed().as_secs_f64())
 }
 
-fn random_batch(space: &ActionSpace, num_envs: usize, rng: &mut StdRng) -> BatchActions {
-    let actions: Vec<Action> = (0..num_envs).map(|_| space.sample(rng)).collect();
-    match space {
-        ActionSpace::Box { .. } => BatchActions::Continuous(
-            actions.into_iter().flat_map(|a| match a {
-                Action::Continuous(v) => v,
-                Action::Discrete(_) => unreachable!("a Box space draws continuous actions"),
-            })
-            .collect(),
-        ),
-        ActionSpace::Discrete(_) => BatchActions::Discrete(
-            actions.into_iter().map(|a| match a {
-                Action::Discrete(i) => i,
-                Action::Continuous(_) => unreachable!("a Discrete space draws discrete actions"),
-            })
-            .collect(),
-        ),
-    }
-}
 
 /// One row of the environment table.
 #[derive(Clone, Debug)]
 pub struct EnvThroughput {
     pub name: String,
     pub single: f64,
-    pub vector_1_worker: f64,
-    pub vector_2_workers: f64,
+    pub vector_1_thread: f64,
+    pub vector_2_threads: f64,
 }
 
 /// The `bench envs` table: every registered environment with default parameters, alone and as
-/// a vector of `num_envs` over 1 and 2 workers.
+/// a vector of `num_envs` on 1 thread (inline) and on 2 threads.
 pub fn env_table(names: &[String], num_envs: usize, budget: Duration) -> Result<Vec<EnvThroughput>, EnvError> {
     let params = toml::Table::new();
     names
@@ -102,8 +83,8 @@ pub fn env_table(names: &[String], num_envs: usize, budget: Duration) -> Result<
             Ok(EnvThroughput {
                 name: name.clone(),
                 single: single_env_steps_per_sec(name, &params, budget)?,
-                vector_1_worker: vector_steps_per_sec(name, &params, num_envs, 1, budget)?,
-                vector_2_workers: vector_steps_per_sec(name, &params, num_envs, 2, budget)?,
+                vector_1_thread: vector_steps_per_sec(name, &params, num_envs, 1, budget)?,
+                vector_2_threads: vector_steps_per_sec(name, &params, num_envs, 2, budget)?,
             })
         })
         .collect()

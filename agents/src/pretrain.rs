@@ -31,7 +31,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{make, registered_names, Action, ActionSpace, BatchActions, EnvError, ModalityData, ObsSpace};
+use m3ixup_envs::{make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
 use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, ModalityTensor, MultimodalInput};
@@ -99,7 +99,7 @@ pub struct DataConfig {
     pub validation_fraction: f64,
     /// Sub-environments stepped together.
     pub num_envs: usize,
-    /// Worker threads stepping them (0 = on the calling thread).
+    /// Threads stepping them, the calling thread included (0 or 1: the calling thread alone).
     pub workers: usize,
     /// Seed of the environments (sub-environment i gets seed + i), the random policy and the split.
     pub seed: u64,
@@ -431,7 +431,7 @@ impl SampleSet {
                 ));
             }
             if len < samples {
-                obs.clone_from(&envs.step(&random_actions(&action_space, envs.num_envs(), &mut rng))?.obs);
+                obs.clone_from(&envs.step(&BatchActions::sample(&action_space, envs.num_envs(), &mut rng))?.obs);
             }
         }
         Ok(Self { space, len, buffers })
@@ -509,26 +509,6 @@ fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device
     }
 }
 
-fn random_actions(space: &ActionSpace, num_envs: usize, rng: &mut StdRng) -> BatchActions {
-    match space {
-        ActionSpace::Box { .. } => BatchActions::Continuous(
-            (0..num_envs)
-                .flat_map(|_| match space.sample(rng) {
-                    Action::Continuous(v) => v,
-                    Action::Discrete(_) => unreachable!("a Box space samples continuous actions"),
-                })
-                .collect(),
-        ),
-        ActionSpace::Discrete(_) => BatchActions::Discrete(
-            (0..num_envs)
-                .map(|_| match space.sample(rng) {
-                    Action::Discrete(a) => a,
-                    Action::Continuous(_) => unreachable!("a Discrete space samples discrete actions"),
-                })
-                .collect(),
-        ),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // One step, validation, retrieval

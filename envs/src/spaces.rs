@@ -235,7 +235,7 @@ impl ActionSpace {
     pub fn sample(&self, rng: &mut impl rand::Rng) -> Action {
         match self {
             ActionSpace::Box { low, high } => Action::Continuous(
-                low.iter().zip(high).map(|(&l, &h)| if l < h { rng.gen_range(l..=h) } else { l }).collect(),
+                low.iter().zip(high).map(|(&l, &h)| sample_in(l, h, rng)).collect(),
             ),
             ActionSpace::Discrete(n) => Action::Discrete(rng.gen_range(0..*n as i64)),
         }
@@ -272,6 +272,15 @@ impl fmt::Display for ActionSpace {
             ActionSpace::Box { low, high } => write!(f, "Box(low={low:?}, high={high:?})"),
             ActionSpace::Discrete(n) => write!(f, "Discrete({n})"),
         }
+    }
+}
+
+/// A uniform draw from `[low, high]` (a degenerate interval gives `low`).
+pub(crate) fn sample_in(low: f32, high: f32, rng: &mut impl rand::Rng) -> f32 {
+    if low < high {
+        rng.gen_range(low..=high)
+    } else {
+        low
     }
 }
 

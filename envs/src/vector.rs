@@ -209,6 +209,19 @@ impl BatchActions {
         }
     }
 
+    /// Uniformly random valid actions for `num_envs` environments of `space`.
+    pub fn sample(space: &ActionSpace, num_envs: usize, rng: &mut impl rand::Rng) -> Self {
+        match space {
+            ActionSpace::Box { low, high } => BatchActions::Continuous(
+                (0..num_envs)
+                    .flat_map(|_| low.iter().zip(high))
+                    .map(|(&l, &h)| crate::spaces::sample_in(l, h, rng))
+                    .collect(),
+            ),
+            ActionSpace::Discrete(n) => BatchActions::Discrete((0..num_envs).map(|_| rng.gen_range(0..*n as i64)).collect()),
+        }
+    }
+
     /// Number of values (not environments).
     pub fn len(&self) -> usize {
         match self {
