@@ -31,6 +31,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use m3ixup_envs::registry::toml_key_at;
 use m3ixup_envs::{make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
@@ -183,28 +184,11 @@ impl TryFrom<toml::Table> for LossSection {
         // Through the text form, so that the error's span gives the key's path (`loss.adapt.stepz`).
         let text = toml::to_string(&table).map_err(|e| format!("[loss]: {e}"))?;
         let m3ixup = toml::from_str(&text).map_err(|e: toml::de::Error| {
-            let key = e.span().and_then(|span| key_path_at(&text, span.start));
+            let key = e.span().and_then(|span| toml_key_at(&text, span.start));
             format!("`loss{}`: {}", key.map(|k| format!(".{k}")).unwrap_or_default(), e.message())
         })?;
         Ok(Self { kind, terms, m3ixup })
     }
-}
-
-/// The dotted path of the key on the line of `text` (TOML written by `toml::to_string`: one key
-/// per line under `[section]` headers) that holds byte `offset`.
-fn key_path_at(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next()?.trim();
-    if line.starts_with('[') {
-        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
-    }
-    let key = line.split('=').next()?.trim();
-    let section = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
-    Some(match section {
-        Some(header) => format!("{}.{key}", header.trim_matches(|c| c == '[' || c == ']').trim()),
-        None => key.to_string(),
-    })
 }
 
 impl From<LossSection> for toml::Table {

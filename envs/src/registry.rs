@@ -165,22 +165,29 @@ impl WrapperParams {
     }
 }
 
-/// Turns a deserialisation error into an error naming the parameter: the unknown key, or the
-/// key on the line the error points at (`text` is the parameters as TOML, one key per line).
+/// Turns a deserialisation error into an error naming the parameter it points at (`text` is
+/// the parameters as TOML).
 fn param_error(env: &str, text: &str, error: &toml::de::Error) -> EnvError {
-    let message = error.message().to_string();
-    let param = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(String::from)
-        .or_else(|| {
-            let start = error.span()?.start.min(text.len());
-            let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-            let key = text[line_start..].split('=').next()?.trim();
-            (!key.is_empty()).then(|| key.to_string())
-        })
-        .unwrap_or_else(|| "(parameters)".to_string());
-    EnvError::InvalidParam { env: env.to_string(), param, reason: message }
+    let param = error.span().and_then(|span| toml_key_at(text, span.start)).unwrap_or_else(|| "(parameters)".into());
+    EnvError::InvalidParam { env: env.to_string(), param, reason: error.message().to_string() }
+}
+
+/// The dotted path of the key on the line of `text` that holds byte `offset`, for TOML written
+/// by `toml::to_string` (one key per line under `[section]` headers): turns the span of a
+/// deserialisation error into the name of the key it is about.
+pub fn toml_key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?.trim();
+    if line.starts_with('[') {
+        return Some(line.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    }
+    let key = line.split('=').next()?.trim();
+    let section = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+    Some(match section {
+        Some(header) => format!("{}.{key}", header.trim_matches(|c| c == '[' || c == ']').trim()),
+        None => key.to_string(),
+    })
 }
 
 fn global() -> &'static RwLock<Registry> {
