@@ -343,17 +343,18 @@ mod vector {
 
     #[test]
     fn panicking_sub_env_reports_its_index_instead_of_hanging() {
-        for workers in [0, 2] {
-            let mut venv = faulty(4, workers, 2, Fault::PanicAt(3), Duration::from_secs(10));
+        // Inline; in a worker thread (env 2); in the calling thread's chunk while a worker runs (env 0).
+        for (workers, bad) in [(0, 2), (2, 2), (2, 0)] {
+            let mut venv = faulty(4, workers, bad, Fault::PanicAt(3), Duration::from_secs(10));
             venv.reset(Some(0)).unwrap();
             venv.step(&actions(4, 0)).unwrap();
             venv.step(&actions(4, 1)).unwrap();
             let e = venv.step(&actions(4, 2)).unwrap_err();
             match &e {
-                EnvError::SubEnv { index: 2, cause } => {
+                EnvError::SubEnv { index, cause } if *index == bad => {
                     assert!(cause.contains("counter exploded at step 3"), "{cause}")
                 }
-                other => panic!("expected SubEnv for index 2, got {other:?}"),
+                other => panic!("expected SubEnv for index {bad}, got {other:?}"),
             }
             assert_poisoned(&mut venv);
         }
