@@ -808,6 +808,9 @@ pub fn pretrain<B: AutodiffBackend>(
         train_idx.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
         let mut term_sums = vec![0.0f64; terms.len()];
+        // The mixup draws and inner-step losses (`m3ixup/lambda`, `m3ixup/adapt_inner_before`,
+        // ...), averaged over the epoch's steps.
+        let mut draw_sums: Vec<(String, f64)> = Vec::new();
         for indices in train_idx.chunks_exact(train.batch_size) {
             let step_start = Instant::now();
             let batch = samples.batch::<B>(indices, device);
@@ -819,6 +822,12 @@ pub fn pretrain<B: AutodiffBackend>(
                 return Err(PretrainError::Diverged { epoch, step, value: report.total });
             }
             loss_sum += report.total as f64;
+            for (key, value) in report.metrics().into_iter().filter(|(k, _)| k.starts_with("m3ixup/")) {
+                match draw_sums.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, sum)) => *sum += value,
+                    None => draw_sums.push((key, value)),
+                }
+            }
             for (sum, &t) in term_sums.iter_mut().zip(&terms) {
                 *sum += report.term(t).unwrap_or(f32::NAN) as f64;
             }
@@ -838,6 +847,7 @@ pub fn pretrain<B: AutodiffBackend>(
         for (sum, t) in term_sums.iter().zip(&terms) {
             row.push((format!("losses/train_{t}"), sum / steps_per_epoch as f64));
         }
+        row.extend(draw_sums.into_iter().map(|(key, sum)| (key, sum / steps_per_epoch as f64)));
         row.push(("losses/val_total".into(), validation.loss_total));
         row.push(("losses/val_gmc".into(), validation.loss_gmc));
         for (name, acc) in modalities.iter().zip(&validation.retrieval) {
