@@ -49,6 +49,10 @@ pub enum PixelTrunk {
     /// -> Conv(64->64, k3, s1) -> ReLU -> flatten (64 x 4 x 4 = 1024 for 60 x 60, so the
     /// projection after it is 14 times smaller than GMC's). Needs images of at least 36 x 36.
     Nature,
+    /// A compact stack for on-policy training on a CPU: Conv(C->16, k8, s4) -> ReLU ->
+    /// Conv(16->32, k4, s2) -> ReLU -> flatten (32 x 6 x 6 = 1152 for 60 x 60): about a quarter
+    /// of Nature's multiply-adds. Needs images of at least 16 x 16.
+    Small,
 }
 
 /// How the joint processor f_M sees the modalities.
@@ -218,6 +222,12 @@ const NATURE_CONVS: &[ConvLayer] = &[
     ConvLayer { out: 64, kernel: 3, stride: 1, pad: 0, bias: true },
 ];
 
+/// The compact stack: the first two Nature layers at half the channels.
+const SMALL_CONVS: &[ConvLayer] = &[
+    ConvLayer { out: 16, kernel: 8, stride: 4, pad: 0, bias: true },
+    ConvLayer { out: 32, kernel: 4, stride: 2, pad: 0, bias: true },
+];
+
 /// Conv stack of an image modality: `[B, C, H, W] -> [B, C' * H' * W']`.
 #[derive(Module, Debug)]
 pub struct ConvTrunk<B: Backend> {
@@ -232,6 +242,7 @@ impl<B: Backend> ConvTrunk<B> {
         let (layers, act) = match kind {
             PixelTrunk::Gmc => (GMC_CONVS, Act::Swish),
             PixelTrunk::Nature => (NATURE_CONVS, Act::Relu),
+            PixelTrunk::Small => (SMALL_CONVS, Act::Relu),
         };
         let (mut c, mut h, mut w) = (spec.shape[0], spec.shape[1], spec.shape[2]);
         let mut convs = Vec::with_capacity(layers.len());

@@ -14,7 +14,12 @@ pub use m3ixup_envs as envs;
 pub mod encoder;
 pub mod losses;
 pub mod pretrain;
+pub mod actor_critic;
+pub mod optim;
+pub mod ppo;
+pub mod rollout;
 pub mod run;
+pub mod storage;
 
 pub use encoder::{
     EncoderConfig, EncoderError, Features, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Gamma};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{M3ixupEncoder, MultimodalInput, ProjectionHead};
+use crate::encoder::{Features, M3ixupEncoder, MultimodalInput, ProjectionHead};
 
 /// A large negative logit for the removed diagonal: `exp` of it underflows to exactly 0 in f32
 /// while staying finite (no `inf - inf` anywhere).
@@ -790,15 +790,29 @@ pub fn m3ixup_loss_with_draws<B: AutodiffBackend>(
     config: &M3ixupLossConfig,
     draws: MixupDraws,
 ) -> (Tensor<B, 1>, M3ixupReport) {
+    // h_u, h_M and z_M once per batch, shared by every term.
+    let feats = encoder.features(batch);
+    let z_m = encoder.project(feats.joint.clone());
+    m3ixup_loss_on_features(encoder, batch, feats, z_m, config, draws)
+}
+
+/// [`m3ixup_loss_with_draws`] on features already computed for `batch` (`feats =
+/// encoder.features(batch)`, `z_m = encoder.project(feats.joint)`), so a caller that also needs
+/// them (the actor-critic reads z_M) runs the trunks once.
+pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
+    encoder: &M3ixupEncoder<B>,
+    batch: &MultimodalInput<B>,
+    feats: Features<B>,
+    z_m: Tensor<B, 2>,
+    config: &M3ixupLossConfig,
+    draws: MixupDraws,
+) -> (Tensor<B, 1>, M3ixupReport) {
     let tau = config.tau as f32;
     let b = batch.batch_size();
     assert_eq!(draws.perm.len(), b, "draws were made for another batch size");
     let identity: Vec<usize> = (0..b).collect();
-    // h_u, h_M and z_M once per batch, shared by every term.
-    let feats = encoder.features(batch);
     let h_u = feats.unimodal; // n x [B, F]
     let h_m = feats.joint; // [B, F]
-    let z_m = encoder.project(h_m.clone()); // [B, d]
 
     let mut terms: Vec<(LossTerm, Tensor<B, 1>)> = Vec::new();
     if config.gmc.enabled {

@@ -24,7 +24,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{DType as TensorDType, Int};
+use burn::tensor::Int;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -35,9 +35,10 @@ use m3ixup_envs::registry::toml_key_at;
 use m3ixup_envs::{make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
-use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, ModalityTensor, MultimodalInput};
+use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
 use crate::losses::{gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport};
 use crate::run::{write_atomic, RunDir};
+use crate::storage::ObsBuffer;
 
 /// File name of the encoder weights in a run directory (burn's named MessagePack, f32).
 pub const CHECKPOINT_FILE: &str = "encoder.mpk";
@@ -143,6 +144,9 @@ pub enum LossKind {
     /// The weighted M3ixup total (M3IXUP.md section 3) with the terms as configured.
     #[default]
     M3ixup,
+    /// No representation loss (an RL agent's `[aux]` without auxiliary loss; `pretrain`
+    /// rejects it).
+    None,
 }
 
 impl fmt::Display for LossKind {
@@ -150,6 +154,7 @@ impl fmt::Display for LossKind {
         f.write_str(match self {
             LossKind::Gmc => "gmc",
             LossKind::M3ixup => "m3ixup",
+            LossKind::None => "none",
         })
     }
 }
@@ -213,10 +218,10 @@ impl LossSection {
         if let Some(terms) = &self.terms {
             config.enable_only(terms).map_err(|e| PretrainError::config("loss.terms", e.reason))?;
         }
-        if self.kind == LossKind::Gmc {
-            for t in LossTerm::ALL {
-                config.set_enabled(t, t == LossTerm::Gmc);
-            }
+        match self.kind {
+            LossKind::Gmc => LossTerm::ALL.into_iter().for_each(|t| config.set_enabled(t, t == LossTerm::Gmc)),
+            LossKind::None => LossTerm::ALL.into_iter().for_each(|t| config.set_enabled(t, false)),
+            LossKind::M3ixup => {}
         }
         Ok(config)
     }
@@ -292,6 +297,9 @@ impl PretrainConfig {
                 "kind = \"gmc\" trains the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into(),
             );
         }
+        if self.loss.kind == LossKind::None {
+            return bad("loss.kind", "pretraining needs a loss: \"gmc\" or \"m3ixup\"".into());
+        }
         let effective = self.loss.effective()?;
         if !LossTerm::ALL.iter().any(|&t| effective.enabled(t)) {
             return bad("loss.terms", "every loss term is switched off".into());
@@ -350,13 +358,11 @@ impl PretrainError {
 // Data
 // ---------------------------------------------------------------------------------------------
 
-/// Observations stored per modality in contiguous buffers, sample-major: sample `i` of modality
-/// `m` occupies `[i * numel_m, (i + 1) * numel_m)` of `buffers[m]`. Pixels stay `u8`.
+/// The random-policy data set: complete observations (every modality present) in an
+/// [`ObsBuffer`], pixels kept as `u8`.
 #[derive(Clone, Debug)]
 pub struct SampleSet {
-    space: ObsSpace,
-    len: usize,
-    buffers: Vec<ModalityData>,
+    store: ObsBuffer,
 }
 
 impl SampleSet {
@@ -373,126 +379,74 @@ impl SampleSet {
     ) -> Result<Self, PretrainError> {
         let seed = vec.seed;
         let mut envs = VecEnv::new(vec, |_| make(name, params))?;
-        let space = envs.observation_space().clone();
         let action_space = envs.action_space().clone();
-        let numel: Vec<usize> = space.iter().map(|(_, s)| s.numel()).collect();
-        let mut buffers: Vec<ModalityData> = space
-            .iter()
-            .map(|(_, s)| match s.dtype {
-                m3ixup_envs::DType::U8 => ModalityData::U8(Vec::with_capacity(samples * s.numel())),
-                m3ixup_envs::DType::F32 => ModalityData::F32(Vec::with_capacity(samples * s.numel())),
-            })
-            .collect();
+        let mut store = ObsBuffer::with_capacity(envs.observation_space(), samples);
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut len = 0;
         let mut obs = envs.reset(Some(seed))?.clone();
         let mut empty_steps = 0;
-        while len < samples {
-            let before = len;
+        while store.len() < samples {
+            let before = store.len();
             for i in 0..envs.num_envs() {
-                if len == samples || !obs.env_present(i).iter().all(|&p| p) {
-                    continue;
+                if store.len() < samples && obs.env_present(i).iter().all(|&p| p) {
+                    store.push_env(&obs, i);
                 }
-                for (m, buffer) in buffers.iter_mut().enumerate() {
-                    let rows = i * numel[m]..(i + 1) * numel[m];
-                    match (buffer, &obs.buffers[m]) {
-                        (ModalityData::U8(dst), ModalityData::U8(src)) => dst.extend_from_slice(&src[rows]),
-                        (ModalityData::F32(dst), ModalityData::F32(src)) => dst.extend_from_slice(&src[rows]),
-                        _ => unreachable!("the vector environment checks dtypes against the space"),
-                    }
-                }
-                len += 1;
             }
             if let Some(bar) = progress {
-                bar.inc((len - before) as u64);
+                bar.inc((store.len() - before) as u64);
             }
             // Sensor dropout that never leaves every modality on would loop forever.
-            empty_steps = if len == before { empty_steps + 1 } else { 0 };
+            empty_steps = if store.len() == before { empty_steps + 1 } else { 0 };
             if empty_steps > 10_000 {
                 return Err(PretrainError::config(
                     "env.params",
                     "10 000 steps in a row without an observation with every modality present (sensor_dropout?)",
                 ));
             }
-            if len < samples {
+            if store.len() < samples {
                 obs.clone_from(&envs.step(&BatchActions::sample(&action_space, envs.num_envs(), &mut rng))?.obs);
             }
         }
-        Ok(Self { space, len, buffers })
+        Ok(Self { store })
+    }
+
+    /// A set made of stored samples (every one should have every modality present).
+    pub fn from_store(store: ObsBuffer) -> Self {
+        Self { store }
     }
 
     pub fn space(&self) -> &ObsSpace {
-        &self.space
+        self.store.space()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.store.is_empty()
     }
 
     /// The contiguous buffer of modality `m` (`len * numel` values).
     pub fn modality(&self, m: usize) -> &ModalityData {
-        &self.buffers[m]
+        self.store.modality(m)
     }
 
-    /// The samples at `indices` as one tensor per modality, `[b, ...shape]`, raw values as f32.
-    /// Rows are copied from the contiguous buffers into one `TensorData` per modality; `u8`
-    /// modalities travel as bytes and are converted to f32 by the backend when it stores `u8`.
+    /// The samples at `indices` as one tensor per modality, `[b, ...shape]`, raw values as f32
+    /// (see [`ObsBuffer::batch`]).
     pub fn batch<B: Backend>(&self, indices: &[usize], device: &B::Device) -> MultimodalInput<B> {
-        let b = indices.len();
-        let modalities = self
-            .space
-            .iter()
-            .zip(&self.buffers)
-            .map(|((_, spec), buffer)| {
-                let n = spec.numel();
-                let shape: Vec<usize> = std::iter::once(b).chain(spec.shape.iter().copied()).collect();
-                let data = match buffer {
-                    ModalityData::U8(v) => TensorData::new(gather_rows(v, n, indices), shape),
-                    ModalityData::F32(v) => TensorData::new(gather_rows(v, n, indices), shape),
-                };
-                if spec.is_image() {
-                    ModalityTensor::Image(float_tensor::<B, 4>(data, device))
-                } else {
-                    ModalityTensor::Vector(float_tensor::<B, 2>(data, device))
-                }
-            })
-            .collect();
-        MultimodalInput::new(modalities)
+        self.store.batch(indices, device).0
     }
 
     /// A random split of `0..len` into `(train, validation)` indices, the validation part of
     /// `round(len * validation_fraction)` samples, in a random order.
     pub fn split(&self, validation_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-        let mut order: Vec<usize> = (0..self.len).collect();
+        let mut order: Vec<usize> = (0..self.len()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(seed));
-        let (_, val) = split_sizes(self.len, validation_fraction);
+        let (_, val) = split_sizes(self.len(), validation_fraction);
         let train = order.split_off(val);
         (train, order)
     }
 }
-
-fn gather_rows<T: Copy>(buffer: &[T], numel: usize, indices: &[usize]) -> Vec<T> {
-    let mut out = Vec::with_capacity(indices.len() * numel);
-    for &i in indices {
-        out.extend_from_slice(&buffer[i * numel..(i + 1) * numel]);
-    }
-    out
-}
-
-/// A float tensor from `data`; `u8` data goes to the device as bytes when the backend stores
-/// `u8`, and is converted there.
-fn float_tensor<B: Backend, const D: usize>(data: TensorData, device: &B::Device) -> Tensor<B, D> {
-    if data.dtype == TensorDType::U8 && B::supports_dtype(device, TensorDType::U8) {
-        Tensor::<B, D, Int>::from_data(data, (device, TensorDType::U8)).float()
-    } else {
-        Tensor::from_data(data, device)
-    }
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // One step, validation, retrieval
@@ -1023,27 +977,6 @@ mod tests {
         assert!(mean < 0.03, "{mean}");
         let z = unit(&mut rng);
         assert_eq!(retrieval_accuracy(z.clone(), z), 1.0);
-    }
-
-    #[test]
-    fn batches_are_gathered_from_the_contiguous_buffers_with_pixels_as_raw_values() {
-        use m3ixup_envs::{DType, ModalitySpec};
-        let space = ObsSpace::new([
-            ("pixels", ModalitySpec::uniform(&[1, 2, 2], DType::U8, 0.0, 255.0)),
-            ("sound", ModalitySpec::uniform(&[2], DType::F32, -1.0, 1.0)),
-        ])
-        .unwrap();
-        // Three samples: pixels i*10 + (0..4), sound (i, -i).
-        let pixels: Vec<u8> = (0..3u8).flat_map(|i| (0..4u8).map(move |j| i * 10 + j + 200 * (i == 2) as u8)).collect();
-        let sound: Vec<f32> = (0..3).flat_map(|i| [i as f32, -(i as f32)]).collect();
-        let set = SampleSet { space, len: 3, buffers: vec![ModalityData::U8(pixels), ModalityData::F32(sound)] };
-        let x = set.batch::<Flex>(&[2, 0], &Default::default());
-        let ModalityTensor::Image(p) = &x.modalities[0] else { panic!("pixels are an image") };
-        assert_eq!(p.dims(), [2, 1, 2, 2]);
-        let p: Vec<f32> = p.clone().into_data().to_vec().unwrap();
-        assert_eq!(p, vec![220.0, 221.0, 222.0, 223.0, 0.0, 1.0, 2.0, 3.0]);
-        let ModalityTensor::Vector(v) = &x.modalities[1] else { panic!("sound is a vector") };
-        assert_eq!(v.clone().into_data().to_vec::<f32>().unwrap(), vec![2.0, -2.0, 0.0, -0.0]);
     }
 
     #[test]

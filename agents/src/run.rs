@@ -83,6 +83,12 @@ impl RunDir {
     pub fn metrics(&self) -> io::Result<MetricsSink> {
         MetricsSink::create(&self.file("metrics.csv"), &self.file("metrics.jsonl"))
     }
+
+    /// Reopens the metrics of an interrupted run, keeping the rows whose `key` is at most
+    /// `up_to` (see [`MetricsSink::resume`]).
+    pub fn resume_metrics(&self, key: &str, up_to: f64) -> io::Result<MetricsSink> {
+        MetricsSink::resume(&self.file("metrics.csv"), &self.file("metrics.jsonl"), key, up_to)
+    }
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC (no time-zone database needed, and it sorts).
@@ -154,6 +160,50 @@ impl MetricsSink {
     pub fn create(csv: &Path, jsonl: &Path) -> io::Result<Self> {
         let open = |p: &Path| OpenOptions::new().create(true).write(true).truncate(true).open(p).map(BufWriter::new);
         Ok(Self { csv: open(csv)?, jsonl: open(jsonl)?, header: None })
+    }
+
+    /// Reopens the files of an interrupted run for appending, first dropping the rows logged
+    /// after its last checkpoint: only rows whose `key` is at most `up_to` are kept (rows
+    /// without the key are kept). Both files are rewritten atomically; the CSV keeps its header.
+    pub fn resume(csv: &Path, jsonl: &Path, key: &str, up_to: f64) -> io::Result<Self> {
+        let read = |p: &Path| match fs::read_to_string(p) {
+            Ok(t) => Ok(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(e),
+        };
+        let keep_value = |v: Option<f64>| v.is_none_or(|v| v <= up_to);
+
+        let json_text = read(jsonl)?;
+        let mut kept_json = String::new();
+        for line in json_text.lines().filter(|l| !l.trim().is_empty()) {
+            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidData, format!("{}: unreadable line ({e})", jsonl.display()))
+            })?;
+            if keep_value(value.get(key).and_then(|v| v.as_f64())) {
+                kept_json.push_str(line);
+                kept_json.push('\n');
+            }
+        }
+        let csv_text = read(csv)?;
+        let mut lines = csv_text.lines();
+        let header: Option<Vec<String>> = lines.next().map(|h| h.split(',').map(String::from).collect());
+        let mut kept_csv = String::new();
+        if let Some(header) = &header {
+            kept_csv.push_str(&header.join(","));
+            kept_csv.push('\n');
+            let column = header.iter().position(|h| h == key);
+            for line in lines {
+                let cell = column.and_then(|c| line.split(',').nth(c)).and_then(|c| c.parse::<f64>().ok());
+                if keep_value(cell) {
+                    kept_csv.push_str(line);
+                    kept_csv.push('\n');
+                }
+            }
+        }
+        write_atomic(csv, kept_csv.as_bytes())?;
+        write_atomic(jsonl, kept_json.as_bytes())?;
+        let open = |p: &Path| OpenOptions::new().append(true).open(p).map(BufWriter::new);
+        Ok(Self { csv: open(csv)?, jsonl: open(jsonl)?, header })
     }
 
     /// The CSV columns, once a row has been logged.
@@ -270,6 +320,25 @@ mod tests {
         assert_eq!(lines[0]["pretrain/epoch"], 1);
         assert_eq!(lines[1]["losses/train_total"], 0.25);
         assert!(lines[1]["extra"].is_null());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn resumed_metrics_drop_rows_after_the_checkpoint_and_append() {
+        let root = temp_dir("resume");
+        let run = RunDir::at(&root).unwrap();
+        let mut sink = run.metrics().unwrap();
+        for step in [10.0, 20.0, 30.0] {
+            sink.log(&[("global_step".into(), step), ("loss".into(), step / 10.0)]).unwrap();
+        }
+        drop(sink);
+        let mut sink = run.resume_metrics("global_step", 20.0).unwrap();
+        sink.log(&[("global_step".into(), 30.0), ("loss".into(), 9.0)]).unwrap();
+        let csv = fs::read_to_string(run.file("metrics.csv")).unwrap();
+        assert_eq!(csv, "global_step,loss\n10,1\n20,2\n30,9\n");
+        let jsonl = fs::read_to_string(run.file("metrics.jsonl")).unwrap();
+        assert_eq!(jsonl.lines().count(), 3);
+        assert!(jsonl.lines().last().unwrap().contains("\"loss\":9"));
         fs::remove_dir_all(root).unwrap();
     }
 

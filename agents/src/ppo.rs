@@ -1,0 +1,948 @@
+//! PPO (Schulman et al. 2017) whose encoder is the M3ixup encoder, with the M3ixup loss as an
+//! auxiliary term of the same update (M3IXUP.md section 4, "this project's main mode").
+//!
+//! The loop ([`train`]) reads top to bottom like CleanRL's `ppo_continuous_action.py`: seeding,
+//! environments, agent and optimiser, then per update a rollout with one batched forward pass
+//! per vector step, GAE that bootstraps truncated episodes from their final observation and
+//! never terminated ones, and minibatch epochs. Each minibatch has **one combined loss**
+//! ([`ppo_loss`]): `policy + vf_coef * value - ent_coef * entropy + aux_weight * M3ixup`, and
+//! one backward pass.
+//!
+//! **Which loss trains what.** The policy, value and entropy terms reach the actor, the critic,
+//! the log-std and, through the representation the heads read, the encoder (for complete
+//! observations: the joint processor and the head g when `policy_input = "latent"`). The
+//! auxiliary loss reaches every encoder parameter (each f_u, f_M and g) and nothing else.
+//!
+//! **Training-time sensor dropout** (the "sensor dropout" baseline, Liu et al. 2017) is the
+//! environment's `sensor_dropout` parameter: the policy then learns from the fallback
+//! representation of incomplete observations, and the auxiliary loss uses the complete rows of
+//! each minibatch only (its views need every modality).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use m3ixup_envs::{make, registered_names, ActionSpace, EnvError, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+
+use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
+use crate::encoder::{EncoderConfig, EncoderError, MultimodalInput, Presence};
+use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
+use crate::optim::clip_grad_norm;
+use crate::pretrain::{EnvSection, LossKind, LossSection};
+use crate::rollout::{gae, Rollout};
+use crate::run::{write_atomic, RunDir};
+use crate::storage::batch_input;
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+/// The `train` config for `algo = "ppo"` (`configs/ppo-*.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoConfig {
+    /// The algorithm: `"ppo"`.
+    pub algo: String,
+    /// The environment and its parameters (`sensor_dropout` here gives training-time dropout).
+    pub env: EnvSection,
+    /// How the vector environment is stepped.
+    pub rollout: RolloutConfig,
+    /// The M3ixup encoder.
+    pub encoder: EncoderConfig,
+    /// The actor and critic heads.
+    pub policy: ActorCriticConfig,
+    /// PPO's hyperparameters.
+    pub ppo: PpoSection,
+    /// The auxiliary representation loss: `kind = "m3ixup" | "gmc" | "none"`, then the M3ixup
+    /// loss options (as `[loss]` of `pretrain`). Its weight is `ppo.aux_weight`.
+    pub aux: LossSection,
+    /// Seeding, budget, checkpoints.
+    pub train: TrainSection,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            algo: "ppo".into(),
+            env: EnvSection::default(),
+            rollout: RolloutConfig::default(),
+            encoder: EncoderConfig::default(),
+            policy: ActorCriticConfig::default(),
+            ppo: PpoSection::default(),
+            aux: LossSection::default(),
+            train: TrainSection::default(),
+        }
+    }
+}
+
+/// `[rollout]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Sub-environments stepped together (one forward pass per vector step serves all).
+    pub num_envs: usize,
+    /// Threads stepping them, the calling thread included (0 or 1: inline, deterministic).
+    pub workers: usize,
+    /// Vector steps per update: each update learns from `num_envs * steps` transitions.
+    pub steps: usize,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self { num_envs: 16, workers: 0, steps: 128 }
+    }
+}
+
+/// `[ppo]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PpoSection {
+    /// Adam's learning rate (> 0).
+    pub learning_rate: f64,
+    /// Anneal the learning rate linearly to 0 over the run.
+    pub anneal_lr: bool,
+    /// Discount factor, in [0, 1].
+    pub gamma: f64,
+    /// GAE's lambda, in [0, 1].
+    pub gae_lambda: f64,
+    /// Passes over each rollout.
+    pub update_epochs: usize,
+    /// Transitions per minibatch (at most `num_envs * steps`; >= 2 when an auxiliary loss is on).
+    pub minibatch_size: usize,
+    /// Normalise advantages per minibatch.
+    pub norm_adv: bool,
+    /// The ratio clip epsilon.
+    pub clip_coef: f64,
+    /// Clip the value loss around the old values with `clip_coef` as well.
+    pub clip_vloss: bool,
+    /// Weight of the value loss.
+    pub vf_coef: f64,
+    /// Weight of the entropy bonus.
+    pub ent_coef: f64,
+    /// Weight of the auxiliary (M3ixup or GMC) loss in the combined loss.
+    pub aux_weight: f64,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    /// Stop an update's epochs early when the approximate KL exceeds this (0 = never).
+    pub target_kl: f64,
+}
+
+impl Default for PpoSection {
+    fn default() -> Self {
+        Self {
+            learning_rate: 3e-4,
+            anneal_lr: true,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            update_epochs: 10,
+            minibatch_size: 64,
+            norm_adv: true,
+            clip_coef: 0.2,
+            clip_vloss: false,
+            vf_coef: 0.5,
+            ent_coef: 0.0,
+            aux_weight: 1.0,
+            max_grad_norm: 0.5,
+            target_kl: 0.0,
+        }
+    }
+}
+
+/// `[train]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSection {
+    /// The root seed: environments (sub-environment i: seed + i), network initialisation,
+    /// action sampling, minibatch order and mixup draws.
+    pub seed: u64,
+    /// Environment steps (summed over sub-environments) to train for; rounded down to whole
+    /// updates.
+    pub total_steps: u64,
+    /// Write a checkpoint every this many updates (and always after the last).
+    pub checkpoint_every: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self { seed: 1, total_steps: 1_000_000, checkpoint_every: 10 }
+    }
+}
+
+/// Errors of `train`; config errors name the field.
+#[derive(Debug, thiserror::Error)]
+pub enum PpoError {
+    #[error("config `{field}`: {reason}")]
+    Config { field: String, reason: String },
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: PathBuf, reason: String },
+    /// A loss became NaN or infinite; the last checkpoint (if any) is left as it was.
+    #[error(
+        "the loss is not finite at update {update}, epoch {epoch}, minibatch {minibatch} ({parts}); \
+         training stopped, the last good checkpoint (update {last_checkpoint}) is intact"
+    )]
+    Diverged { update: usize, epoch: usize, minibatch: usize, parts: String, last_checkpoint: usize },
+}
+
+impl PpoError {
+    fn config(field: &str, reason: impl Into<String>) -> Self {
+        PpoError::Config { field: field.into(), reason: reason.into() }
+    }
+
+    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let context = context.into();
+        move |source| PpoError::Io { context, source }
+    }
+}
+
+impl PpoConfig {
+    /// Transitions per update.
+    pub fn batch_size(&self) -> usize {
+        self.rollout.num_envs * self.rollout.steps
+    }
+
+    /// Whole updates in `train.total_steps`.
+    pub fn num_updates(&self) -> usize {
+        (self.train.total_steps / self.batch_size().max(1) as u64) as usize
+    }
+
+    /// The auxiliary loss the update evaluates (every term off for `kind = "none"`).
+    pub fn aux_loss(&self) -> Result<M3ixupLossConfig, PpoError> {
+        self.aux.effective().map_err(|e| PpoError::config("aux", e.to_string()))
+    }
+
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<(), PpoError> {
+        let bad = |field: &str, reason: String| Err(PpoError::config(field, reason));
+        if self.algo != "ppo" {
+            return bad("algo", format!("`{}` is not an algorithm this build trains (expected \"ppo\")", self.algo));
+        }
+        if !registered_names().contains(&self.env.name) {
+            return bad(
+                "env.name",
+                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
+            );
+        }
+        let r = &self.rollout;
+        if r.num_envs == 0 {
+            return bad("rollout.num_envs", "must be at least 1".into());
+        }
+        if r.workers > r.num_envs {
+            return bad("rollout.workers", format!("{} workers for {} environments: at most num_envs", r.workers, r.num_envs));
+        }
+        if r.steps == 0 {
+            return bad("rollout.steps", "must be at least 1".into());
+        }
+        let p = &self.ppo;
+        let positive = |field: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(PpoError::config(field, format!("must be a finite number > 0, got {v}")))
+            }
+        };
+        let non_negative = |field: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(PpoError::config(field, format!("must be a finite number >= 0, got {v}")))
+            }
+        };
+        let unit = |field: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(PpoError::config(field, format!("must lie in [0, 1], got {v}")))
+            }
+        };
+        positive("ppo.learning_rate", p.learning_rate)?;
+        unit("ppo.gamma", p.gamma)?;
+        unit("ppo.gae_lambda", p.gae_lambda)?;
+        positive("ppo.clip_coef", p.clip_coef)?;
+        positive("ppo.max_grad_norm", p.max_grad_norm)?;
+        for (field, v) in [("ppo.vf_coef", p.vf_coef), ("ppo.ent_coef", p.ent_coef), ("ppo.aux_weight", p.aux_weight), ("ppo.target_kl", p.target_kl)] {
+            non_negative(field, v)?;
+        }
+        if p.update_epochs == 0 {
+            return bad("ppo.update_epochs", "must be at least 1".into());
+        }
+        let aux = self.aux_loss()?;
+        let aux_on = LossTerm::ALL.iter().any(|&t| aux.enabled(t));
+        let min_batch = if aux_on { 2 } else { 1 };
+        if p.minibatch_size < min_batch || p.minibatch_size > self.batch_size() {
+            return bad(
+                "ppo.minibatch_size",
+                format!(
+                    "{} must lie in [{min_batch}, rollout.num_envs * rollout.steps = {}]",
+                    p.minibatch_size,
+                    self.batch_size()
+                ),
+            );
+        }
+        if self.num_updates() == 0 {
+            return bad(
+                "train.total_steps",
+                format!("{} is less than one update of {} transitions", self.train.total_steps, self.batch_size()),
+            );
+        }
+        if self.train.checkpoint_every == 0 {
+            return bad("train.checkpoint_every", "must be at least 1".into());
+        }
+        let named = |prefix: &str| {
+            let prefix = prefix.to_string();
+            move |e: EncoderError| match e {
+                EncoderError::InvalidConfig { field, reason } => PpoError::config(&format!("{prefix}.{field}"), reason),
+                other => PpoError::Encoder(other),
+            }
+        };
+        self.encoder.validate().map_err(named("encoder"))?;
+        self.policy.validate().map_err(named("policy"))?;
+        aux.validate().map_err(|e| PpoError::config(&format!("aux.{}", e.field), e.reason))?;
+        if self.aux.kind == LossKind::Gmc && self.aux.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc")) {
+            return bad("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into());
+        }
+        if self.aux.kind == LossKind::M3ixup && !aux_on {
+            return bad("aux.terms", "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss".into());
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The combined loss of one minibatch
+// ---------------------------------------------------------------------------------------------
+
+/// One minibatch of a rollout on the learner's device.
+#[derive(Clone, Debug)]
+pub struct Minibatch<B: Backend> {
+    pub obs: MultimodalInput<B>,
+    pub presence: Presence,
+    /// Raw actions `[M, width]`.
+    pub actions: Tensor<B, 2>,
+    /// `[M]` each.
+    pub old_log_probs: Tensor<B, 1>,
+    pub old_values: Tensor<B, 1>,
+    pub advantages: Tensor<B, 1>,
+    pub returns: Tensor<B, 1>,
+    /// The complete observations of the minibatch, for the auxiliary loss, when some rows lack
+    /// a modality (`None` when every row is complete: the auxiliary loss then reuses `obs`).
+    pub complete_obs: Option<MultimodalInput<B>>,
+}
+
+/// The combined loss and its parts (scalars `[1]`, still in the graph).
+pub struct PpoLoss<B: Backend> {
+    /// `policy + vf_coef * value - ent_coef * entropy + aux_weight * aux`.
+    pub total: Tensor<B, 1>,
+    pub policy: Tensor<B, 1>,
+    pub value: Tensor<B, 1>,
+    pub entropy: Tensor<B, 1>,
+    /// The auxiliary loss (zero when off or when fewer than 2 complete rows).
+    pub aux: Tensor<B, 1>,
+    /// Detached diagnostics: approximate KL (CleanRL's `(ratio - 1) - log ratio`) and the
+    /// fraction of clipped ratios.
+    pub approx_kl: Tensor<B, 1>,
+    pub clip_fraction: Tensor<B, 1>,
+    pub aux_report: Option<M3ixupReport>,
+}
+
+/// The combined PPO + auxiliary loss of one minibatch (module docs: which loss trains what).
+/// `draws` are the mixup draws for the rows the auxiliary loss sees.
+pub fn ppo_loss<B: AutodiffBackend>(
+    agent: &ActorCritic<B>,
+    mb: &Minibatch<B>,
+    ppo: &PpoSection,
+    aux: &M3ixupLossConfig,
+    draws: Option<MixupDraws>,
+) -> PpoLoss<B> {
+    let aux_on = draws.is_some() && LossTerm::ALL.iter().any(|&t| aux.enabled(t));
+    let all_complete = mb.complete_obs.is_none();
+    // Share the trunks' pass between the heads and the auxiliary loss when every row is
+    // complete (the representation is then z_M = g(h_M), or h_M).
+    let (repr, aux_out) = if aux_on && all_complete {
+        let feats = agent.encoder.features(&mb.obs);
+        let z_m = agent.encoder.project(feats.joint.clone());
+        let repr = match agent.policy_input() {
+            PolicyInput::Latent => z_m.clone(),
+            PolicyInput::Features => feats.joint.clone(),
+        };
+        let draws = draws.expect("aux_on implies draws");
+        (repr, Some(m3ixup_loss_on_features(&agent.encoder, &mb.obs, feats, z_m, aux, draws)))
+    } else {
+        let repr = agent.representation(&mb.obs, &mb.presence);
+        let aux_out = match (aux_on, &mb.complete_obs, draws) {
+            (true, Some(complete), Some(draws)) if complete.batch_size() >= 2 => {
+                Some(crate::losses::m3ixup_loss_with_draws(&agent.encoder, complete, aux, draws))
+            }
+            _ => None,
+        };
+        (repr, aux_out)
+    };
+    let heads = agent.heads(repr);
+    let (log_prob, entropy) = agent.log_prob_entropy(heads.policy, mb.actions.clone());
+
+    let mut adv = mb.advantages.clone();
+    if ppo.norm_adv && adv.dims()[0] > 1 {
+        let mean = adv.clone().mean();
+        let std = adv.clone().var(0).sqrt();
+        adv = (adv - mean).div(std.add_scalar(1e-8));
+    }
+    let log_ratio = log_prob - mb.old_log_probs.clone();
+    let ratio = log_ratio.clone().exp();
+    let clip = ppo.clip_coef as f32;
+    let pg1 = adv.clone().neg() * ratio.clone();
+    let pg2 = adv.neg() * ratio.clone().clamp(1.0 - clip, 1.0 + clip);
+    let policy = pg1.max_pair(pg2).mean();
+
+    let v = heads.value;
+    let value = if ppo.clip_vloss {
+        let unclipped = (v.clone() - mb.returns.clone()).square();
+        let v_clipped = mb.old_values.clone() + (v - mb.old_values.clone()).clamp(-clip, clip);
+        let clipped = (v_clipped - mb.returns.clone()).square();
+        unclipped.max_pair(clipped).mean().mul_scalar(0.5)
+    } else {
+        (v - mb.returns.clone()).square().mean().mul_scalar(0.5)
+    };
+    let entropy = entropy.mean();
+    let device = policy.device();
+    let (aux_loss, aux_report) = match aux_out {
+        Some((loss, report)) => (loss, Some(report)),
+        None => (Tensor::zeros([1], &device), None),
+    };
+    let total = policy.clone() + value.clone().mul_scalar(ppo.vf_coef) - entropy.clone().mul_scalar(ppo.ent_coef)
+        + aux_loss.clone().mul_scalar(ppo.aux_weight);
+
+    let ratio_d = ratio.detach();
+    let approx_kl = ((ratio_d.clone() - 1.0) - log_ratio.detach()).mean();
+    let clip_fraction = (ratio_d - 1.0).abs().greater_elem(clip).float().mean();
+    PpoLoss { total, policy, value, entropy, aux: aux_loss, approx_kl, clip_fraction, aux_report }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------
+
+type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+/// Points at the newest complete checkpoint directory; replaced atomically once that directory
+/// is fully written, so a crash mid-write leaves the previous checkpoint in force.
+pub const CHECKPOINT_POINTER: &str = "checkpoint.toml";
+pub const AGENT_FILE: &str = "agent.mpk";
+pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
+pub const STATE_FILE: &str = "state.toml";
+
+/// What a checkpoint records besides the weights: enough to resume and to evaluate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub algo: String,
+    /// Updates completed.
+    pub update: usize,
+    /// Environment steps completed.
+    pub global_step: u64,
+    pub env_name: String,
+    pub observation_space: ObsSpace,
+    pub action_space: ActionSpace,
+    /// The run's config, as TOML.
+    pub config: String,
+}
+
+/// Reads `checkpoint.toml` of a run directory: the newest checkpoint's directory.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>, PpoError> {
+    let pointer = run_dir.join(CHECKPOINT_POINTER);
+    let text = match std::fs::read_to_string(&pointer) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PpoError::io(format!("cannot read {}", pointer.display()))(e)),
+    };
+    #[derive(Deserialize)]
+    struct Pointer {
+        dir: String,
+    }
+    let p: Pointer =
+        toml::from_str(&text).map_err(|e| PpoError::Checkpoint { path: pointer.clone(), reason: e.to_string() })?;
+    Ok(Some(run_dir.join(p.dir)))
+}
+
+/// Writes `checkpoints/update-NNNNNN/` (agent, optimiser, state), then points
+/// `checkpoint.toml` at it, then removes the previous checkpoint directory.
+pub fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
+    run: &RunDir,
+    agent: &ActorCritic<B>,
+    optim: &O,
+    state: &CheckpointState,
+) -> Result<PathBuf, PpoError> {
+    let previous = latest_checkpoint(run.path())?;
+    let rel = format!("checkpoints/update-{:06}", state.update);
+    let dir = run.file(&rel);
+    std::fs::create_dir_all(&dir).map_err(PpoError::io(format!("cannot create {}", dir.display())))?;
+    let fail = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: burn::record::RecorderError| PpoError::Checkpoint { path, reason: e.to_string() }
+    };
+    let agent_path = dir.join(AGENT_FILE);
+    let bytes = CheckpointRecorder::default().record(agent.clone().into_record(), ()).map_err(fail(&agent_path))?;
+    write_atomic(&agent_path, &bytes).map_err(PpoError::io(format!("cannot write {}", agent_path.display())))?;
+    let optim_path = dir.join(OPTIMIZER_FILE);
+    let bytes = CheckpointRecorder::default().record(optim.to_record(), ()).map_err(fail(&optim_path))?;
+    write_atomic(&optim_path, &bytes).map_err(PpoError::io(format!("cannot write {}", optim_path.display())))?;
+    let state_path = dir.join(STATE_FILE);
+    let text = toml::to_string(state).map_err(|e| PpoError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
+    write_atomic(&state_path, text.as_bytes()).map_err(PpoError::io(format!("cannot write {}", state_path.display())))?;
+    let pointer = run.file(CHECKPOINT_POINTER);
+    write_atomic(&pointer, format!("dir = \"{rel}\"\n").as_bytes())
+        .map_err(PpoError::io(format!("cannot write {}", pointer.display())))?;
+    if let Some(previous) = previous.filter(|p| *p != dir) {
+        let _ = std::fs::remove_dir_all(previous);
+    }
+    Ok(dir)
+}
+
+/// Reads a checkpoint's state (`state.toml`).
+pub fn load_checkpoint_state(dir: &Path) -> Result<CheckpointState, PpoError> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
+    toml::from_str(&text).map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })
+}
+
+/// Builds the agent of a checkpoint from its config and loads its weights.
+pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ActorCritic<B>, CheckpointState, PpoConfig), PpoError> {
+    let state = load_checkpoint_state(dir)?;
+    let config: PpoConfig = toml::from_str(&state.config)
+        .map_err(|e| PpoError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
+    let agent = config.policy.init::<B>(&config.encoder, &state.observation_space, &state.action_space, device)?;
+    let path = dir.join(AGENT_FILE);
+    let bytes = std::fs::read(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
+    let record = CheckpointRecorder::default()
+        .load(bytes, device)
+        .map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })?;
+    Ok((agent.load_record(record), state, config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+// ---------------------------------------------------------------------------------------------
+
+/// Run-time options that are not part of the experiment.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Progress bar and per-update lines.
+    pub verbose: bool,
+    /// Continue from the run directory's last checkpoint.
+    pub resume: bool,
+    /// Stop after this many updates in this process (tests of resume; `None` = run to the end).
+    pub max_updates: Option<usize>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub updates: usize,
+    pub global_step: u64,
+    pub wall_seconds: f64,
+    /// Environment steps per second over this process's updates.
+    pub sps: f64,
+    /// Mean per-step reward of the last update's rollout.
+    pub last_reward_per_step: f64,
+    /// Mean episodic return of the episodes finished in the last 10 updates (NaN if none).
+    pub recent_return: f64,
+    /// Every logged row, in order (this process's updates).
+    pub rows: Vec<Vec<(String, f64)>>,
+}
+
+/// Trains PPO (+ the auxiliary loss) as configured, writing metrics and checkpoints to `run`.
+pub fn train<B: AutodiffBackend>(
+    config: &PpoConfig,
+    run: &RunDir,
+    device: &B::Device,
+    options: &TrainOptions,
+) -> Result<TrainSummary, PpoError> {
+    config.validate()?;
+    let started = Instant::now();
+    let config_text = toml::to_string_pretty(config).map_err(|e| PpoError::config("(config)", e.to_string()))?;
+    let (r, p) = (&config.rollout, &config.ppo);
+    let aux = config.aux_loss()?;
+    let aux_on = LossTerm::ALL.iter().any(|&t| aux.enabled(t));
+    let aux_terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| aux.enabled(t)).collect();
+    let batch_size = config.batch_size();
+    let num_updates = config.num_updates();
+
+    // 1. Seeding: the root seed drives the network initialisation (the backend's one RNG),
+    // the environments, and (per update, so a resumed run draws the same) actions, minibatch
+    // order and mixup draws.
+    let seed = config.train.seed;
+    B::seed(device, seed);
+
+    // 2. Environments: sub-environment i gets seed + i.
+    let vec_config = VecEnvConfig { num_envs: r.num_envs, workers: r.workers, seed, ..VecEnvConfig::default() };
+    let (name, params) = (config.env.name.clone(), config.env.params.clone());
+    let mut envs = VecEnv::new(vec_config, move |_| make(&name, &params))?;
+    let obs_space = envs.observation_space().clone();
+    let action_space = envs.action_space().clone();
+    let action_width = match &action_space {
+        ActionSpace::Box { low, .. } => low.len(),
+        ActionSpace::Discrete(_) => 1,
+    };
+
+    // 3. Agent and optimiser: fresh, or from the last checkpoint.
+    let mut agent = config.policy.init::<B>(&config.encoder, &obs_space, &action_space, device)?;
+    let mut optim = AdamConfig::new().with_epsilon(1e-5).init::<B, ActorCritic<B>>();
+    let mut start_update = 0usize;
+    let mut global_step = 0u64;
+    let mut last_checkpoint = 0usize;
+    let mut metrics = if options.resume {
+        let dir = latest_checkpoint(run.path())?.ok_or_else(|| PpoError::Checkpoint {
+            path: run.file(CHECKPOINT_POINTER),
+            reason: "no checkpoint to resume from".into(),
+        })?;
+        let state = load_checkpoint_state(&dir)?;
+        if state.config != config_text {
+            return Err(PpoError::Checkpoint {
+                path: dir.join(STATE_FILE),
+                reason: "the run's config differs from the one given: resume with the run's own config.toml".into(),
+            });
+        }
+        let (loaded, _, _) = load_agent::<B>(&dir, device)?;
+        agent = loaded;
+        let path = dir.join(OPTIMIZER_FILE);
+        let bytes = std::fs::read(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
+        let record = CheckpointRecorder::default()
+            .load(bytes, device)
+            .map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })?;
+        optim = optim.load_record(record);
+        (start_update, global_step, last_checkpoint) = (state.update, state.global_step, state.update);
+        run.resume_metrics("global_step", global_step as f64).map_err(PpoError::io("cannot reopen the metrics"))?
+    } else {
+        run.write_config(&config_text).map_err(PpoError::io("cannot write config.toml"))?;
+        run.metrics().map_err(PpoError::io("cannot create the metrics files"))?
+    };
+    let mut state = CheckpointState {
+        algo: config.algo.clone(),
+        update: start_update,
+        global_step,
+        env_name: config.env.name.clone(),
+        observation_space: obs_space.clone(),
+        action_space: action_space.clone(),
+        config: config_text.clone(),
+    };
+
+    // A resumed run restarts its episodes from a seed of its own (environment state is not
+    // checkpointed).
+    let reset_seed = seed.wrapping_add((start_update as u64).wrapping_mul(r.num_envs as u64).wrapping_mul(1_000_003));
+    let mut obs = envs.reset(Some(reset_seed))?.clone();
+    let mut rollout = Rollout::new(&obs_space, r.steps, r.num_envs, action_width);
+    let mut recent_returns: std::collections::VecDeque<(usize, f64)> = Default::default();
+
+    let bar = if options.verbose {
+        let bar = ProgressBar::new(num_updates as u64 * batch_size as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_position(global_step);
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut rows = Vec::new();
+    let process_start = Instant::now();
+    let process_start_step = global_step;
+    let last_update = match options.max_updates {
+        Some(m) => num_updates.min(start_update + m),
+        None => num_updates,
+    };
+
+    for update in start_update + 1..=last_update {
+        let update_start = Instant::now();
+        let mut rng = StdRng::seed_from_u64(seed ^ (update as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let lr = if p.anneal_lr {
+            p.learning_rate * (1.0 - (update - 1) as f64 / num_updates as f64)
+        } else {
+            p.learning_rate
+        };
+
+        // 4. Rollout: one forward pass of the current policy per vector step.
+        let policy = agent.valid();
+        let log_std = policy.log_std_values();
+        rollout.clear();
+        let (mut episode_returns, mut episode_lengths) = (Vec::new(), Vec::new());
+        for _ in 0..r.steps {
+            let (x, presence) = batch_input::<B::InnerBackend>(&obs_space, &obs, device);
+            let out = policy.forward(&x, &presence);
+            let values: Vec<f32> = out.value.into_data().convert::<f32>().to_vec().expect("f32 values");
+            let logits: Vec<f32> = out.policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
+            let chosen = choose_actions(&action_space, &logits, &log_std, false, &mut rng);
+            rollout.obs.push_batch(&obs);
+            rollout.actions.extend_from_slice(&chosen.raw);
+            rollout.log_probs.extend_from_slice(&chosen.log_prob);
+            rollout.values.extend_from_slice(&values);
+
+            let step = envs.step(&chosen.env)?;
+            rollout.rewards.extend(step.rewards.iter().map(|&x| x as f32));
+            rollout.terminated.extend_from_slice(&step.terminated);
+            rollout.truncated.extend_from_slice(&step.truncated);
+            // V(final observation) of truncated episodes, in one batch.
+            let truncated: Vec<usize> = (0..r.num_envs).filter(|&i| step.truncated[i] && !step.terminated[i]).collect();
+            let mut trunc_values = vec![0.0f32; r.num_envs];
+            if !truncated.is_empty() {
+                let finals: Vec<_> =
+                    truncated.iter().map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation")).collect();
+                let (xf, pf) = MultimodalInput::<B::InnerBackend>::from_obs(&obs_space, &finals, device)?;
+                let vf: Vec<f32> = policy.forward(&xf, &pf).value.into_data().convert::<f32>().to_vec().expect("f32");
+                for (&i, v) in truncated.iter().zip(vf) {
+                    trunc_values[i] = v;
+                }
+            }
+            rollout.truncation_values.extend_from_slice(&trunc_values);
+            for i in (0..r.num_envs).filter(|&i| step.done(i)) {
+                if let Some(&ret) = step.infos[i].get(INFO_EPISODE_RETURN) {
+                    episode_returns.push(ret);
+                    episode_lengths.push(step.infos[i].get(INFO_EPISODE_LENGTH).copied().unwrap_or(f64::NAN));
+                }
+            }
+            obs.clone_from(&step.obs);
+        }
+        global_step += batch_size as u64;
+        let rollout_seconds = update_start.elapsed().as_secs_f64();
+
+        // 5. GAE, bootstrapping from V(s_T) for the episodes still running.
+        let (x, presence) = batch_input::<B::InnerBackend>(&obs_space, &obs, device);
+        let last_values: Vec<f32> = policy.forward(&x, &presence).value.into_data().convert::<f32>().to_vec().expect("f32");
+        drop(policy);
+        let adv = gae(
+            &rollout.rewards,
+            &rollout.values,
+            &rollout.terminated,
+            &rollout.truncated,
+            &rollout.truncation_values,
+            &last_values,
+            p.gamma as f32,
+            p.gae_lambda as f32,
+        );
+
+        // 6. Minibatch epochs, one combined loss and one backward pass per minibatch.
+        let learn_start = Instant::now();
+        let mut indices: Vec<usize> = (0..batch_size).collect();
+        let mut sums = LossSums::default();
+        let mut stopped_early = false;
+        for epoch in 1..=p.update_epochs {
+            indices.shuffle(&mut rng);
+            for (k, mb_idx) in indices.chunks(p.minibatch_size).enumerate() {
+                if aux_on && mb_idx.len() < 2 {
+                    continue; // a contrastive loss needs two rows; the remainder is dropped
+                }
+                let mb = minibatch::<B>(&rollout, &adv.advantages, &adv.returns, mb_idx, device);
+                let aux_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
+                let draws = (aux_on && aux_rows >= 2)
+                    .then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
+                let loss = ppo_loss(&agent, &mb, p, &aux, draws);
+                let parts: Vec<f32> = Tensor::cat(
+                    vec![
+                        loss.total.clone().inner(),
+                        loss.policy.clone().inner(),
+                        loss.value.clone().inner(),
+                        loss.entropy.clone().inner(),
+                        loss.aux.clone().inner(),
+                        loss.approx_kl.clone().inner(),
+                        loss.clip_fraction.clone().inner(),
+                    ],
+                    0,
+                )
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32 losses");
+                if parts[..5].iter().any(|v| !v.is_finite()) {
+                    return Err(PpoError::Diverged {
+                        update,
+                        epoch,
+                        minibatch: k + 1,
+                        parts: format!(
+                            "total {}, policy {}, value {}, entropy {}, aux {}",
+                            parts[0], parts[1], parts[2], parts[3], parts[4]
+                        ),
+                        last_checkpoint,
+                    });
+                }
+                let mut grads = GradientsParams::from_grads(loss.total.backward(), &agent);
+                let grad_norm = clip_grad_norm(&agent, &mut grads, p.max_grad_norm);
+                agent = optim.step(lr, agent, grads);
+                sums.add(&parts, grad_norm, loss.aux_report.as_ref());
+            }
+            if p.target_kl > 0.0 && sums.last_epoch_kl() > p.target_kl {
+                stopped_early = true;
+                break;
+            }
+            sums.end_epoch();
+        }
+        let learn_seconds = learn_start.elapsed().as_secs_f64();
+
+        // 7. Metrics, checkpoint, progress.
+        for &ret in &episode_returns {
+            recent_returns.push_back((update, ret));
+        }
+        while recent_returns.front().is_some_and(|&(u, _)| u + 10 <= update) {
+            recent_returns.pop_front();
+        }
+        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let reward_per_step = rollout.rewards.iter().map(|&x| x as f64).sum::<f64>() / rollout.len() as f64;
+        let y_var = variance(&adv.returns);
+        let residual: Vec<f32> = adv.returns.iter().zip(&rollout.values).map(|(r, v)| r - v).collect();
+        let explained_variance = if y_var == 0.0 { f64::NAN } else { 1.0 - variance(&residual) / y_var };
+        let sps = (global_step - process_start_step) as f64 / process_start.elapsed().as_secs_f64();
+        let mut row: Vec<(String, f64)> = vec![
+            ("global_step".into(), global_step as f64),
+            ("update".into(), update as f64),
+            ("charts/episodic_return".into(), mean(&episode_returns)),
+            ("charts/episodic_length".into(), mean(&episode_lengths)),
+            ("charts/episodes".into(), episode_returns.len() as f64),
+            ("charts/reward_per_step".into(), reward_per_step),
+            ("charts/learning_rate".into(), lr),
+            ("charts/log_std".into(), log_std.iter().map(|&x| x as f64).sum::<f64>() / log_std.len().max(1) as f64),
+        ];
+        row.extend(sums.metrics(&aux_terms));
+        row.push(("losses/explained_variance".into(), explained_variance));
+        row.push(("losses/stopped_early".into(), stopped_early as u8 as f64));
+        row.push(("time/sps".into(), sps));
+        row.push(("time/rollout_seconds".into(), rollout_seconds));
+        row.push(("time/learn_seconds".into(), learn_seconds));
+        row.push(("time/elapsed_seconds".into(), started.elapsed().as_secs_f64()));
+        metrics.log(&row).map_err(PpoError::io("cannot write the metrics"))?;
+
+        state.update = update;
+        state.global_step = global_step;
+        if update % config.train.checkpoint_every == 0 || update == last_update {
+            save_checkpoint(run, &agent, &optim, &state)?;
+            last_checkpoint = update;
+        }
+        let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
+        bar.set_position(global_step);
+        bar.set_message(format!(
+            "sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}",
+            mean(&recent)
+        ));
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
+    let last_reward_per_step = rows
+        .last()
+        .and_then(|row| row.iter().find(|(k, _)| k == "charts/reward_per_step").map(|(_, v)| *v))
+        .unwrap_or(f64::NAN);
+    Ok(TrainSummary {
+        run_dir: run.path().to_path_buf(),
+        updates: last_update,
+        global_step,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        sps: (global_step - process_start_step) as f64 / process_start.elapsed().as_secs_f64().max(1e-9),
+        last_reward_per_step,
+        recent_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
+        rows,
+    })
+}
+
+/// The rows `indices` of a rollout as a minibatch on `device`.
+fn minibatch<B: AutodiffBackend>(
+    rollout: &Rollout,
+    advantages: &[f32],
+    returns: &[f32],
+    indices: &[usize],
+    device: &B::Device,
+) -> Minibatch<B> {
+    let m = indices.len();
+    let (obs, presence) = rollout.obs.batch::<B>(indices, device);
+    let pick = |v: &[f32]| Tensor::<B, 1>::from_data(TensorData::new(indices.iter().map(|&i| v[i]).collect::<Vec<_>>(), [m]), device);
+    let complete: Vec<usize> = indices.iter().copied().filter(|&i| rollout.obs.complete(i)).collect();
+    let complete_obs = (complete.len() < m).then(|| rollout.obs.batch::<B>(&complete, device).0);
+    Minibatch {
+        obs,
+        presence,
+        actions: Tensor::from_data(TensorData::new(rollout.gather_actions(indices), [m, rollout.action_width]), device),
+        old_log_probs: pick(&rollout.log_probs),
+        old_values: pick(&rollout.values),
+        advantages: pick(advantages),
+        returns: pick(returns),
+        complete_obs,
+    }
+}
+
+fn variance(v: &[f32]) -> f64 {
+    let n = v.len() as f64;
+    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n
+}
+
+/// Running sums of one update's minibatch figures.
+#[derive(Default)]
+struct LossSums {
+    count: usize,
+    parts: [f64; 7],
+    grad_norm: f64,
+    epoch_kl: f64,
+    epoch_count: usize,
+    aux: Vec<(String, f64)>,
+    aux_count: usize,
+}
+
+impl LossSums {
+    fn add(&mut self, parts: &[f32], grad_norm: f64, report: Option<&M3ixupReport>) {
+        for (s, &v) in self.parts.iter_mut().zip(parts) {
+            *s += v as f64;
+        }
+        self.count += 1;
+        self.grad_norm += grad_norm;
+        self.epoch_kl += parts[5] as f64;
+        self.epoch_count += 1;
+        if let Some(report) = report {
+            for (key, value) in report.metrics() {
+                match self.aux.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, sum)) => *sum += value,
+                    None => self.aux.push((key, value)),
+                }
+            }
+            self.aux_count += 1;
+        }
+    }
+
+    fn last_epoch_kl(&self) -> f64 {
+        self.epoch_kl / self.epoch_count.max(1) as f64
+    }
+
+    fn end_epoch(&mut self) {
+        self.epoch_kl = 0.0;
+        self.epoch_count = 0;
+    }
+
+    fn metrics(&self, aux_terms: &[LossTerm]) -> Vec<(String, f64)> {
+        let n = self.count.max(1) as f64;
+        let names = ["losses/total", "losses/policy", "losses/value", "losses/entropy", "losses/aux", "losses/approx_kl", "losses/clip_fraction"];
+        let mut out: Vec<(String, f64)> = names.iter().zip(self.parts).map(|(k, s)| (k.to_string(), s / n)).collect();
+        out.push(("losses/grad_norm".into(), self.grad_norm / n));
+        // Per-term auxiliary losses and mixup draws (`losses/m3ixup_gmc`, `m3ixup/lambda`, ...),
+        // the same keys `pretrain` logs; NaN-filled when no minibatch had an auxiliary loss, so
+        // the CSV columns are stable.
+        let a = self.aux_count.max(1) as f64;
+        if self.aux.is_empty() {
+            out.extend(aux_terms.iter().map(|t| (format!("losses/m3ixup_{t}"), f64::NAN)));
+        } else {
+            out.extend(self.aux.iter().map(|(k, s)| (k.clone(), s / a)));
+        }
+        out
+    }
+}
