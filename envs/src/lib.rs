@@ -8,12 +8,15 @@
 //! - [`VecEnv`]: batches of environments, inline or on worker threads, same-step autoreset;
 //! - [`check_env`]: the conformance check any environment can be run through;
 //! - [`registry`]: environments by name with TOML parameters, open to user environments;
-//! - [`builtin`]: `multimodal-pendulum`, `pixel-cartpole`, `reacher`.
+//! - [`builtin`]: `multimodal-pendulum`, `pixel-cartpole`, `reacher`;
+//! - `gym` (feature `python`): any Python Gymnasium environment as an [`Env`], `gym:<id>`.
 
 pub mod builtin;
 pub mod check;
 pub mod env;
 pub mod error;
+#[cfg(feature = "python")]
+pub mod gym;
 pub mod registry;
 pub mod render;
 pub mod spaces;
@@ -23,6 +26,6 @@ pub mod wrappers;
 pub use check::{check_env, CheckReport};
 pub use env::{validate_action, Env, Info, ModalityData, Obs, Step, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 pub use error::EnvError;
-pub use registry::{make, register, registered_names, Registry};
+pub use registry::{is_registered, make, register, registered_names, Registry};
 pub use spaces::{Action, ActionSpace, DType, ModalitySpec, ObsSpace};
 pub use vector::{BatchActions, BatchObs, VecEnv, VecEnvConfig, VecStep};

@@ -7,6 +7,11 @@
 //! - `sensor_dropout` (a [`DropoutMode`] table, e.g. `{ mode = "per-step", p = 0.3 }`; default none).
 //!
 //! Every other key goes to the environment's own config, which rejects unknown keys.
+//!
+//! A *family* is an environment that takes the thing to wrap as its `id` parameter and is
+//! selected as `family:<id>`: `gym:Pendulum-v1` is family `gym` (feature `python`, see
+//! [`crate::gym`]) with `id = "Pendulum-v1"`. Families are not listed by [`Registry::names`]
+//! (they cannot be built without an `id`); [`Registry::contains`] accepts `family:<id>`.
 //! Wrapping order, inner to outer: environment, frame stack, time limit, sensor dropout,
 //! episode statistics.
 
@@ -45,6 +50,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: BTreeMap<String, Entry>,
+    /// Environments selected as `family:<id>` (or by name with an `id` parameter).
+    families: BTreeMap<String, Entry>,
 }
 
 const WRAPPER_KEYS: [&str; 3] = ["frame_stack", "max_episode_steps", "sensor_dropout"];
@@ -64,6 +71,8 @@ impl Registry {
         registry.register_typed(builtin::pendulum::NAME, two_frames(200), |c: PendulumConfig| MultimodalPendulum::new(c));
         registry.register_typed(builtin::cartpole::NAME, two_frames(500), |c: PixelCartPoleConfig| PixelCartPole::new(c));
         registry.register_typed(builtin::reacher::NAME, two_frames(50), |c: ReacherConfig| Reacher::new(c));
+        #[cfg(feature = "python")]
+        registry.register_family(crate::gym::FAMILY, EnvDefaults::default(), crate::gym::factory());
         registry
     }
 
@@ -95,25 +104,70 @@ impl Registry {
         self.register(name, defaults, factory);
     }
 
+    /// Registers (or replaces) a family: `family:<id>` builds it with `id = "<id>"` added to the
+    /// parameters (the factory reads `id` from its table).
+    pub fn register_family(&mut self, family: &str, defaults: EnvDefaults, factory: EnvFactory) {
+        self.families.insert(family.to_string(), Entry { factory, defaults });
+    }
+
+    /// Registered names, sorted (families not included: they need an `id`).
     pub fn names(&self) -> Vec<String> {
         self.entries.keys().cloned().collect()
     }
 
+    /// Whether `make(name, ..)` would find an environment: a registered name or `family:<id>`.
     pub fn contains(&self, name: &str) -> bool {
-        self.entries.contains_key(name)
+        self.lookup(name).is_some()
+    }
+
+    /// The entry `name` selects, and the `id` a `family:<id>` name carries.
+    fn lookup<'a>(&self, name: &'a str) -> Option<(&Entry, Option<&'a str>)> {
+        if let Some(entry) = self.entries.get(name) {
+            return Some((entry, None));
+        }
+        if let Some(entry) = self.families.get(name) {
+            return Some((entry, None));
+        }
+        let (family, id) = name.split_once(':')?;
+        self.families.get(family).filter(|_| !id.is_empty()).map(|entry| (entry, Some(id)))
     }
 
     /// Builds environment `name` with `params` and wraps it (see the module documentation).
     pub fn make(&self, name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| EnvError::UnknownEnv { name: name.to_string(), available: self.names() })?;
+        let (entry, id) = self.lookup(name).ok_or_else(|| self.unknown(name))?;
         let wrapper = WrapperParams::parse(name, params, entry.defaults)?;
-        let own: toml::Table =
+        let mut own: toml::Table =
             params.iter().filter(|(k, _)| !WRAPPER_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(id) = id {
+            match own.get("id") {
+                Some(toml::Value::String(given)) if given != id => {
+                    return Err(EnvError::InvalidParam {
+                        env: name.to_string(),
+                        param: "id".into(),
+                        reason: format!("the name selects id `{id}`, the parameters say `{given}`"),
+                    })
+                }
+                _ => {
+                    own.insert("id".into(), toml::Value::String(id.to_string()));
+                }
+            }
+        }
         let env = (entry.factory)(&own)?;
         wrapper.apply(env)
+    }
+
+    fn unknown(&self, name: &str) -> EnvError {
+        if name.starts_with("gym:") && !self.families.contains_key("gym") {
+            return EnvError::Other {
+                env: name.to_string(),
+                message: "Gymnasium environments (`gym:<id>`) need m3ixup built with the `python` feature \
+                          (for example `cargo run --features python ...`)"
+                    .into(),
+            };
+        }
+        let mut available = self.names();
+        available.extend(self.families.keys().map(|f| format!("{f}:<id>")));
+        EnvError::UnknownEnv { name: name.to_string(), available }
     }
 }
 
@@ -167,7 +221,7 @@ impl WrapperParams {
 
 /// Turns a deserialisation error into an error naming the parameter it points at (`text` is
 /// the parameters as TOML).
-fn param_error(env: &str, text: &str, error: &toml::de::Error) -> EnvError {
+pub(crate) fn param_error(env: &str, text: &str, error: &toml::de::Error) -> EnvError {
     let param = error.span().and_then(|span| toml_key_at(text, span.start)).unwrap_or_else(|| "(parameters)".into());
     EnvError::InvalidParam { env: env.to_string(), param, reason: error.message().to_string() }
 }
@@ -211,7 +265,14 @@ pub fn make(name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> 
     global().read().unwrap_or_else(|e| e.into_inner()).make(name, params)
 }
 
-/// Names in the process-wide registry, sorted.
+/// Names in the process-wide registry, sorted (families such as `gym:<id>` are not listed: use
+/// [`is_registered`] to check a name).
 pub fn registered_names() -> Vec<String> {
     global().read().unwrap_or_else(|e| e.into_inner()).names()
+}
+
+/// Whether [`make`] knows `name`: a registered name, or `family:<id>` of a registered family
+/// (`gym:Pendulum-v1` with feature `python`).
+pub fn is_registered(name: &str) -> bool {
+    global().read().unwrap_or_else(|e| e.into_inner()).contains(name)
 }

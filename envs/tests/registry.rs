@@ -88,3 +88,28 @@ fn a_user_environment_gets_its_own_config_and_the_common_wrapper_parameters() {
     let err = registry.make("counter", &params("terminate = 2")).err().unwrap();
     assert!(err.to_string().contains("`terminate`"), "{err}");
 }
+
+#[cfg(not(feature = "python"))]
+#[test]
+fn gym_ids_without_the_python_feature_name_the_feature() {
+    let text = make("gym:Pendulum-v1", &toml::Table::new()).err().unwrap().to_string();
+    assert!(text.contains("gym:Pendulum-v1") && text.contains("`python` feature"), "{text}");
+    assert!(!m3ixup_envs::is_registered("gym:Pendulum-v1"));
+}
+
+#[test]
+fn a_family_is_selected_as_family_colon_id() {
+    let mut registry = Registry::with_builtins();
+    let factory: m3ixup_envs::registry::EnvFactory = std::sync::Arc::new(|params: &toml::Table| {
+        let limit = params.get("id").and_then(|v| v.as_str()).unwrap().parse::<u32>().unwrap();
+        Ok(Box::new(Counter::new(Some(limit))) as Box<dyn m3ixup_envs::Env>)
+    });
+    registry.register_family("count", EnvDefaults::default(), factory);
+    assert!(registry.contains("count:5") && !registry.contains("count:") && !registry.names().contains(&"count".to_string()));
+    let mut env = registry.make("count:2", &toml::Table::new()).unwrap();
+    env.reset(Some(0)).unwrap();
+    env.step(&Action::Continuous(vec![0.0])).unwrap();
+    assert!(env.step(&Action::Continuous(vec![0.0])).unwrap().terminated);
+    let text = registry.make("nothing", &toml::Table::new()).err().unwrap().to_string();
+    assert!(text.contains("count:<id>"), "{text}");
+}
