@@ -11,3 +11,4 @@ pub use m3ixup_envs as envs;
 
 pub mod bench;
 pub mod config;
+pub mod plot;
