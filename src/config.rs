@@ -16,12 +16,7 @@ use serde::Serialize;
 /// taken as a string), and deserialises the result into `T`.
 pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<T> {
     let (mut table, source) = match path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-            let table: toml::Table =
-                toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-            (table, path.display().to_string())
-        }
+        Some(path) => (read_table(path, &mut Vec::new())?, path.display().to_string()),
         None => (toml::Table::new(), "the defaults".to_string()),
     };
     for item in overrides {
@@ -32,6 +27,43 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> a
     toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!("invalid config (from {source}{}):\n{e}", if overrides.is_empty() { String::new() } else { format!(" with --set {}", overrides.join(" --set ")) })
     })
+}
+
+/// Reads a config file. A top-level `extends = "other.toml"` (relative to the file) loads that
+/// file first and lays this one over it, key by key (sections merge; other values replace), so
+/// a baseline config states only how it differs from the main one.
+fn read_table(path: &Path, chain: &mut Vec<std::path::PathBuf>) -> anyhow::Result<toml::Table> {
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    if chain.contains(&canonical) {
+        bail!("config file {} extends itself (through {:?})", path.display(), chain);
+    }
+    chain.push(canonical);
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    match table.remove("extends") {
+        None => Ok(table),
+        Some(toml::Value::String(base)) => {
+            let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
+            let mut merged = read_table(&base_path, chain)
+                .with_context(|| format!("config file {}: `extends = \"{base}\"`", path.display()))?;
+            merge(&mut merged, table);
+            Ok(merged)
+        }
+        Some(other) => bail!("config file {}: `extends` must be a file name, got {other}", path.display()),
+    }
+}
+
+/// Lays `over` onto `base`: tables merge recursively, every other value replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Sets `section.key=value` in `table`, creating sections as needed.
@@ -115,6 +147,20 @@ mod tests {
         let err = load::<Config>(None, &["train.lr=1".into(), "train.lr.x=2".into()]).unwrap_err().to_string();
         assert!(err.contains("train.lr"), "{err}");
         assert!(load::<Config>(None, &["train".into()]).is_err());
+    }
+
+    #[test]
+    fn a_config_extends_another_and_overrides_key_by_key() {
+        let dir = std::env::temp_dir().join(format!("m3ixup-config-extends-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("base.toml"), "[train]\nlr = 0.5\nname = \"base\"\nsteps = [1]\n").unwrap();
+        std::fs::write(dir.join("child.toml"), "extends = \"base.toml\"\n[train]\nname = \"child\"\n").unwrap();
+        let c: Config = load(Some(&dir.join("child.toml")), &["train.steps=[2]".into()]).unwrap();
+        assert_eq!(c.train, Train { lr: 0.5, name: "child".into(), steps: vec![2] });
+        std::fs::write(dir.join("loop.toml"), "extends = \"loop.toml\"\n").unwrap();
+        let err = format!("{:#}", load::<Config>(Some(&dir.join("loop.toml")), &[]).unwrap_err());
+        assert!(err.contains("extends itself"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -114,6 +114,9 @@ pub struct PpoSection {
     pub anneal_lr: bool,
     /// Discount factor, in [0, 1].
     pub gamma: f64,
+    /// Rewards are multiplied by this before GAE (the value targets' scale; metrics report the
+    /// environment's own rewards). > 0.
+    pub reward_scale: f64,
     /// GAE's lambda, in [0, 1].
     pub gae_lambda: f64,
     /// Passes over each rollout.
@@ -144,6 +147,7 @@ impl Default for PpoSection {
             learning_rate: 3e-4,
             anneal_lr: true,
             gamma: 0.99,
+            reward_scale: 1.0,
             gae_lambda: 0.95,
             update_epochs: 10,
             minibatch_size: 64,
@@ -275,6 +279,7 @@ impl PpoConfig {
         unit("ppo.gamma", p.gamma)?;
         unit("ppo.gae_lambda", p.gae_lambda)?;
         positive("ppo.clip_coef", p.clip_coef)?;
+        positive("ppo.reward_scale", p.reward_scale)?;
         positive("ppo.max_grad_norm", p.max_grad_norm)?;
         for (field, v) in [("ppo.vf_coef", p.vf_coef), ("ppo.ent_coef", p.ent_coef), ("ppo.aux_weight", p.aux_weight), ("ppo.target_kl", p.target_kl)] {
             non_negative(field, v)?;
@@ -725,8 +730,9 @@ pub fn train<B: AutodiffBackend>(
         let (x, presence) = batch_input::<B::InnerBackend>(&obs_space, &obs, device);
         let last_values: Vec<f32> = policy.forward(&x, &presence).value.into_data().convert::<f32>().to_vec().expect("f32");
         drop(policy);
+        let scaled: Vec<f32> = rollout.rewards.iter().map(|&x| x * p.reward_scale as f32).collect();
         let adv = gae(
-            &rollout.rewards,
+            &scaled,
             &rollout.values,
             &rollout.terminated,
             &rollout.truncated,
