@@ -12,6 +12,7 @@
 pub use m3ixup_envs as envs;
 
 pub mod encoder;
+pub mod evaluate;
 pub mod losses;
 pub mod pretrain;
 pub mod actor_critic;

@@ -82,7 +82,7 @@ fn sensor_dropout_rejects_unknown_modalities_and_bad_probabilities() {
     let text = err.to_string();
     assert!(text.contains("sound") && text.contains("image") && text.contains("vec"), "{text}");
     for p in [-0.1, 1.5, f64::NAN] {
-        let err = SensorDropout::new(Counter::new(None), DropoutMode::PerStep { p }).err().unwrap();
+        let err = SensorDropout::new(Counter::new(None), DropoutMode::PerStep { p, modalities: vec![] }).err().unwrap();
         assert!(err.to_string().contains("outside [0, 1]"), "{err}");
     }
     assert!(SensorDropout::new(Counter::new(None), DropoutMode::PerEpisode { p: 1.0 }).is_err());
@@ -125,12 +125,12 @@ fn per_episode_dropout_holds_one_mask_per_episode_and_never_drops_every_modality
 
 #[test]
 fn per_step_dropout_drops_each_modality_with_probability_p() {
-    let count_missing = |p| masks(DropoutMode::PerStep { p }, 3, 20, 99).concat().concat().iter().filter(|&&x| !x).count();
+    let count_missing = |p| masks(DropoutMode::PerStep { p, modalities: vec![] }, 3, 20, 99).concat().concat().iter().filter(|&&x| !x).count();
     assert_eq!(count_missing(0.0), 0);
     assert_eq!(count_missing(1.0), 20 * 100 * 2);
     let missing = count_missing(0.3) as f64 / (20.0 * 100.0 * 2.0);
     assert!((missing - 0.3).abs() < 0.03, "dropped fraction {missing}");
-    let runs = masks(DropoutMode::PerStep { p: 0.3 }, 3, 5, 50);
-    assert_eq!(runs, masks(DropoutMode::PerStep { p: 0.3 }, 3, 5, 50), "same seed, same drops");
-    assert_ne!(runs, masks(DropoutMode::PerStep { p: 0.3 }, 4, 5, 50), "another seed, other drops");
+    let runs = masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50);
+    assert_eq!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50), "same seed, same drops");
+    assert_ne!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 4, 5, 50), "another seed, other drops");
 }

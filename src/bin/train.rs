@@ -16,6 +16,7 @@ use clap::Parser;
 use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::{load, to_toml};
+use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
 /// The default backend: burn's pure-Rust CPU backend with autodiff.
 type Backend = burn::backend::Autodiff<burn::backend::Flex>;
@@ -92,5 +93,19 @@ fn main() -> anyhow::Result<()> {
         summary.recent_return
     );
     println!("checkpoint: {}", run.file("checkpoint.toml").display());
+
+    // The learning curve of the whole run (resumed parts included), from its metrics file.
+    let points = csv_series(&run.file("metrics.csv"), "global_step", "charts/reward_per_step")?;
+    let curve = run.file("learning_curve.png");
+    write_line_chart(
+        &curve,
+        &LineChart {
+            title: &format!("{} on {}: rollout reward per step", config.algo, config.env.name),
+            x_label: "environment steps",
+            y_label: "reward per step",
+            series: &[Series::new("per update", points.clone()), Series::new("10-update average", moving_average(&points, 10))],
+        },
+    )?;
+    println!("learning curve: {}", curve.display());
     Ok(())
 }

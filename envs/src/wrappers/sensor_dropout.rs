@@ -12,9 +12,13 @@ pub enum DropoutMode {
     /// At every reset each modality is dropped for the whole episode with probability `p`,
     /// redrawn while every modality would be missing (an agent needs at least one sensor).
     PerEpisode { p: f64 },
-    /// At every step (and reset) each modality is dropped independently with probability `p`;
-    /// an observation may then have no modality at all.
-    PerStep { p: f64 },
+    /// At every step (and reset) each of `modalities` (every modality when empty) is dropped
+    /// independently with probability `p`; an observation may then have no modality at all.
+    PerStep {
+        p: f64,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        modalities: Vec<String>,
+    },
 }
 
 /// Removes modalities from observations: their data is cleared to zeros and their presence flag
@@ -25,7 +29,7 @@ pub enum DropoutMode {
 pub struct SensorDropout<E> {
     inner: E,
     mode: DropoutMode,
-    /// For `Fixed`: the indices of the dropped modalities.
+    /// For `Fixed`: the indices of the dropped modalities; for `PerStep`: those it may drop.
     fixed: Vec<usize>,
     /// For `PerEpisode`: which modalities are dropped in the current episode.
     episode_mask: Vec<bool>,
@@ -47,7 +51,7 @@ impl<E: Env> SensorDropout<E> {
             DropoutMode::Fixed { modalities } => {
                 modalities.iter().map(|m| space.require(m)).collect::<Result<Vec<_>, _>>()?
             }
-            DropoutMode::PerEpisode { p } | DropoutMode::PerStep { p } => {
+            DropoutMode::PerEpisode { p } | DropoutMode::PerStep { p, .. } => {
                 if !(0.0..=1.0).contains(p) {
                     return Err(invalid(format!("probability p = {p} is outside [0, 1]")));
                 }
@@ -56,7 +60,14 @@ impl<E: Env> SensorDropout<E> {
                         "per-episode dropout keeps at least one modality, so p must be below 1".into(),
                     ));
                 }
-                Vec::new()
+                match &mode {
+                    // Per-step: the modalities it may drop (all when none are named).
+                    DropoutMode::PerStep { modalities, .. } if !modalities.is_empty() => {
+                        modalities.iter().map(|m| space.require(m)).collect::<Result<Vec<_>, _>>()?
+                    }
+                    DropoutMode::PerStep { .. } => (0..space.len()).collect(),
+                    _ => Vec::new(),
+                }
             }
         };
         let episode_mask = vec![false; space.len()];
@@ -77,8 +88,8 @@ impl<E: Env> SensorDropout<E> {
                     }
                 }
             }
-            DropoutMode::PerStep { p } => {
-                for i in 0..obs.data.len() {
+            DropoutMode::PerStep { p, .. } => {
+                for &i in &self.fixed {
                     if self.rng.gen_bool(*p) {
                         obs.drop_modality(i);
                     }

@@ -1,0 +1,493 @@
+//! Sensor-failure robustness evaluation (M3IXUP.md section 4): agents trained once with every
+//! sensor are run, without learning, under a matrix of conditions: every sensor, one sensor
+//! alone, one sensor removed, one sensor dropped per step with probability p, Gaussian noise on
+//! one sensor, one sensor frozen. The score of an episode is its mean per-step reward.
+//!
+//! **Comparability.** Episode `k` of every agent and every condition starts from the seed
+//! `seed + k` (rounds of `num_envs` episodes, each round reset with its seeds), so rows differ by
+//! the agent and the condition only. The uniform random policy is measured in the same run with
+//! every sensor; the retention ratio of a row is `(score - random) / (full - random)`, where
+//! `full` is the same agent's score with every sensor: 1 = no loss, 0 = no better than random.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use m3ixup_envs::wrappers::{DropoutMode, SensorDropout, SensorNoise, StaleSensor};
+use m3ixup_envs::{make, BatchActions, Env, EnvError, ObsSpace, VecEnv, VecEnvConfig};
+
+use crate::actor_critic::{choose_actions, ActorCritic};
+use crate::storage::batch_input;
+
+/// Errors of an evaluation, raised before any episode runs when the inputs are wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A bad condition or protocol value, or an agent that does not fit the environment.
+    #[error("evaluation: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+}
+
+/// One way the sensors can fail.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Condition {
+    /// Every sensor works.
+    All,
+    /// Only this modality is present; every other one is removed (masked).
+    Only { modality: String },
+    /// This modality is removed (masked); the others work.
+    Without { modality: String },
+    /// This modality is removed at each step with probability `p`.
+    PerStep { modality: String, p: f64 },
+    /// Gaussian noise of `sigma` x the value range on this modality, still marked present.
+    Noise { modality: String, sigma: f64 },
+    /// This modality shows the episode's first observation forever, still marked present.
+    Frozen { modality: String },
+}
+
+impl Condition {
+    /// A short label for tables: `all`, `pixels only`, `no sound`, `pixels p=0.3`,
+    /// `sound noise 0.1`, `pixels frozen`.
+    pub fn label(&self) -> String {
+        match self {
+            Condition::All => "all".into(),
+            Condition::Only { modality } => format!("{modality} only"),
+            Condition::Without { modality } => format!("no {modality}"),
+            Condition::PerStep { modality, p } => format!("{modality} p={p}"),
+            Condition::Noise { modality, sigma } => format!("{modality} noise {sigma}"),
+            Condition::Frozen { modality } => format!("{modality} frozen"),
+        }
+    }
+
+    /// Checks the condition against a space: known modalities, p in [0, 1], sigma >= 0.
+    pub fn validate(&self, space: &ObsSpace) -> Result<(), EvalError> {
+        let known = |m: &str| {
+            space.require(m).map(|_| ()).map_err(|_| {
+                EvalError::Env(EnvError::UnknownModality {
+                    name: m.to_string(),
+                    available: space.names().map(String::from).collect(),
+                })
+            })
+        };
+        match self {
+            Condition::All => Ok(()),
+            Condition::Only { modality } | Condition::Without { modality } | Condition::Frozen { modality } => known(modality),
+            Condition::PerStep { modality, p } => {
+                known(modality)?;
+                if (0.0..=1.0).contains(p) {
+                    Ok(())
+                } else {
+                    Err(EvalError::Invalid(format!("condition `{}`: p = {p} is outside [0, 1]", self.label())))
+                }
+            }
+            Condition::Noise { modality, sigma } => {
+                known(modality)?;
+                if sigma.is_finite() && *sigma >= 0.0 {
+                    Ok(())
+                } else {
+                    Err(EvalError::Invalid(format!("condition `{}`: sigma = {sigma} must be >= 0", self.label())))
+                }
+            }
+        }
+    }
+
+    /// The environment with this condition applied.
+    pub fn wrap(&self, env: Box<dyn Env>) -> Result<Box<dyn Env>, EnvError> {
+        let space = env.observation_space().clone();
+        Ok(match self {
+            Condition::All => env,
+            Condition::Only { modality } => {
+                space.require(modality)?;
+                let others = space.names().filter(|n| n != modality).map(String::from).collect();
+                Box::new(SensorDropout::new(env, DropoutMode::Fixed { modalities: others })?)
+            }
+            Condition::Without { modality } => {
+                Box::new(SensorDropout::new(env, DropoutMode::Fixed { modalities: vec![modality.clone()] })?)
+            }
+            Condition::PerStep { modality, p } => {
+                Box::new(SensorDropout::new(env, DropoutMode::PerStep { p: *p, modalities: vec![modality.clone()] })?)
+            }
+            Condition::Noise { modality, sigma } => Box::new(SensorNoise::new(env, modality, *sigma)?),
+            Condition::Frozen { modality } => Box::new(StaleSensor::new(env, modality)?),
+        })
+    }
+}
+
+/// The evaluation protocol. Defaults: the paper's (100 episodes x 300 steps, deterministic
+/// policy), seeds from 1 000 000 on (training runs seed their environments with small seeds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    pub episodes: usize,
+    /// Steps per episode (the episode limit is set to this; environments that terminate earlier
+    /// end their episode there).
+    pub steps: usize,
+    /// Episode k starts from seed `seed + k`.
+    pub seed: u64,
+    /// Episodes run side by side.
+    pub num_envs: usize,
+    /// Threads stepping them, the calling thread included.
+    pub workers: usize,
+    /// Take the policy's mode (mean action) rather than sampling.
+    pub deterministic: bool,
+    /// Per-step dropout probabilities, each applied to each modality.
+    pub dropout_p: Vec<f64>,
+    /// Noise levels (relative to the value range), each applied to each modality.
+    pub noise_sigma: Vec<f64>,
+    /// Add a frozen-sensor condition per modality.
+    pub frozen: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            episodes: 100,
+            steps: 300,
+            seed: 1_000_000,
+            num_envs: 25,
+            workers: 1,
+            deterministic: true,
+            dropout_p: vec![0.1, 0.3, 0.5],
+            noise_sigma: vec![0.1],
+            frozen: true,
+        }
+    }
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> Result<(), EvalError> {
+        let bad = |field: &str, reason: String| Err(EvalError::Invalid(format!("evaluation `{field}`: {reason}")));
+        if self.episodes == 0 {
+            return bad("episodes", "must be at least 1".into());
+        }
+        if self.steps == 0 {
+            return bad("steps", "must be at least 1".into());
+        }
+        if self.num_envs == 0 {
+            return bad("num_envs", "must be at least 1".into());
+        }
+        if let Some(p) = self.dropout_p.iter().find(|p| !(0.0..=1.0).contains(*p)) {
+            return bad("dropout_p", format!("p = {p} is outside [0, 1]"));
+        }
+        if let Some(s) = self.noise_sigma.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return bad("noise_sigma", format!("sigma = {s} must be >= 0"));
+        }
+        Ok(())
+    }
+
+    /// The conditions for `space`: all; each modality alone; each removed (only with three or
+    /// more modalities: with two, removing one is the other alone); per-step dropout, noise and
+    /// freezing of each modality.
+    pub fn conditions(&self, space: &ObsSpace) -> Vec<Condition> {
+        let names: Vec<String> = space.names().map(String::from).collect();
+        let mut out = vec![Condition::All];
+        if names.len() > 1 {
+            out.extend(names.iter().map(|m| Condition::Only { modality: m.clone() }));
+        }
+        if names.len() > 2 {
+            out.extend(names.iter().map(|m| Condition::Without { modality: m.clone() }));
+        }
+        for &p in &self.dropout_p {
+            out.extend(names.iter().map(|m| Condition::PerStep { modality: m.clone(), p }));
+        }
+        for &sigma in &self.noise_sigma {
+            out.extend(names.iter().map(|m| Condition::Noise { modality: m.clone(), sigma }));
+        }
+        if self.frozen {
+            out.extend(names.iter().map(|m| Condition::Frozen { modality: m.clone() }));
+        }
+        out
+    }
+}
+
+/// Per-episode figures of one agent under one condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Episodes {
+    /// Return / length, per episode.
+    pub per_step: Vec<f64>,
+    pub returns: Vec<f64>,
+}
+
+impl Episodes {
+    pub fn mean_std(values: &[f64]) -> (f64, f64) {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+}
+
+/// What acts: a trained agent or the uniform random policy.
+pub enum Actor<'a, B: Backend> {
+    Agent(&'a ActorCritic<B>),
+    Random,
+}
+
+/// Runs `config.episodes` episodes of `env_name(params)` under `condition` with `actor`.
+/// `params` should not carry training-time `sensor_dropout`; the episode limit is set to
+/// `config.steps`.
+pub fn run_episodes<B: Backend>(
+    actor: &Actor<'_, B>,
+    env_name: &str,
+    params: &toml::Table,
+    condition: &Condition,
+    config: &EvalConfig,
+    device: &B::Device,
+    progress: Option<&ProgressBar>,
+) -> Result<Episodes, EvalError> {
+    let mut params = params.clone();
+    params.remove("sensor_dropout");
+    params.insert("max_episode_steps".into(), toml::Value::Integer(config.steps as i64));
+    let num_envs = config.num_envs.min(config.episodes);
+    let vec = VecEnvConfig { num_envs, workers: config.workers.min(num_envs), seed: config.seed, ..VecEnvConfig::default() };
+    let name = env_name.to_string();
+    let cond = condition.clone();
+    let mut envs = VecEnv::new(vec, move |_| cond.wrap(make(&name, &params)?))?;
+    condition.validate(envs.observation_space())?;
+    let space = envs.observation_space().clone();
+    let action_space = envs.action_space().clone();
+    let log_std = match actor {
+        Actor::Agent(a) => a.log_std_values(),
+        Actor::Random => Vec::new(),
+    };
+    let (mut per_step, mut returns) = (Vec::with_capacity(config.episodes), Vec::with_capacity(config.episodes));
+    let mut first = 0usize;
+    while first < config.episodes {
+        let round_seed = config.seed.wrapping_add(first as u64);
+        let mut rng = StdRng::seed_from_u64(round_seed);
+        let mut obs = envs.reset(Some(round_seed))?.clone();
+        let mut ret = vec![0.0f64; num_envs];
+        let mut len = vec![0usize; num_envs];
+        let mut running = vec![true; num_envs];
+        for _ in 0..config.steps {
+            let actions = match actor {
+                Actor::Agent(agent) => {
+                    let (x, presence) = batch_input::<B>(&space, &obs, device);
+                    let policy: Vec<f32> =
+                        agent.forward(&x, &presence).policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
+                    choose_actions(&action_space, &policy, &log_std, config.deterministic, &mut rng).env
+                }
+                Actor::Random => BatchActions::sample(&action_space, num_envs, &mut rng),
+            };
+            let step = envs.step(&actions)?;
+            for i in 0..num_envs {
+                if running[i] {
+                    ret[i] += step.rewards[i];
+                    len[i] += 1;
+                    running[i] = !step.done(i);
+                }
+            }
+            obs.clone_from(&step.obs);
+            if running.iter().all(|r| !r) {
+                break;
+            }
+        }
+        for i in 0..num_envs.min(config.episodes - first) {
+            returns.push(ret[i]);
+            per_step.push(ret[i] / len[i].max(1) as f64);
+        }
+        if let Some(bar) = progress {
+            bar.inc(num_envs.min(config.episodes - first) as u64);
+        }
+        first += num_envs;
+    }
+    Ok(Episodes { per_step, returns })
+}
+
+/// One row of the table: an agent under a condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    pub agent: String,
+    pub condition: String,
+    pub spec: Condition,
+    /// Mean and std over episodes of the per-step reward.
+    pub per_step_mean: f64,
+    pub per_step_std: f64,
+    pub return_mean: f64,
+    pub return_std: f64,
+    /// `(score - random) / (full - random)`.
+    pub retention: f64,
+}
+
+/// The whole evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub env: String,
+    pub config: EvalConfig,
+    /// The uniform random policy with every sensor: per-step mean and std.
+    pub random_per_step_mean: f64,
+    pub random_per_step_std: f64,
+    pub agents: Vec<String>,
+    pub rows: Vec<EvalRow>,
+    pub wall_seconds: f64,
+}
+
+/// `(score - random) / (full - random)`; NaN when the agent is no better than random with
+/// every sensor (the ratio would say nothing).
+pub fn retention_ratio(score: f64, full: f64, random: f64) -> f64 {
+    let denom = full - random;
+    if denom.abs() < 1e-12 {
+        f64::NAN
+    } else {
+        (score - random) / denom
+    }
+}
+
+/// Evaluates every `(label, agent)` under every condition of `config` on `env_name(params)`,
+/// after checking each agent's observation space against the environment's.
+pub fn evaluate<B: Backend>(
+    agents: &[(String, &ActorCritic<B>, ObsSpace)],
+    env_name: &str,
+    params: &toml::Table,
+    config: &EvalConfig,
+    device: &B::Device,
+    progress: Option<&ProgressBar>,
+) -> Result<EvalReport, EvalError> {
+    config.validate()?;
+    let started = Instant::now();
+    let mut probe_params = params.clone();
+    probe_params.remove("sensor_dropout");
+    let space = make(env_name, &probe_params)?.observation_space().clone();
+    for (label, _, agent_space) in agents {
+        if *agent_space != space {
+            return Err(EvalError::Invalid(format!(
+                "agent `{label}` was trained on observations {agent_space}, but `{env_name}` gives {space}"
+            )));
+        }
+    }
+    let conditions = config.conditions(&space);
+    for c in &conditions {
+        c.validate(&space)?;
+    }
+    let random = run_episodes::<B>(&Actor::Random, env_name, params, &Condition::All, config, device, progress)?;
+    let (random_mean, random_std) = Episodes::mean_std(&random.per_step);
+    let mut rows = Vec::new();
+    for (label, agent, _) in agents {
+        let mut full = f64::NAN;
+        for condition in &conditions {
+            let e = run_episodes(&Actor::Agent(*agent), env_name, params, condition, config, device, progress)?;
+            let (mean, std) = Episodes::mean_std(&e.per_step);
+            let (return_mean, return_std) = Episodes::mean_std(&e.returns);
+            if *condition == Condition::All {
+                full = mean;
+            }
+            rows.push(EvalRow {
+                agent: label.clone(),
+                condition: condition.label(),
+                spec: condition.clone(),
+                per_step_mean: mean,
+                per_step_std: std,
+                return_mean,
+                return_std,
+                retention: retention_ratio(mean, full, random_mean),
+            });
+        }
+    }
+    Ok(EvalReport {
+        env: env_name.to_string(),
+        config: config.clone(),
+        random_per_step_mean: random_mean,
+        random_per_step_std: random_std,
+        agents: agents.iter().map(|(l, _, _)| l.clone()).collect(),
+        rows,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+impl EvalReport {
+    /// The table as markdown: one row per condition, one column per agent (`mean ± std
+    /// (retention)`).
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "{} episodes x {} steps on `{}`, {} policy; score = mean per-step reward (mean ± std over episodes), \
+             (retention) = (score - random) / (all - random); random policy: {:.3} ± {:.3}\n\n",
+            self.config.episodes,
+            self.config.steps,
+            self.env,
+            if self.config.deterministic { "deterministic" } else { "stochastic" },
+            self.random_per_step_mean,
+            self.random_per_step_std
+        );
+        out.push_str("| condition |");
+        for a in &self.agents {
+            out.push_str(&format!(" {a} |"));
+        }
+        out.push_str("\n|---|");
+        out.push_str(&"---:|".repeat(self.agents.len()));
+        out.push('\n');
+        let mut conditions: Vec<&str> = Vec::new();
+        for r in &self.rows {
+            if !conditions.contains(&r.condition.as_str()) {
+                conditions.push(&r.condition);
+            }
+        }
+        for c in conditions {
+            out.push_str(&format!("| {c} |"));
+            for a in &self.agents {
+                match self.rows.iter().find(|r| r.agent == *a && r.condition == c) {
+                    Some(r) => out.push_str(&format!(" {:.3} ± {:.3} ({:.2}) |", r.per_step_mean, r.per_step_std, r.retention)),
+                    None => out.push_str(" - |"),
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// One CSV line per row.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from("agent,condition,per_step_mean,per_step_std,return_mean,return_std,retention,random_per_step_mean\n");
+        for r in &self.rows {
+            out.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\n",
+                r.agent, r.condition, r.per_step_mean, r.per_step_std, r.return_mean, r.return_std, r.retention, self.random_per_step_mean
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_ratio_is_score_above_random_over_full_above_random() {
+        assert_eq!(retention_ratio(-1.0, -1.0, -6.0), 1.0);
+        assert_eq!(retention_ratio(-6.0, -1.0, -6.0), 0.0);
+        assert_eq!(retention_ratio(-3.5, -1.0, -6.0), 0.5);
+        assert!((retention_ratio(-7.75, -1.0, -6.0) + 0.35).abs() < 1e-12, "worse than random is negative");
+        assert!(retention_ratio(-6.0, -6.0, -6.0).is_nan());
+    }
+
+    #[test]
+    fn the_matrix_has_each_modality_alone_and_each_failure_mode_once() {
+        let space = m3ixup_envs::make("multimodal-pendulum", &toml::Table::new()).unwrap().observation_space().clone();
+        let config = EvalConfig { dropout_p: vec![0.3], noise_sigma: vec![0.1], ..EvalConfig::default() };
+        let labels: Vec<String> = config.conditions(&space).iter().map(|c| c.label()).collect();
+        assert_eq!(
+            labels,
+            [
+                "all", "pixels only", "sound only", "pixels p=0.3", "sound p=0.3", "pixels noise 0.1", "sound noise 0.1",
+                "pixels frozen", "sound frozen"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_modalities_and_bad_probabilities_are_rejected() {
+        let space = m3ixup_envs::make("multimodal-pendulum", &toml::Table::new()).unwrap().observation_space().clone();
+        let err = Condition::Only { modality: "lidar".into() }.validate(&space).unwrap_err().to_string();
+        assert!(err.contains("lidar"), "{err}");
+        let err = Condition::PerStep { modality: "sound".into(), p: 1.5 }.validate(&space).unwrap_err().to_string();
+        assert!(err.contains("1.5"), "{err}");
+        let err = EvalConfig { dropout_p: vec![-0.1], ..EvalConfig::default() }.validate().unwrap_err().to_string();
+        assert!(err.contains("dropout_p"), "{err}");
+    }
+}

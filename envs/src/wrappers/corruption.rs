@@ -1,0 +1,126 @@
+//! Sensors that fail without saying so: the modality stays marked present, but its data is
+//! noisy ([`SensorNoise`]) or stale ([`StaleSensor`]). Unlike [`SensorDropout`](super::SensorDropout),
+//! the agent cannot fall back on the other sensors by reading the presence mask, which is what
+//! a robustness evaluation should also measure.
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::{Action, ActionSpace, Env, EnvError, Info, ModalityData, Obs, ObsSpace, Step};
+
+/// Mixed into the reset seed so the noise stream differs from the environment's own.
+const NOISE_SEED_SALT: u64 = 0x0015_e5e5_50a1_7ed5;
+
+/// Adds Gaussian noise of standard deviation `sigma x (high - low)` to every value of one
+/// modality, then clips to the modality's bounds (`u8` values are rounded), so observations
+/// stay in their space. The noise stream is reseeded from the reset seed.
+pub struct SensorNoise<E> {
+    inner: E,
+    modality: usize,
+    sigma: f64,
+    rng: StdRng,
+}
+
+impl<E: Env> SensorNoise<E> {
+    /// `sigma` is relative to each value's range (0.1: a tenth of the range).
+    pub fn new(inner: E, modality: &str, sigma: f64) -> Result<Self, EnvError> {
+        let index = inner.observation_space().require(modality)?;
+        if !(sigma.is_finite() && sigma >= 0.0) {
+            return Err(EnvError::InvalidParam {
+                env: inner.name().to_string(),
+                param: "sensor_noise.sigma".into(),
+                reason: format!("must be a finite number >= 0, got {sigma}"),
+            });
+        }
+        Ok(Self { inner, modality: index, sigma, rng: StdRng::seed_from_u64(NOISE_SEED_SALT) })
+    }
+
+    fn apply(&mut self, obs: &mut Obs) {
+        if !obs.present[self.modality] || self.sigma == 0.0 {
+            return;
+        }
+        let spec = self.inner.observation_space().spec(self.modality);
+        let unit = Normal::new(0.0, 1.0).expect("unit normal");
+        match &mut obs.data[self.modality] {
+            ModalityData::F32(v) => {
+                for (k, x) in v.iter_mut().enumerate() {
+                    let (lo, hi) = (spec.low[k], spec.high[k]);
+                    let noise = unit.sample(&mut self.rng) * self.sigma * (hi - lo) as f64;
+                    *x = (*x as f64 + noise).clamp(lo as f64, hi as f64) as f32;
+                }
+            }
+            ModalityData::U8(v) => {
+                for (k, x) in v.iter_mut().enumerate() {
+                    let (lo, hi) = (spec.low[k], spec.high[k]);
+                    let noise = unit.sample(&mut self.rng) * self.sigma * (hi - lo) as f64;
+                    *x = (*x as f64 + noise).round().clamp(lo as f64, hi as f64) as u8;
+                }
+            }
+        }
+    }
+}
+
+impl<E: Env> Env for SensorNoise<E> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn observation_space(&self) -> &ObsSpace {
+        self.inner.observation_space()
+    }
+    fn action_space(&self) -> &ActionSpace {
+        self.inner.action_space()
+    }
+    fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
+        if let Some(seed) = seed {
+            self.rng = StdRng::seed_from_u64(seed ^ NOISE_SEED_SALT);
+        }
+        let (mut obs, info) = self.inner.reset(seed)?;
+        self.apply(&mut obs);
+        Ok((obs, info))
+    }
+    fn step(&mut self, action: &Action) -> Result<Step, EnvError> {
+        let mut step = self.inner.step(action)?;
+        self.apply(&mut step.obs);
+        Ok(step)
+    }
+}
+
+/// A frozen sensor: one modality keeps showing what it showed at the episode's first
+/// observation (a camera that stopped updating), still marked present.
+pub struct StaleSensor<E> {
+    inner: E,
+    modality: usize,
+    frozen: Option<ModalityData>,
+}
+
+impl<E: Env> StaleSensor<E> {
+    pub fn new(inner: E, modality: &str) -> Result<Self, EnvError> {
+        let index = inner.observation_space().require(modality)?;
+        Ok(Self { inner, modality: index, frozen: None })
+    }
+}
+
+impl<E: Env> Env for StaleSensor<E> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn observation_space(&self) -> &ObsSpace {
+        self.inner.observation_space()
+    }
+    fn action_space(&self) -> &ActionSpace {
+        self.inner.action_space()
+    }
+    fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
+        let (obs, info) = self.inner.reset(seed)?;
+        self.frozen = Some(obs.data[self.modality].clone());
+        Ok((obs, info))
+    }
+    fn step(&mut self, action: &Action) -> Result<Step, EnvError> {
+        let mut step = self.inner.step(action)?;
+        if let Some(frozen) = &self.frozen {
+            step.obs.data[self.modality].clone_from(frozen);
+        }
+        Ok(step)
+    }
+}

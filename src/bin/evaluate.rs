@@ -1,0 +1,175 @@
+//! `evaluate`: the sensor-failure table (see `m3ixup_agents::evaluate`) for one or more trained
+//! agents, on the default backend (Flex, pure Rust CPU).
+//!
+//!     cargo run --release --bin evaluate -- --checkpoint runs/A [--checkpoint runs/B ...] \
+//!         [--label A --label B] [--episodes 100] [--steps 300] [--p 0.1,0.3,0.5] [--noise 0.1] \
+//!         [--out DIR]
+//!
+//! A checkpoint is a run directory (its last checkpoint is used) or a checkpoint directory.
+//! Writes `eval.md`, `eval.csv`, `eval.json` and `dropout.png` to `--out` (default: the first
+//! run directory's `eval/`), and prints the table.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use m3ixup::agents::evaluate::{evaluate, EvalConfig};
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, STATE_FILE};
+use m3ixup::agents::run::write_atomic;
+use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
+
+type Backend = burn::backend::Flex;
+
+#[derive(Parser)]
+#[command(about = "Evaluate trained agents with every sensor, each sensor alone, and failing sensors")]
+struct Cli {
+    /// A run directory or a checkpoint directory (repeatable).
+    #[arg(long = "checkpoint", required = true)]
+    checkpoints: Vec<PathBuf>,
+    /// A name per checkpoint, in order (default: the run directory's name).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Evaluate on this registered environment instead of the checkpoints' own.
+    #[arg(long)]
+    env: Option<String>,
+    #[arg(long, default_value_t = EvalConfig::default().episodes)]
+    episodes: usize,
+    #[arg(long, default_value_t = EvalConfig::default().steps)]
+    steps: usize,
+    /// Episode k starts from seed + k (disjoint from training seeds by default).
+    #[arg(long, default_value_t = EvalConfig::default().seed)]
+    seed: u64,
+    /// Per-step dropout probabilities (comma-separated; empty for none).
+    #[arg(long, value_delimiter = ',', default_values_t = EvalConfig::default().dropout_p)]
+    p: Vec<f64>,
+    /// Noise levels relative to the value range (comma-separated; empty for none).
+    #[arg(long, value_delimiter = ',', default_values_t = EvalConfig::default().noise_sigma)]
+    noise: Vec<f64>,
+    /// Leave out the frozen-sensor conditions.
+    #[arg(long)]
+    no_frozen: bool,
+    /// Sample actions instead of taking the policy's mean.
+    #[arg(long)]
+    stochastic: bool,
+    /// Episodes run side by side.
+    #[arg(long, default_value_t = EvalConfig::default().num_envs)]
+    num_envs: usize,
+    /// Threads stepping them, the calling thread included.
+    #[arg(long, default_value_t = EvalConfig::default().workers)]
+    workers: usize,
+    /// Where the result files go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The checkpoint directory for a run directory or a checkpoint directory.
+fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    latest_checkpoint(path)?
+        .with_context(|| format!("{} holds no checkpoint (no checkpoint.toml, no state.toml)", path.display()))
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !cli.labels.is_empty() && cli.labels.len() != cli.checkpoints.len() {
+        bail!("{} labels for {} checkpoints: give one per checkpoint or none", cli.labels.len(), cli.checkpoints.len());
+    }
+    let config = EvalConfig {
+        episodes: cli.episodes,
+        steps: cli.steps,
+        seed: cli.seed,
+        num_envs: cli.num_envs,
+        workers: cli.workers,
+        deterministic: !cli.stochastic,
+        dropout_p: cli.p.clone(),
+        noise_sigma: cli.noise.clone(),
+        frozen: !cli.no_frozen,
+    };
+    config.validate()?;
+    let device = Default::default();
+
+    // Load every agent first: a bad checkpoint fails before any episode runs.
+    let mut loaded = Vec::new();
+    for (k, path) in cli.checkpoints.iter().enumerate() {
+        let dir = checkpoint_dir(path)?;
+        let (agent, state, train_config) =
+            load_agent::<Backend>(&dir, &device).with_context(|| format!("cannot load {}", dir.display()))?;
+        let label = cli.labels.get(k).cloned().unwrap_or_else(|| {
+            path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
+        });
+        loaded.push((label, agent, state, train_config));
+    }
+    let (env_name, params) = match &cli.env {
+        Some(name) => (name.clone(), loaded[0].3.env.params.clone()),
+        None => (loaded[0].2.env_name.clone(), loaded[0].3.env.params.clone()),
+    };
+    for (label, _, state, _) in &loaded {
+        if cli.env.is_none() && state.env_name != env_name {
+            bail!(
+                "agent `{label}` was trained on `{}`, agent `{}` on `{env_name}`: evaluate them separately or pass --env",
+                state.env_name,
+                loaded[0].0
+            );
+        }
+    }
+    let agents: Vec<_> = loaded.iter().map(|(l, a, s, _)| (l.clone(), a, s.observation_space.clone())).collect();
+
+    let conditions = {
+        let probe = m3ixup::agents::envs::make(&env_name, &{
+            let mut p = params.clone();
+            p.remove("sensor_dropout");
+            p
+        })?;
+        config.conditions(probe.observation_space()).len()
+    };
+    let total = (config.episodes * (1 + conditions * agents.len())) as u64;
+    let bar = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} episodes eta {eta_precise}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let report = evaluate::<Backend>(&agents, &env_name, &params, &config, &device, Some(&bar))?;
+    bar.finish_and_clear();
+
+    let markdown = report.to_markdown();
+    println!("{markdown}");
+    println!("({:.1} s)", report.wall_seconds);
+    let out = cli.out.clone().unwrap_or_else(|| cli.checkpoints[0].join("eval"));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(&out.join("eval.md"), markdown.as_bytes())?;
+    write_atomic(&out.join("eval.csv"), report.to_csv().as_bytes())?;
+    write_atomic(&out.join("eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+
+    let mut groups: Vec<BarGroup> = Vec::new();
+    for row in &report.rows {
+        let k = report.agents.iter().position(|a| *a == row.agent).expect("row of a known agent");
+        let group = match groups.iter_mut().position(|g| g.label == row.condition) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(BarGroup { label: row.condition.clone(), bars: vec![None; report.agents.len()] });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        group.bars[k] = Some(Bar { mean: row.per_step_mean, std: row.per_step_std });
+    }
+    let title = format!("{}: mean per-step reward under sensor failures", report.env);
+    write_bar_chart(
+        &out.join("dropout.png"),
+        &BarChart {
+            title: &title,
+            y_label: "per-step reward",
+            series_labels: &report.agents,
+            groups: &groups,
+            reference: Some(("random policy", report.random_per_step_mean)),
+        },
+    )?;
+    println!("results: {}", out.display());
+    Ok(())
+}
