@@ -952,3 +952,122 @@ impl LossSums {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::ObsBuffer;
+    use burn::backend::{Autodiff, Flex};
+    use m3ixup_envs::BatchActions;
+
+    type Ad = Autodiff<Flex>;
+
+    fn scalar(t: &Tensor<Ad, 1>) -> f64 {
+        t.clone().into_scalar().elem::<f64>()
+    }
+
+    /// A minibatch of 12 real pendulum observations with arbitrary actions and targets; rows
+    /// listed in `incomplete` lose their sound.
+    fn minibatch_and_agent(incomplete: &[usize]) -> (ActorCritic<Ad>, Minibatch<Ad>, Vec<Vec<f32>>) {
+        let device = Default::default();
+        let mut envs = VecEnv::new(VecEnvConfig { num_envs: 12, ..VecEnvConfig::default() }, |_| {
+            make("multimodal-pendulum", &toml::Table::new())
+        })
+        .unwrap();
+        envs.reset(Some(4)).unwrap();
+        let space = envs.observation_space().clone();
+        let action_space = envs.action_space().clone();
+        let mut obs = envs.step(&BatchActions::zeros(&action_space, 12)).unwrap().obs.clone();
+        for &i in incomplete {
+            obs.present[i * 2 + 1] = false;
+        }
+        let mut store = ObsBuffer::with_capacity(&space, 12);
+        store.push_batch(&obs);
+        let mut encoder = EncoderConfig::default();
+        encoder.pixel_trunk = crate::encoder::PixelTrunk::Small;
+        encoder.joint = crate::encoder::JointKind::SharedTrunk;
+        let agent = ActorCriticConfig::default().init::<Ad>(&encoder, &space, &action_space, &device).unwrap();
+        let idx: Vec<usize> = (0..12).collect();
+        let host: Vec<Vec<f32>> = vec![
+            (0..12).map(|i| (i as f32 * 0.7).sin()).collect(),        // actions
+            (0..12).map(|i| -1.0 - 0.1 * i as f32).collect(),         // old log-probs
+            (0..12).map(|i| 0.3 * (i as f32).cos()).collect(),        // old values
+            (0..12).map(|i| (i as f32 - 5.5) * 0.2).collect(),        // advantages
+            (0..12).map(|i| 0.1 * i as f32 - 0.4).collect(),          // returns
+        ];
+        let t = |v: &Vec<f32>| Tensor::<Ad, 1>::from_data(TensorData::new(v.clone(), [12]), &device);
+        let complete: Vec<usize> = idx.iter().copied().filter(|&i| store.complete(i)).collect();
+        let (x, presence) = store.batch::<Ad>(&idx, &device);
+        let mb = Minibatch {
+            obs: x,
+            presence,
+            actions: t(&host[0]).reshape([12, 1]),
+            old_log_probs: t(&host[1]),
+            old_values: t(&host[2]),
+            advantages: t(&host[3]),
+            returns: t(&host[4]),
+            complete_obs: (complete.len() < 12).then(|| store.batch::<Ad>(&complete, &device).0),
+        };
+        (agent, mb, host)
+    }
+
+    #[test]
+    fn the_combined_loss_is_the_weighted_sum_of_its_independently_computed_parts() {
+        let (agent, mb, host) = minibatch_and_agent(&[]);
+        let ppo = PpoSection { vf_coef: 0.7, ent_coef: 0.03, aux_weight: 0.2, ..PpoSection::default() };
+        let aux = M3ixupLossConfig::default();
+        let draws = MixupDraws::sample(&mut StdRng::seed_from_u64(9), 12, 2, &aux);
+        let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
+        let (total, policy, value, entropy, aux_v) =
+            (scalar(&loss.total), scalar(&loss.policy), scalar(&loss.value), scalar(&loss.entropy), scalar(&loss.aux));
+        let sum = policy + 0.7 * value - 0.03 * entropy + 0.2 * aux_v;
+        assert!((total - sum).abs() < 1e-4 * (1.0 + total.abs()), "{total} vs {sum}");
+
+        // The auxiliary part is the M3ixup loss of the same batch with the same draws.
+        let (alone, _) = crate::losses::m3ixup_loss_with_draws(&agent.encoder, &mb.obs, &aux, draws);
+        assert!((scalar(&alone) - aux_v).abs() < 1e-4, "{} vs {aux_v}", scalar(&alone));
+
+        // The policy and value parts, on the host from the heads' outputs.
+        let out = agent.forward(&mb.obs, &mb.presence);
+        let mean: Vec<f32> = out.policy.into_data().to_vec().unwrap();
+        let v: Vec<f32> = out.value.into_data().to_vec().unwrap();
+        let log_std = agent.log_std_values()[0] as f64;
+        let adv: Vec<f64> = host[3].iter().map(|&a| a as f64).collect();
+        let m = adv.iter().sum::<f64>() / 12.0;
+        let sd = (adv.iter().map(|a| (a - m).powi(2)).sum::<f64>() / 11.0).sqrt(); // unbiased, as burn's var
+        let mut pg = 0.0;
+        for i in 0..12 {
+            let z = (host[0][i] as f64 - mean[i] as f64) / log_std.exp();
+            let logp = -0.5 * z * z - log_std - 0.5 * (2.0 * std::f64::consts::PI).ln();
+            let ratio = (logp - host[1][i] as f64).exp();
+            let a = (adv[i] - m) / (sd + 1e-8);
+            pg += (-a * ratio).max(-a * ratio.clamp(0.8, 1.2)) / 12.0;
+        }
+        assert!((pg - policy).abs() < 1e-4, "{pg} vs {policy}");
+        let vl: f64 = (0..12).map(|i| 0.5 * (v[i] as f64 - host[4][i] as f64).powi(2)).sum::<f64>() / 12.0;
+        assert!((vl - value).abs() < 1e-4, "{vl} vs {value}");
+    }
+
+    #[test]
+    fn without_an_auxiliary_loss_the_aux_part_is_zero_and_rows_missing_a_sensor_are_left_out_of_it() {
+        let (agent, mb, _) = minibatch_and_agent(&[]);
+        let ppo = PpoSection::default();
+        let mut none = M3ixupLossConfig::default();
+        for t in LossTerm::ALL {
+            none.set_enabled(t, false);
+        }
+        let loss = ppo_loss(&agent, &mb, &ppo, &none, None);
+        assert_eq!(scalar(&loss.aux), 0.0);
+        assert!(loss.aux_report.is_none());
+
+        // Rows 0 and 3 lack their sound: the auxiliary loss sees the other 10 rows only.
+        let (agent, mb, _) = minibatch_and_agent(&[0, 3]);
+        let aux = M3ixupLossConfig::default();
+        let draws = MixupDraws::sample(&mut StdRng::seed_from_u64(2), 10, 2, &aux);
+        let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
+        let complete = mb.complete_obs.as_ref().unwrap();
+        assert_eq!(complete.batch_size(), 10);
+        let (alone, _) = crate::losses::m3ixup_loss_with_draws(&agent.encoder, complete, &aux, draws);
+        assert!((scalar(&alone) - scalar(&loss.aux)).abs() < 1e-4);
+    }
+}
