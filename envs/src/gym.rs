@@ -484,6 +484,7 @@ fn adopt_user_python() -> Result<(), String> {
 
 /// The Python side of the bridge: space mapping and per-call conversions to `bytes`.
 const HELPER: &std::ffi::CStr = cr#"
+import os
 import threading
 
 import numpy as np
@@ -506,6 +507,9 @@ def make(env_id, kwargs, render):
     kwargs = dict(kwargs)
     if render:
         kwargs["render_mode"] = "rgb_array"
+        # Off-screen frames: SDL (pygame) needs no display, sound device or XDG_RUNTIME_DIR.
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     # One at a time, with a first frame drawn: renderers import lazily (pygame.surfarray), and
     # threads that do so at once can see a half-initialised module.
     with _make_lock:
