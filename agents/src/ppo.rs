@@ -243,6 +243,8 @@ impl PpoConfig {
                 format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
             );
         }
+        // Build one environment now, so bad parameters fail before a run directory exists.
+        make(&self.env.name, &self.env.params).map_err(|e| PpoError::config("env.params", e.to_string()))?;
         let r = &self.rollout;
         if r.num_envs == 0 {
             return bad("rollout.num_envs", "must be at least 1".into());
