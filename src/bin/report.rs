@@ -33,10 +33,11 @@ struct Cli {
 /// One run's figures.
 struct RunFigures {
     eval: EvalReport,
-    /// Mean per-step reward of the rollouts of the last 10 updates.
+    /// Mean per-step reward of the training episodes that ended in the last 10 updates with an
+    /// episode end (the stochastic policy's, exploration included).
     final_reward: f64,
-    /// Environment steps at which the 10-update moving average of the rollouts' per-step reward
-    /// first reached -1.0 (None: never).
+    /// Environment steps at which the 10-point moving average of that per-step reward first
+    /// reached -1.0 (None: never).
     steps_to_minus_one: Option<f64>,
     wall_seconds: f64,
     sps: f64,
@@ -55,7 +56,7 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
     )
     .with_context(|| format!("{} is not an evaluation report", eval_path.display()))?;
     let metrics = dir.join("metrics.csv");
-    let reward = csv_series(&metrics, "global_step", "charts/reward_per_step")?;
+    let reward = episode_reward_per_step(&metrics)?;
     let tail: Vec<f64> = reward.iter().rev().take(10).map(|p| p.1).collect();
     let smooth = moving_average(&reward, 10);
     let steps_to_minus_one = smooth.iter().find(|p| p.1 >= -1.0).map(|p| p.0);
@@ -70,6 +71,16 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
         sps: sps.last().map(|p| p.1).unwrap_or(f64::NAN),
         steps,
     })
+}
+
+/// (step, episodic return / episodic length) for the updates in which episodes ended.
+fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
+    let returns = csv_series(metrics, "global_step", "charts/episodic_return")?;
+    let lengths = csv_series(metrics, "global_step", "charts/episodic_length")?;
+    Ok(returns
+        .iter()
+        .filter_map(|&(x, r)| lengths.iter().find(|&&(lx, _)| lx == x).map(|&(_, l)| (x, r / l)))
+        .collect())
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -104,8 +115,18 @@ fn main() -> anyhow::Result<()> {
         bail!("no evaluated runs (<variant>-s<seed>/eval/eval.json) under {}", cli.results.display());
     }
 
-    // Conditions in the evaluation's order, from the first run.
+    // Conditions in the evaluation's order, from the first run; every run must share its protocol.
     let first = &variants.values().next().expect("non-empty")[0].1.eval;
+    for (_, f, dir) in variants.values().flatten() {
+        if f.eval.config != first.config {
+            bail!(
+                "{} was evaluated with {:?}, other runs with {:?}: re-evaluate with one protocol",
+                dir.display(),
+                f.eval.config,
+                first.config
+            );
+        }
+    }
     let mut conditions: Vec<String> = Vec::new();
     for r in &first.rows {
         if !conditions.contains(&r.condition) {
@@ -123,7 +144,7 @@ fn main() -> anyhow::Result<()> {
     ));
     out.push_str(&format!(
         "Evaluation: {} episodes x {} steps per condition, deterministic policy, seeds from {}; cells are the mean over \
-         training seeds of the per-step reward (in brackets: the retention ratio). Random policy: {:.3}.\n\n",
+         training seeds of the per-step reward (± its std over seeds; in brackets: the mean retention ratio). Random policy: {:.3}.\n\n",
         first.config.episodes, first.config.steps, first.config.seed, first.random_per_step_mean
     ));
     out.push_str("| condition |");
@@ -147,12 +168,13 @@ fn main() -> anyhow::Result<()> {
             if scores.is_empty() {
                 out.push_str(" - |");
             } else {
-                out.push_str(&format!(" {:.3} ± {:.3} ({:.2}) |", mean(&scores), std(&scores), mean(&retention)));
+                let spread = if scores.len() > 1 { format!(" ± {:.3}", std(&scores)) } else { String::new() };
+                out.push_str(&format!(" {:.3}{spread} ({:.2}) |", mean(&scores), mean(&retention)));
             }
         }
         out.push('\n');
     }
-    out.push_str("\nTraining (per seed): last-10-update rollout reward per step; env steps until its 10-update average first reached -1.0; wall time; env steps/s.\n\n");
+    out.push_str("\nTraining (per seed): per-step reward of the training episodes (stochastic policy) ending in the last 10 updates with an episode end; env steps until its 10-point moving average first reached -1.0; wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
     out.push_str("| variant | seed | final reward/step | steps to -1.0 | wall time | env steps/s |\n|---|---:|---:|---:|---:|---:|\n");
     let mut series = Vec::new();
     for n in &names {
@@ -165,7 +187,7 @@ fn main() -> anyhow::Result<()> {
                 f.sps
             ));
             let _ = f.steps;
-            let points = csv_series(&dir.join("metrics.csv"), "global_step", "charts/reward_per_step")?;
+            let points = episode_reward_per_step(&dir.join("metrics.csv"))?;
             series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
         }
     }
@@ -174,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     write_line_chart(
         &chart,
         &LineChart {
-            title: &format!("{folder}: rollout reward per step (10-update moving average)"),
+            title: &format!("{folder}: training episodes' reward per step (10-point moving average)"),
             x_label: "environment steps",
             y_label: "reward per step",
             series: &series,
