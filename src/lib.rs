@@ -11,4 +11,5 @@ pub use m3ixup_envs as envs;
 
 pub mod bench;
 pub mod config;
+pub mod device;
 pub mod plot;

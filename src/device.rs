@@ -1,0 +1,401 @@
+//! Backend and device selection: the one place where a burn backend is chosen.
+//!
+//! Library code stays generic over `B: Backend` / `B: AutodiffBackend`; a binary parses a
+//! [`DeviceSpec`] (its `--device` argument), optionally sets [`Threads`], and hands a
+//! [`BackendJob`] to [`run_on`], which instantiates the job with the concrete backend:
+//!
+//! | `--device` | backend | Cargo feature |
+//! |---|---|---|
+//! | `flex` | `Autodiff<Flex>`, burn's pure-Rust CPU backend | always |
+//! | `libtorch` | `Autodiff<LibTorch>` on the CPU | `tch` |
+//! | `libtorch-cuda:N` | `Autodiff<LibTorch>` on CUDA device N | `tch` |
+//! | `cuda:N` | `Autodiff<Cuda>`, burn's CubeCL CUDA backend, on device N | `cuda` |
+//!
+//! Asking for a device whose feature this binary was not built with, or for a GPU that is not
+//! there, fails before any work with an error that lists the features and devices this binary has.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::bail;
+use burn::tensor::backend::AutodiffBackend;
+
+/// A device to run on, as given on the command line (`--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DeviceSpec {
+    /// burn's Flex backend (pure Rust, CPU). The default.
+    #[default]
+    Flex,
+    /// LibTorch on the CPU (feature `tch`).
+    LibTorch,
+    /// LibTorch on CUDA device N (feature `tch`, a CUDA-enabled libtorch and an NVIDIA GPU).
+    LibTorchCuda(usize),
+    /// burn's CubeCL CUDA backend on device N (feature `cuda`, an NVIDIA driver and NVRTC).
+    Cuda(usize),
+}
+
+/// The accepted spellings, for help texts and errors.
+pub const DEVICE_SYNTAX: &str = "flex | libtorch | libtorch-cuda:N | cuda:N";
+
+impl DeviceSpec {
+    /// The Cargo feature this device needs (`None`: always compiled in).
+    pub fn feature(&self) -> Option<&'static str> {
+        match self {
+            DeviceSpec::Flex => None,
+            DeviceSpec::LibTorch | DeviceSpec::LibTorchCuda(_) => Some("tch"),
+            DeviceSpec::Cuda(_) => Some("cuda"),
+        }
+    }
+
+    /// Whether the device is a GPU.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, DeviceSpec::LibTorchCuda(_) | DeviceSpec::Cuda(_))
+    }
+
+    /// The backend's name, for logs and benchmark tables.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DeviceSpec::Flex => "Autodiff<Flex>",
+            DeviceSpec::LibTorch | DeviceSpec::LibTorchCuda(_) => "Autodiff<LibTorch>",
+            DeviceSpec::Cuda(_) => "Autodiff<Cuda>",
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Flex => write!(f, "flex"),
+            DeviceSpec::LibTorch => write!(f, "libtorch"),
+            DeviceSpec::LibTorchCuda(n) => write!(f, "libtorch-cuda:{n}"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Why a `--device` string was not understood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseDeviceError(String);
+
+impl fmt::Display for ParseDeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseDeviceError {}
+
+impl FromStr for DeviceSpec {
+    type Err = ParseDeviceError;
+
+    /// `flex`, `libtorch` (also `libtorch-cpu`), `libtorch-cuda:N`, `cuda:N`; a GPU name without
+    /// `:N` means device 0. Case-insensitive, surrounding spaces ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim().to_ascii_lowercase();
+        let (name, index) = match t.split_once(':') {
+            Some((name, index)) => (name, Some(index)),
+            None => (t.as_str(), None),
+        };
+        let gpu_index = |kind: &str| -> Result<usize, ParseDeviceError> {
+            match index {
+                None => Ok(0),
+                Some(i) => i.trim().parse::<usize>().map_err(|_| {
+                    ParseDeviceError(format!(
+                        "device `{s}`: `{i}` is not a GPU index (expected {kind}:N with N = 0, 1, ...)"
+                    ))
+                }),
+            }
+        };
+        let no_index = |spec: DeviceSpec| -> Result<DeviceSpec, ParseDeviceError> {
+            match index {
+                None => Ok(spec),
+                Some(_) => Err(ParseDeviceError(format!("device `{s}`: `{name}` takes no index (use `{spec}`)"))),
+            }
+        };
+        match name {
+            "flex" => no_index(DeviceSpec::Flex),
+            "libtorch" | "libtorch-cpu" | "tch" => no_index(DeviceSpec::LibTorch),
+            "libtorch-cuda" | "tch-cuda" => Ok(DeviceSpec::LibTorchCuda(gpu_index("libtorch-cuda")?)),
+            "cuda" => Ok(DeviceSpec::Cuda(gpu_index("cuda")?)),
+            "" => Err(ParseDeviceError(format!("empty device name (expected {DEVICE_SYNTAX})"))),
+            _ => Err(ParseDeviceError(format!("unknown device `{s}` (expected {DEVICE_SYNTAX})"))),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The backend features this binary was compiled with (`flex` is always there).
+pub fn compiled_features() -> Vec<&'static str> {
+    let mut f = vec!["flex"];
+    if cfg!(feature = "tch") {
+        f.push("tch");
+    }
+    if cfg!(feature = "cuda") {
+        f.push("cuda");
+    }
+    f
+}
+
+/// Number of CUDA devices LibTorch sees (0 without the `tch` feature, a CUDA-enabled libtorch,
+/// a driver or a GPU).
+pub fn libtorch_cuda_device_count() -> usize {
+    #[cfg(feature = "tch")]
+    {
+        quietly(|| tch::Cuda::device_count().max(0) as usize).unwrap_or(0)
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        0
+    }
+}
+
+/// Number of CUDA devices the NVIDIA driver reports to burn's CUDA backend (0 without the `cuda`
+/// feature, the driver library `libcuda.so` or a GPU).
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        // cudarc loads libcuda lazily and panics when it is missing: ask first, and catch.
+        // SAFETY: only tries to dlopen the driver library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return 0;
+        }
+        quietly(|| cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).unwrap_or(0)).unwrap_or(0)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
+/// Runs `f`, turning a panic into `None` without printing it (for probing native libraries).
+#[allow(dead_code)]
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(f).ok();
+    std::panic::set_hook(hook);
+    r
+}
+
+/// Every device this binary can run on, on this machine: `flex`, then (feature `tch`)
+/// `libtorch` and `libtorch-cuda:N` for each GPU LibTorch sees, then (feature `cuda`) `cuda:N`
+/// for each GPU the driver reports.
+pub fn available() -> Vec<DeviceSpec> {
+    let mut v = vec![DeviceSpec::Flex];
+    if cfg!(feature = "tch") {
+        v.push(DeviceSpec::LibTorch);
+        v.extend((0..libtorch_cuda_device_count()).map(DeviceSpec::LibTorchCuda));
+    }
+    if cfg!(feature = "cuda") {
+        v.extend((0..cuda_device_count()).map(DeviceSpec::Cuda));
+    }
+    v
+}
+
+/// One line naming the compiled features and the available devices, for errors and `--help`.
+pub fn describe_available() -> String {
+    let devices: Vec<String> = available().iter().map(|d| d.to_string()).collect();
+    format!("this binary has the backend features [{}] and the devices [{}]", compiled_features().join(", "), devices.join(", "))
+}
+
+/// Fails unless `spec` can be used by this binary on this machine; the error names the missing
+/// feature or GPU and what the binary has.
+pub fn check(spec: &DeviceSpec) -> anyhow::Result<()> {
+    if let Some(feature) = spec.feature() {
+        if !compiled_features().contains(&feature) {
+            bail!(
+                "device `{spec}` needs the Cargo feature `{feature}`, which this binary was not built with \
+                 (rebuild with `--features {feature}`; README, section \"Backends and devices\"); {}",
+                describe_available()
+            );
+        }
+    }
+    let missing_gpu = match *spec {
+        DeviceSpec::LibTorchCuda(n) => {
+            let count = libtorch_cuda_device_count();
+            (n >= count).then(|| format!("LibTorch sees {count} CUDA device(s)"))
+        }
+        DeviceSpec::Cuda(n) => {
+            let count = cuda_device_count();
+            (n >= count).then(|| format!("the NVIDIA driver reports {count} CUDA device(s)"))
+        }
+        _ => None,
+    };
+    if let Some(why) = missing_gpu {
+        bail!("device `{spec}` is not available: {why}; {}", describe_available());
+    }
+    Ok(())
+}
+
+/// CPU thread counts for the backends (`--threads`). LibTorch's intra-op threads (and OpenMP's,
+/// which LibTorch sets with them) follow `intra_op`; its inter-op pool gets `inter_op`. Flex, as
+/// this project builds it (without burn-flex's `rayon` feature), runs each op on the calling
+/// thread, and the CUDA backend has no CPU pools, so neither reads these.
+///
+/// Without explicit counts LibTorch starts one thread per core for each pool, which next to the
+/// environment worker threads oversubscribes a small machine; so [`run_on`] always sets them,
+/// by default to the available parallelism (intra-op) and 1 (inter-op).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Threads {
+    pub intra_op: Option<usize>,
+    pub inter_op: Option<usize>,
+}
+
+impl Threads {
+    /// `n` intra-op threads (0 or `None`: the default).
+    pub fn new(n: Option<usize>) -> Self {
+        Threads { intra_op: n.filter(|&n| n > 0), inter_op: None }
+    }
+
+    /// The counts that will be applied: defaults filled in.
+    pub fn resolved(&self) -> (usize, usize) {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (self.intra_op.unwrap_or(cores), self.inter_op.unwrap_or(1))
+    }
+
+    /// Applies the counts to the libraries compiled in. LibTorch accepts its inter-op count only
+    /// once per process (before any parallel work), so later calls leave that count alone.
+    pub fn apply(&self) {
+        #[cfg(feature = "tch")]
+        {
+            use std::sync::Once;
+            static INTER_OP: Once = Once::new();
+            let (intra, inter) = self.resolved();
+            tch::set_num_threads(intra as i32);
+            INTER_OP.call_once(|| {
+                let _ = quietly(|| tch::set_num_interop_threads(inter as i32));
+            });
+        }
+    }
+}
+
+/// Work that is generic over the autodiff backend: [`run_on`] calls [`BackendJob::run`] with
+/// the backend and device that a [`DeviceSpec`] names.
+///
+/// ```ignore
+/// struct Pretrain<'a> { config: &'a PretrainConfig, run: &'a RunDir }
+/// impl BackendJob for Pretrain<'_> {
+///     type Output = PretrainSummary;
+///     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+///         Ok(pretrain::<B>(self.config, self.run, &device, &PretrainOptions::default())?.1)
+///     }
+/// }
+/// let summary = run_on(&"libtorch".parse()?, Pretrain { config: &config, run: &run })?;
+/// ```
+pub trait BackendJob {
+    type Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output>;
+}
+
+/// Checks `spec` (see [`check`]), applies the default [`Threads`], and runs `job` on it.
+pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> anyhow::Result<J::Output> {
+    run_on_with(spec, Threads::default(), job)
+}
+
+/// [`run_on`] with explicit thread counts.
+pub fn run_on_with<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -> anyhow::Result<J::Output> {
+    check(spec)?;
+    threads.apply();
+    match *spec {
+        DeviceSpec::Flex => job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()),
+        #[cfg(feature = "tch")]
+        DeviceSpec::LibTorch => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
+            burn::backend::libtorch::LibTorchDevice::Cpu,
+        ),
+        #[cfg(feature = "tch")]
+        DeviceSpec::LibTorchCuda(n) => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
+            burn::backend::libtorch::LibTorchDevice::Cuda(n),
+        ),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => {
+            job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(n))
+        }
+        // Unreachable: `check` rejects devices whose feature is not compiled in.
+        #[allow(unreachable_patterns)]
+        _ => bail!("device `{spec}` is not compiled in; {}", describe_available()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        for (s, d) in [
+            ("flex", DeviceSpec::Flex),
+            ("libtorch", DeviceSpec::LibTorch),
+            ("LibTorch-CPU", DeviceSpec::LibTorch),
+            ("libtorch-cuda:1", DeviceSpec::LibTorchCuda(1)),
+            ("libtorch-cuda", DeviceSpec::LibTorchCuda(0)),
+            (" cuda:0 ", DeviceSpec::Cuda(0)),
+            ("cuda", DeviceSpec::Cuda(0)),
+        ] {
+            assert_eq!(s.parse::<DeviceSpec>().unwrap(), d, "{s}");
+            assert_eq!(d.to_string().parse::<DeviceSpec>().unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn parse_errors_say_what_is_accepted() {
+        for s in ["gpu", "", "cuda:x", "cuda:-1", "flex:0", "libtorch:1"] {
+            let e = s.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(e.contains("device") || e.contains("expected"), "{s}: {e}");
+        }
+        assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains(DEVICE_SYNTAX));
+        assert!("cuda:x".parse::<DeviceSpec>().unwrap_err().to_string().contains("not a GPU index"));
+        assert!("flex:0".parse::<DeviceSpec>().unwrap_err().to_string().contains("takes no index"));
+    }
+
+    #[test]
+    fn flex_is_always_available() {
+        assert_eq!(available()[0], DeviceSpec::Flex);
+        check(&DeviceSpec::Flex).unwrap();
+    }
+
+    #[test]
+    fn missing_feature_or_gpu_is_an_error_naming_what_there_is() {
+        // A GPU index no machine has: fails with or without the feature.
+        for spec in [DeviceSpec::Cuda(999), DeviceSpec::LibTorchCuda(999)] {
+            let e = check(&spec).unwrap_err().to_string();
+            assert!(e.contains("this binary has the backend features [flex"), "{e}");
+            assert!(e.contains("devices [flex"), "{e}");
+            let feature = spec.feature().unwrap();
+            if compiled_features().contains(&feature) {
+                assert!(e.contains("not available"), "{e}");
+            } else {
+                assert!(e.contains(&format!("needs the Cargo feature `{feature}`")), "{e}");
+            }
+        }
+        if !cfg!(feature = "tch") {
+            let e = check(&DeviceSpec::LibTorch).unwrap_err().to_string();
+            assert!(e.contains("`tch`"), "{e}");
+        }
+    }
+
+    #[test]
+    fn run_on_flex_runs_the_job_generically() {
+        struct Sum;
+        impl BackendJob for Sum {
+            type Output = f32;
+            fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<f32> {
+                let t = burn::tensor::Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
+                Ok(t.sum().into_scalar().elem())
+            }
+        }
+        use burn::tensor::ElementConversion;
+        assert_eq!(run_on(&DeviceSpec::Flex, Sum).unwrap(), 6.0);
+    }
+}
