@@ -1,18 +1,41 @@
 //! `bench`: prints throughput figures measured on this machine.
 //!
 //!     cargo run --release --bin bench -- envs [--seconds 2] [--num-envs 16]
-//!     cargo run --release --bin bench -- encoders [--steps 5] [--warmup 2] [--batch-size 128]
+//!     cargo run --release --bin bench -- encoders [--steps 5] [--warmup 2] [--batch-size 128] \
+//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N] [--threads N] [--gmc-only] [--json]
 
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use burn::tensor::backend::AutodiffBackend;
 use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
-use m3ixup::bench::{env_table, train_step_timing};
+use m3ixup::bench::{env_table, train_step_timing, StepTiming};
+use m3ixup::device::{run_on_with, BackendJob, DeviceSpec, Threads};
 use m3ixup::envs::registered_names;
 
-/// The default backend: burn's pure-Rust CPU backend with autodiff.
-type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+/// The `bench encoders` timings, generic over the backend that `--device` selects.
+struct EncoderTimings {
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    gmc_only: bool,
+}
+
+impl BackendJob for EncoderTimings {
+    /// GMC loss, then (unless `gmc_only`) the full M3ixup loss.
+    type Output = (StepTiming, Option<StepTiming>);
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+        let (env, params, encoder) = ("multimodal-pendulum", toml::Table::new(), EncoderConfig::default());
+        let time = |loss: &M3ixupLossConfig| {
+            train_step_timing::<B>(env, &params, &encoder, loss, self.batch_size, self.warmup, self.steps, &device)
+        };
+        let gmc = time(&M3ixupLossConfig::gmc_only())?;
+        let full = if self.gmc_only { None } else { Some(time(&M3ixupLossConfig::default())?) };
+        Ok((gmc, full))
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Throughput figures measured on this machine")]
@@ -35,7 +58,7 @@ enum What {
     },
     /// Seconds of one pretraining step (forward + backward + Adam update) on multimodal-pendulum
     /// observations with GMC's encoder: the GMC loss alone, and the full M3ixup loss (every
-    /// term on), on the default backend.
+    /// term on), on the backend and device `--device` names.
     Encoders {
         /// Timed steps per loss (the median is printed).
         #[arg(long, default_value_t = 5)]
@@ -45,6 +68,18 @@ enum What {
         warmup: usize,
         #[arg(long, default_value_t = 128)]
         batch_size: usize,
+        /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N.
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
+        /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Time the GMC loss only.
+        #[arg(long)]
+        gmc_only: bool,
+        /// Print one JSON object (every step's seconds) instead of the table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -70,45 +105,46 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        What::Encoders { steps, warmup, batch_size } => {
+        What::Encoders { steps, warmup, batch_size, device, threads, gmc_only, json } => {
             let env = "multimodal-pendulum";
-            let params = toml::Table::new();
-            let encoder = EncoderConfig::default();
-            let device = Default::default();
-            let gmc = train_step_timing::<Backend>(
-                env,
-                &params,
-                &encoder,
-                &M3ixupLossConfig::gmc_only(),
-                batch_size,
-                warmup,
-                steps,
-                &device,
-            )?;
-            let full = train_step_timing::<Backend>(
-                env,
-                &params,
-                &encoder,
-                &M3ixupLossConfig::default(),
-                batch_size,
-                warmup,
-                steps,
-                &device,
-            )?;
+            let threads = Threads::new(threads);
+            let job = EncoderTimings { batch_size, warmup, steps, gmc_only };
+            let (gmc, full) = run_on_with(&device, threads, job)?;
+            let intra = if device == DeviceSpec::Flex { 1 } else { threads.resolved().0 };
+            if json {
+                let mut out = serde_json::json!({
+                    "device": device.to_string(),
+                    "backend": device.backend_name(),
+                    "threads": intra,
+                    "batch_size": batch_size,
+                    "warmup": warmup,
+                    "gmc_seconds": gmc.seconds,
+                    "gmc_median": gmc.median(),
+                });
+                if let Some(full) = &full {
+                    out["m3ixup_seconds"] = serde_json::json!(full.seconds);
+                    out["m3ixup_median"] = serde_json::json!(full.median());
+                }
+                println!("{out}");
+                return Ok(());
+            }
             println!(
                 "one training step (batch assembly, loss, backward, Adam update), batch {batch_size}, {env}, \
-                 GMC encoder, backend Autodiff<Flex>; median of {steps} steps after {warmup} warm-up"
+                 GMC encoder, device {device} (backend {}, {intra} CPU thread(s)); median of {steps} steps after {warmup} warm-up",
+                device.backend_name()
             );
             println!();
             println!("| loss | s/step (median) | s/step (min) | vs GMC |");
             println!("|---|---:|---:|---:|");
             println!("| GMC | {:.3} | {:.3} | 1.00x |", gmc.median(), gmc.min());
-            println!(
-                "| M3ixup, every term on | {:.3} | {:.3} | {:.2}x |",
-                full.median(),
-                full.min(),
-                full.median() / gmc.median()
-            );
+            if let Some(full) = full {
+                println!(
+                    "| M3ixup, every term on | {:.3} | {:.3} | {:.2}x |",
+                    full.median(),
+                    full.min(),
+                    full.median() / gmc.median()
+                );
+            }
         }
     }
     Ok(())

@@ -1,8 +1,10 @@
 //! `pretrain`: trains the encoders offline on random-policy data (the paper's protocol, see
-//! `m3ixup_agents::pretrain`), on the default backend (`Autodiff<Flex>`, pure Rust CPU).
+//! `m3ixup_agents::pretrain`), on the backend and device `--device` names (default `flex`,
+//! burn's pure-Rust CPU backend; see `m3ixup::device`).
 //!
 //!     cargo run --release --bin pretrain -- --config configs/pretrain-m3ixup.toml \
-//!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs]
+//!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs] \
+//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N] [--threads N]
 //!
 //! Writes `runs/<name>/` (`config.toml`, `metrics.csv`, `metrics.jsonl`, `encoder.mpk`,
 //! `encoder.toml`); the name defaults to `pretrain-<loss kind>-<UTC timestamp>`.
@@ -12,12 +14,28 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use m3ixup::agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, CHECKPOINT_FILE};
+use burn::tensor::backend::AutodiffBackend;
+use m3ixup::agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary, CHECKPOINT_FILE};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::{load, to_toml};
+use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
 
-/// The default backend: burn's pure-Rust CPU backend with autodiff.
-type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+/// Pretraining, generic over the backend that `--device` selects.
+struct Pretrain<'a> {
+    config: &'a PretrainConfig,
+    run: &'a RunDir,
+    options: PretrainOptions,
+}
+
+impl BackendJob for Pretrain<'_> {
+    type Output = PretrainSummary;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PretrainSummary> {
+        let (_, summary) = pretrain::<B>(self.config, self.run, &device, &self.options)
+            .with_context(|| format!("pretraining failed (run directory {})", self.run.path().display()))?;
+        Ok(summary)
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Pretrain the multimodal encoders (GMC or M3ixup loss) on random-policy data")]
@@ -37,10 +55,19 @@ struct Cli {
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (what this binary has:
+    /// see the error for an unavailable one).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // An unavailable device fails here, before the run directory is made.
+    device::check(&cli.device)?;
     let config: PretrainConfig = load(cli.config.as_deref(), &cli.set)?;
     config.validate().context("invalid pretrain config")?;
     println!("# resolved config\n{}", to_toml(&config)?);
@@ -50,9 +77,10 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
     println!("run directory: {}", run.path().display());
 
-    let device = Default::default();
-    let (_, summary) = pretrain::<Backend>(&config, &run, &device, &PretrainOptions { verbose: !cli.quiet })
-        .with_context(|| format!("pretraining failed (run directory {})", run.path().display()))?;
+    println!("device: {} ({})", cli.device, cli.device.backend_name());
+
+    let job = Pretrain { config: &config, run: &run, options: PretrainOptions { verbose: !cli.quiet } };
+    let summary = device::run_on_with(&cli.device, Threads::new(cli.threads), job)?;
 
     println!();
     println!(

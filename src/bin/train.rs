@@ -1,5 +1,7 @@
 //! `train`: trains an agent from a config (PPO with the M3ixup auxiliary loss, see
-//! `m3ixup_agents::ppo`), on the default backend (`Autodiff<Flex>`, pure Rust CPU).
+//! `m3ixup_agents::ppo`), on the backend and device `--device` names (default `flex`, burn's
+//! pure-Rust CPU backend; `libtorch`, `libtorch-cuda:N`, `cuda:N` with the features `tch`,
+//! `cuda`; see `m3ixup::device`). `--threads N` sets LibTorch's CPU threads.
 //!
 //!     cargo run --release --bin train -- --config configs/ppo-pendulum.toml \
 //!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs]
@@ -13,13 +15,29 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions};
+use burn::tensor::backend::AutodiffBackend;
+use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions, TrainSummary};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::{load, to_toml};
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
-/// The default backend: burn's pure-Rust CPU backend with autodiff.
-type Backend = burn::backend::Autodiff<burn::backend::Flex>;
+use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
+
+/// Training, generic over the backend that `--device` selects.
+struct Train<'a> {
+    config: &'a PpoConfig,
+    run: &'a RunDir,
+    options: &'a TrainOptions,
+}
+
+impl BackendJob for Train<'_> {
+    type Output = TrainSummary;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<TrainSummary> {
+        train::<B>(self.config, self.run, &device, self.options)
+            .with_context(|| format!("training failed (run directory {})", self.run.path().display()))
+    }
+}
 
 #[derive(Parser)]
 #[command(about = "Train an agent (PPO + M3ixup auxiliary loss) from a TOML config")]
@@ -45,10 +63,19 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
+    /// at start, naming what this binary has).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // An unavailable device fails here, before the run directory is made.
+    device::check(&cli.device)?;
     let (config, run): (PpoConfig, RunDir) = match &cli.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
@@ -79,9 +106,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
-    let device = Default::default();
-    let summary = train::<Backend>(&config, &run, &device, &options)
-        .with_context(|| format!("training failed (run directory {})", run.path().display()))?;
+    println!("device: {} ({})", cli.device, cli.device.backend_name());
+    let summary =
+        device::run_on_with(&cli.device, Threads::new(cli.threads), Train { config: &config, run: &run, options: &options })?;
 
     println!(
         "{} updates, {} env steps in {:.1} s ({:.0} env steps/s); last rollout reward/step {:.3}, recent episodic return {:.1}",
