@@ -130,7 +130,18 @@ pub struct GymEnv {
     pixels: Option<(usize, usize, bool)>,
 }
 
-/// What one `reset` or `step` call returns, still as Python-owned bytes.
+/// One modality as the helper describes it: name, kind (`box`, `image`, `discrete`), shape,
+/// low, high.
+type LayoutEntry = (String, String, Vec<usize>, Vec<f32>, Vec<f32>);
+
+/// `(reward, terminated, truncated)` of a step.
+type Outcome = (f64, bool, bool);
+
+/// The helper's `reset`/`step` result: one `bytes` per modality, the frame (bytes, height,
+/// width), the numeric info, and the step's outcome (None for a reset).
+type HelperResult<'py> = (Vec<Bound<'py, PyBytes>>, Option<(Bound<'py, PyBytes>, usize, usize)>, HashMap<String, f64>, Option<Outcome>);
+
+/// What one `reset` or `step` call returns, copied out of Python.
 struct RawObs {
     state: Vec<Vec<u8>>,
     frame: Option<(Vec<u8>, usize, usize)>,
@@ -161,8 +172,7 @@ impl GymEnv {
             }
             let env = helper.call_method1("make", (&config.id, kwargs, config.pixels))?;
             let layout = helper.call_method1("layout", (&env, config.proprio))?;
-            let entries: Vec<(String, String, Vec<usize>, Vec<f32>, Vec<f32>)> =
-                helper.call_method1("layout_specs", (&layout,))?.extract()?;
+            let entries: Vec<LayoutEntry> = helper.call_method1("layout_specs", (&layout,))?.extract()?;
             let action: (String, usize, Vec<f32>, Vec<f32>) = helper.call_method1("action_layout", (&env,))?.extract()?;
             Ok((helper.unbind(), env.unbind(), layout.unbind(), entries, action))
         });
@@ -203,15 +213,10 @@ impl GymEnv {
     }
 
     /// One call into the helper, under the GIL only while Python runs and its bytes are copied.
-    fn call(&self, what: &str, args: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>) -> Result<(RawObs, Option<(f64, bool, bool)>), EnvError> {
+    fn call(&self, what: &str, args: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>) -> Result<(RawObs, Option<Outcome>), EnvError> {
         Python::attach(|py| -> PyResult<_> {
             let result = args(py)?;
-            let (state, frame, info, outcome): (
-                Vec<Bound<PyBytes>>,
-                Option<(Bound<PyBytes>, usize, usize)>,
-                HashMap<String, f64>,
-                Option<(f64, bool, bool)>,
-            ) = result.extract()?;
+            let (state, frame, info, outcome): HelperResult<'_> = result.extract()?;
             let raw = RawObs {
                 state: state.iter().map(|b| b.as_bytes().to_vec()).collect(),
                 frame: frame.map(|(b, h, w)| (b.as_bytes().to_vec(), h, w)),
