@@ -43,7 +43,6 @@ fn register_gym_pendulum() {
 }
 
 #[test]
-#[ignore = "PpoConfig::validate checks registered_names(); it needs m3ixup_envs::is_registered to accept gym:<id>"]
 fn ppo_configs_accept_gym_ids() {
     let config = smoke(&["env.name=\"gym:Pendulum-v1\"", "env.params.pixels=true"]);
     config.validate().unwrap();

@@ -33,7 +33,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{make, registered_names, ActionSpace, EnvError, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
 use crate::encoder::{EncoderConfig, EncoderError, MultimodalInput, Presence};
@@ -237,7 +237,7 @@ impl PpoConfig {
         if self.algo != "ppo" {
             return bad("algo", format!("`{}` is not an algorithm this build trains (expected \"ppo\")", self.algo));
         }
-        if !registered_names().contains(&self.env.name) {
+        if !is_registered(&self.env.name) {
             return bad(
                 "env.name",
                 format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),

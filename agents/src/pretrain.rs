@@ -32,7 +32,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::registry::toml_key_at;
-use m3ixup_envs::{make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
+use m3ixup_envs::{is_registered, make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
 use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
@@ -232,7 +232,7 @@ impl PretrainConfig {
     /// `train.batch_size`, ...).
     pub fn validate(&self) -> Result<(), PretrainError> {
         let bad = |field: &str, reason: String| Err(PretrainError::config(field, reason));
-        if !registered_names().contains(&self.env.name) {
+        if !is_registered(&self.env.name) {
             return bad(
                 "env.name",
                 format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
