@@ -291,3 +291,30 @@ fn encoder_records_move_between_flex_and_libtorch_unchanged() {
     let on_torch = checks::encoder_from_bytes::<LibTorch>(config, &data, bytes.clone(), &LibTorchDevice::Cpu);
     assert_eq!(checks::encoder_bytes(on_torch), bytes);
 }
+
+/// A device whose feature is not compiled in, or a GPU that is not there, stops the binaries at
+/// start (exit status 1, no run directory), with an error naming the features and devices the
+/// binary has.
+#[test]
+fn binaries_refuse_an_unavailable_device_at_start() {
+    let runs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("backends-refuse-{}", std::process::id()));
+    for (bin, device) in [
+        (env!("CARGO_BIN_EXE_train"), "cuda:7"),
+        (env!("CARGO_BIN_EXE_train"), "libtorch-cuda:7"),
+        (env!("CARGO_BIN_EXE_pretrain"), "cuda:7"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(["--device", device, "--runs-dir"])
+            .arg(&runs)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bin} --device {device}: {stderr}");
+        assert!(stderr.contains(&format!("device `{device}`")), "{stderr}");
+        assert!(stderr.contains("this binary has the backend features [flex"), "{stderr}");
+        assert!(!runs.exists(), "no run directory before the device check");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_train")).args(["--device", "gpu"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "a malformed --device is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flex | libtorch | libtorch-cuda:N | cuda:N"));
+}
