@@ -25,7 +25,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
@@ -39,7 +39,7 @@ use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, Policy
 use crate::encoder::{EncoderConfig, EncoderError, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
-use crate::pretrain::{EnvSection, LossKind, LossSection};
+use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection};
 use crate::rollout::{gae, Rollout};
 use crate::run::{write_atomic, RunDir};
 use crate::storage::batch_input;
@@ -321,7 +321,7 @@ impl PpoConfig {
         self.encoder.validate().map_err(named("encoder"))?;
         self.policy.validate().map_err(named("policy"))?;
         aux.validate().map_err(|e| PpoError::config(&format!("aux.{}", e.field), e.reason))?;
-        if self.aux.kind == LossKind::Gmc && self.aux.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc")) {
+        if self.aux.gmc_with_other_terms() {
             return bad("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into());
         }
         if self.aux.kind == LossKind::M3ixup && !aux_on {
@@ -443,8 +443,6 @@ pub fn ppo_loss<B: AutodiffBackend>(
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
-
-type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Points at the newest complete checkpoint directory; replaced atomically once that directory
 /// is fully written, so a crash mid-write leaves the previous checkpoint in force.

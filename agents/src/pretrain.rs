@@ -47,7 +47,8 @@ pub const META_FILE: &str = "encoder.toml";
 /// Version of the checkpoint layout written by this module.
 pub const CHECKPOINT_FORMAT: u32 = 1;
 
-type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
+/// The record format of every checkpoint (encoders here, agents in `ppo`).
+pub(crate) type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Mixed into `train.seed` for the mixup draws of the validation loss: the same draws every
 /// epoch (so epochs compare), different from the training draws.
@@ -211,6 +212,11 @@ impl From<LossSection> for toml::Table {
 }
 
 impl LossSection {
+    /// `kind = "gmc"` with a `terms` list naming another term: contradictory, so an error.
+    pub fn gmc_with_other_terms(&self) -> bool {
+        self.kind == LossKind::Gmc && self.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc"))
+    }
+
     /// The loss the training loop evaluates: for `kind = "gmc"`, the GMC term alone; for
     /// `"m3ixup"`, the configured terms (`terms` applied). Fails on an unknown term name.
     pub fn effective(&self) -> Result<M3ixupLossConfig, PretrainError> {
@@ -291,7 +297,7 @@ impl PretrainConfig {
             other => PretrainError::Encoder(other),
         })?;
         self.loss.m3ixup.validate().map_err(|e| PretrainError::config(&format!("loss.{}", e.field), e.reason))?;
-        if self.kind_is_gmc_with_other_terms() {
+        if self.loss.gmc_with_other_terms() {
             return bad(
                 "loss.terms",
                 "kind = \"gmc\" trains the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into(),
@@ -305,10 +311,6 @@ impl PretrainConfig {
             return bad("loss.terms", "every loss term is switched off".into());
         }
         Ok(())
-    }
-
-    fn kind_is_gmc_with_other_terms(&self) -> bool {
-        self.loss.kind == LossKind::Gmc && self.loss.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc"))
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::evaluate::EvalReport;
+use m3ixup::agents::evaluate::{EvalReport, Episodes};
 use m3ixup::agents::run::write_atomic;
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
@@ -41,7 +41,6 @@ struct RunFigures {
     steps_to_minus_one: Option<f64>,
     wall_seconds: f64,
     sps: f64,
-    steps: f64,
 }
 
 fn variant_and_seed(name: &str) -> Option<(String, String)> {
@@ -62,14 +61,13 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
     let steps_to_minus_one = smooth.iter().find(|p| p.1 >= -1.0).map(|p| p.0);
     let elapsed = csv_series(&metrics, "global_step", "time/elapsed_seconds")?;
     let sps = csv_series(&metrics, "global_step", "time/sps")?;
-    let (steps, wall_seconds) = elapsed.last().copied().unwrap_or((f64::NAN, f64::NAN));
+    let wall_seconds = elapsed.last().map(|p| p.1).unwrap_or(f64::NAN);
     Ok(RunFigures {
         eval,
         final_reward: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
         steps_to_minus_one,
         wall_seconds,
         sps: sps.last().map(|p| p.1).unwrap_or(f64::NAN),
-        steps,
     })
 }
 
@@ -83,14 +81,6 @@ fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
         .collect())
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn std(v: &[f64]) -> f64 {
-    let m = mean(v);
-    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
-}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -168,8 +158,9 @@ fn main() -> anyhow::Result<()> {
             if scores.is_empty() {
                 out.push_str(" - |");
             } else {
-                let spread = if scores.len() > 1 { format!(" ± {:.3}", std(&scores)) } else { String::new() };
-                out.push_str(&format!(" {:.3}{spread} ({:.2}) |", mean(&scores), mean(&retention)));
+                let (score, spread) = Episodes::mean_std(&scores);
+                let spread = if scores.len() > 1 { format!(" ± {spread:.3}") } else { String::new() };
+                out.push_str(&format!(" {score:.3}{spread} ({:.2}) |", Episodes::mean_std(&retention).0));
             }
         }
         out.push('\n');
@@ -186,7 +177,6 @@ fn main() -> anyhow::Result<()> {
                 f.wall_seconds / 60.0,
                 f.sps
             ));
-            let _ = f.steps;
             let points = episode_reward_per_step(&dir.join("metrics.csv"))?;
             series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
         }
