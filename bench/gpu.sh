@@ -9,7 +9,8 @@
 #   eval "$(scripts/setup-libtorch.sh)"          # optional, for the LibTorch devices
 #   cargo build --release --features tch --bin train && cp target/release/train train-tch
 #   # on the GPU machine:
-#   bench/gpu.sh --cuda-bin ./train-cuda [--tch-bin ./train-tch --libtorch DIR] [--updates 10]
+#   bench/gpu.sh --cuda-bin ./train-cuda [--tch-bin ./train-tch --libtorch DIR] [--updates 10] \
+#       [--case-timeout 900]   # seconds per device run: a stuck run is stopped and reported
 #
 # Needs the NVIDIA driver (libcuda) and, for cuda:N, NVRTC (libnvrtc.so.12: from a CUDA
 # toolkit, or --nvrtc DIR, e.g. a pip nvidia-cuda-nvrtc-cu12's nvidia/cuda_nvrtc/lib). The tch
@@ -27,7 +28,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
 cuda_bin="" tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
-cpu_devices="flex" sets=() out=""
+cpu_devices="flex" sets=() out="" case_timeout=900
 usage() { sed -n '2,30p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
         --cpu-devices) cpu_devices="$2"; shift 2 ;;  # e.g. "flex libtorch"
         --set) sets+=(--set "$2"); shift 2 ;;
         --out) out="$2"; shift 2 ;;
+        --case-timeout) case_timeout="$2"; shift 2 ;;  # seconds per device run (a stuck one is stopped)
         -h|--help) usage 0 ;;
         *) echo "unknown argument $1" >&2; usage 2 ;;
     esac
@@ -63,17 +65,20 @@ echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), 
 echo "config: $config, $updates updates (first = warm-up), runs under $out"
 echo
 
-# (binary, device) pairs to try.
+# (binary, device, rollout inference) triples to try: each GPU learner with the rollout's
+# forward passes on the GPU itself and on a CPU copy of the weights (`rollout.inference`).
 cases=()
 for d in $cpu_devices; do
     case "$d" in
-        flex) cases+=("${cuda_bin:-$tch_bin} flex") ;;
-        libtorch) [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch") ;;
+        flex) cases+=("${cuda_bin:-$tch_bin} flex learner") ;;
+        libtorch) [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch learner") ;;
     esac
 done
 for g in "${gpus[@]}"; do
-    [ -n "$cuda_bin" ] && cases+=("$cuda_bin cuda:$g")
-    [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch-cuda:$g")
+    for inference in learner cpu; do
+        [ -n "$cuda_bin" ] && cases+=("$cuda_bin cuda:$g $inference")
+        [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch-cuda:$g $inference")
+    done
 done
 
 gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$1" 2>/dev/null | head -1; }
@@ -87,8 +92,9 @@ csv_mean() {
 results=()
 ref_sps=""
 for c in "${cases[@]}"; do
-    bin="${c% *}" dev="${c##* }"
-    name="$(echo "$dev" | tr ':' '-')"
+    read -r bin dev inference <<< "$c"
+    name="$(echo "$dev" | tr ':' '-')-inference-$inference"
+    label="$dev, inference on $inference"
     log="$out/$name.log"
     gpu=""; case "$dev" in *:*) gpu="${dev##*:}" ;; esac
     base=""; peak_file="$out/$name.mem"; : > "$peak_file"; poll=""
@@ -97,16 +103,21 @@ for c in "${cases[@]}"; do
         ( while true; do gpu_mem "$gpu" >> "$peak_file"; sleep 0.5; done ) &
         poll=$!
     fi
-    echo "== $dev ($bin)"
+    echo "== $label ($bin)"
     set +e
-    "$bin" --config "$config" --device "$dev" --max-updates "$updates" --runs-dir "$out/runs" \
-        --run-name "$name" --quiet "${sets[@]}" > "$log" 2>&1
+    timeout "$case_timeout" "$bin" --config "$config" --device "$dev" --max-updates "$updates" --runs-dir "$out/runs" \
+        --run-name "$name" --quiet --set rollout.inference="$inference" "${sets[@]}" > "$log" 2>&1
     rc=$?
     set -e
     [ -n "$poll" ] && kill "$poll" 2>/dev/null && wait "$poll" 2>/dev/null || true
-    if [ $rc -ne 0 ]; then
+    if [ $rc -eq 124 ]; then
+        done_updates="$(($(wc -l < "$out/runs/$name/metrics.csv" 2>/dev/null || echo 1) - 1))"
+        echo "   stopped after ${case_timeout}s with $done_updates of $updates updates done (log: $log)"
+        results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | |")
+        continue
+    elif [ $rc -ne 0 ]; then
         echo "   failed or unavailable (exit $rc): $(grep -m1 -i 'error\|device' "$log" | cut -c1-300)"
-        results+=("| $dev | unavailable | | | | |")
+        results+=("| $label | unavailable | | | | |")
         continue
     fi
     csv="$out/runs/$name/metrics.csv"
@@ -124,7 +135,7 @@ for c in "${cases[@]}"; do
     [ -z "$gpu" ] && [ -z "$ref_sps" ] && ref_sps="$sps" ref_dev="$dev"
     speedup="$(awk -v s="$sps" -v r="$ref_sps" 'BEGIN { if (r > 0) printf "%.2fx", s / r; else print "-" }')"
     echo "   env-steps/s $sps, learner samples/s $lsps, rollout ${rollout_s}s + learning ${learn_s}s per update, GPU memory $mem"
-    results+=("| $dev | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem |")
+    results+=("| $label | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem |")
 done
 
 echo

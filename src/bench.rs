@@ -1,6 +1,8 @@
 //! Throughput measurements behind the `bench` binary. Each figure is measured for a fixed
 //! wall-clock budget; ratios compare figures measured in the same process.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -8,7 +10,9 @@ use rand::SeedableRng;
 
 use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
+use m3ixup_agents::ppo::{train, PpoConfig, PpoError, TrainOptions};
 use m3ixup_agents::pretrain::{train_step, PretrainError, SampleSet};
+use m3ixup_agents::run::RunDir;
 use m3ixup_agents::{EncoderConfig, M3ixupEncoder, M3ixupLossConfig};
 use m3ixup_envs::{make, Action, BatchActions, EnvError, VecEnv, VecEnvConfig};
 
@@ -148,4 +152,61 @@ pub fn train_step_timing<B: AutodiffBackend>(
         }
     }
     Ok(StepTiming { seconds })
+}
+
+/// Seconds per PPO update (rollout + learning) of `updates` updates of `config` on `device`,
+/// the first (warm-up: allocator growth, GPU kernel compilation) left out. The run directory is
+/// a temporary one under `scratch`, removed afterwards.
+pub fn ppo_update_timing<B: AutodiffBackend>(
+    config: &PpoConfig,
+    updates: usize,
+    scratch: &Path,
+    device: &B::Device,
+) -> Result<PpoTiming, PpoError> {
+    let dir = scratch.join(format!("bench-ppo-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
+    let run = RunDir::at(&dir).map_err(|e| PpoError::Io { context: format!("cannot create {}", dir.display()), source: e })?;
+    let options = TrainOptions { verbose: false, resume: false, max_updates: Some(updates) };
+    let summary = train::<B>(config, &run, device, &options);
+    let _ = std::fs::remove_dir_all(&dir);
+    let column = |key: &str, row: &[(String, f64)]| row.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v);
+    let rows = summary?.rows;
+    Ok(PpoTiming {
+        transitions: config.batch_size(),
+        rollout_seconds: rows.iter().skip(1).map(|r| column("time/rollout_seconds", r)).collect(),
+        learn_seconds: rows.iter().skip(1).map(|r| column("time/learn_seconds", r)).collect(),
+    })
+}
+
+static SCRATCH: AtomicUsize = AtomicUsize::new(0);
+
+/// Per-update timings of a PPO run (warm-up update excluded).
+#[derive(Clone, Debug, Default)]
+pub struct PpoTiming {
+    /// Transitions per update.
+    pub transitions: usize,
+    pub rollout_seconds: Vec<f64>,
+    pub learn_seconds: Vec<f64>,
+}
+
+impl PpoTiming {
+    /// The timings of several runs of the same config together.
+    pub fn extend(&mut self, other: PpoTiming) {
+        self.transitions = other.transitions;
+        self.rollout_seconds.extend(other.rollout_seconds);
+        self.learn_seconds.extend(other.learn_seconds);
+    }
+
+    /// Env-steps per second: transitions over rollout + learning time, all updates together.
+    pub fn env_steps_per_sec(&self) -> f64 {
+        let seconds: f64 = self.rollout_seconds.iter().chain(&self.learn_seconds).sum();
+        (self.transitions * self.rollout_seconds.len()) as f64 / seconds
+    }
+
+    pub fn mean_rollout_seconds(&self) -> f64 {
+        self.rollout_seconds.iter().sum::<f64>() / self.rollout_seconds.len() as f64
+    }
+
+    pub fn mean_learn_seconds(&self) -> f64 {
+        self.learn_seconds.iter().sum::<f64>() / self.learn_seconds.len() as f64
+    }
 }

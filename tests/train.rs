@@ -98,6 +98,21 @@ fn the_same_seed_with_inline_workers_gives_identical_metrics() {
 }
 
 #[test]
+fn rollout_inference_on_a_cpu_copy_of_the_weights_gives_the_same_run_as_on_the_learner() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let mut results = Vec::new();
+    for inference in ["learner", "cpu"] {
+        let config = smoke(&["train.total_steps=128", &format!("rollout.inference={inference}")]);
+        let dir = fresh_dir(&format!("inference-{inference}"));
+        let summary = train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+        assert_eq!(summary.updates, 2, "the copy is refreshed after the first update");
+        results.push(timeless(&summary.rows));
+        fs::remove_dir_all(dir).unwrap();
+    }
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
 fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and_config() {
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let config = smoke(&["train.total_steps=192"]); // 3 updates
@@ -124,8 +139,9 @@ fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and
 
 #[test]
 fn bad_configs_fail_before_training_naming_the_field() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["ppo.learning_rat=0.1"], "learning_rat"),
+        (&["rollout.inference=\"gpu\""], "inference"),
         (&["ppo.learning_rate=\"fast\""], "learning_rate"),
         (&["ppo.learning_rate=-0.1"], "ppo.learning_rate"),
         (&["ppo.minibatch_size=65"], "ppo.minibatch_size"),

@@ -26,7 +26,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput, Presence};
+use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, Materialize, MultimodalInput, Presence};
 
 /// What the actor and critic heads read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -94,14 +94,18 @@ impl ActorCriticConfig {
             ActionSpace::Discrete(_) => (false, 1), // unused, kept so the module shape is uniform
         };
         let log_std = Param::from_tensor(Tensor::full([log_std_len], self.log_std_init, device));
-        Ok(ActorCritic {
+        let agent = ActorCritic {
             encoder,
             actor: Mlp::new(repr_dim, &self.hidden, outputs, device),
             critic: Mlp::new(repr_dim, &self.hidden, 1, device),
             log_std,
             policy_input_latent: self.policy_input == PolicyInput::Latent,
             continuous,
-        })
+        };
+        // The heads' parameters are drawn now, in construction order, not lazily at first use:
+        // otherwise whatever else draws from the backend's RNG first (a CPU copy of the policy,
+        // say) would change them.
+        Ok(agent.map(&mut Materialize))
     }
 }
 

@@ -427,7 +427,7 @@ impl<B: Backend> ProjectionHead<B> {
 }
 
 /// Maps every parameter to itself; `Param::consume` initialises it on the way.
-struct Materialize;
+pub(crate) struct Materialize;
 
 impl<B: Backend> ModuleMapper<B> for Materialize {}
 

@@ -25,6 +25,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use burn::backend::Flex;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -33,7 +34,11 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+use m3ixup_envs::vector::BatchObs;
+use m3ixup_envs::{
+    is_registered, make, registered_names, ActionSpace, EnvError, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
+    INFO_EPISODE_RETURN,
+};
 
 use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
 use crate::encoder::{EncoderConfig, EncoderError, MultimodalInput, Presence};
@@ -42,7 +47,7 @@ use crate::optim::clip_grad_norm;
 use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection};
 use crate::rollout::{gae, Rollout};
 use crate::run::{write_atomic, RunDir};
-use crate::storage::batch_input;
+use crate::storage::{batch_input, DeviceObs};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -96,12 +101,28 @@ pub struct RolloutConfig {
     pub workers: usize,
     /// Vector steps per update: each update learns from `num_envs * steps` transitions.
     pub steps: usize,
+    /// Where the rollout's forward passes run: `"learner"` (the learner's device and weights)
+    /// or `"cpu"` (a CPU copy of the weights, refreshed once per update).
+    pub inference: InferenceDevice,
 }
 
 impl Default for RolloutConfig {
     fn default() -> Self {
-        Self { num_envs: 16, workers: 0, steps: 128 }
+        Self { num_envs: 16, workers: 0, steps: 128, inference: InferenceDevice::Learner }
     }
+}
+
+/// Where the rollout's forward passes run (`rollout.inference`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InferenceDevice {
+    /// On the learner's device with the learner's weights: no copy. Right for CPU learners.
+    #[default]
+    Learner,
+    /// On the CPU (burn's Flex backend) with a copy of the weights made once per update: for a
+    /// GPU learner, where each vector step's small forward pass pays kernel launches and two
+    /// transfers (`bench/gpu.sh` measures both).
+    Cpu,
 }
 
 /// `[ppo]`.
@@ -652,6 +673,7 @@ pub fn train<B: AutodiffBackend>(
     let mut obs = envs.reset(Some(reset_seed))?.clone();
     let mut rollout = Rollout::new(&obs_space, r.steps, r.num_envs, action_width);
     let mut recent_returns: std::collections::VecDeque<(usize, f64)> = Default::default();
+    let mut cpu_policy: Option<ActorCritic<Flex>> = None;
 
     let bar = if options.verbose {
         let bar = ProgressBar::new(num_updates as u64 * batch_size as u64);
@@ -682,16 +704,17 @@ pub fn train<B: AutodiffBackend>(
             p.learning_rate
         };
 
-        // 4. Rollout: one forward pass of the current policy per vector step.
-        let policy = agent.valid();
-        let log_std = policy.log_std_values();
+        // 4. Rollout: one forward pass of the current policy per vector step, on the learner's
+        // device or on a CPU copy (`rollout.inference`).
+        let policy = match r.inference {
+            InferenceDevice::Learner => RolloutPolicy::Learner(agent.valid(), device.clone()),
+            InferenceDevice::Cpu => RolloutPolicy::Cpu(cpu_copy(&agent, cpu_policy.take(), config, &obs_space, &action_space)?),
+        };
+        let log_std = agent.log_std_values();
         rollout.clear();
         let (mut episode_returns, mut episode_lengths) = (Vec::new(), Vec::new());
         for _ in 0..r.steps {
-            let (x, presence) = batch_input::<B::InnerBackend>(&obs_space, &obs, device);
-            let out = policy.forward(&x, &presence);
-            let values: Vec<f32> = out.value.into_data().convert::<f32>().to_vec().expect("f32 values");
-            let logits: Vec<f32> = out.policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
+            let (values, logits) = policy.outputs(&obs_space, &obs);
             let chosen = choose_actions(&action_space, &logits, &log_std, false, &mut rng);
             rollout.obs.push_batch(&obs);
             rollout.actions.extend_from_slice(&chosen.raw);
@@ -708,8 +731,7 @@ pub fn train<B: AutodiffBackend>(
             if !truncated.is_empty() {
                 let finals: Vec<_> =
                     truncated.iter().map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation")).collect();
-                let (xf, pf) = MultimodalInput::<B::InnerBackend>::from_obs(&obs_space, &finals, device)?;
-                let vf: Vec<f32> = policy.forward(&xf, &pf).value.into_data().convert::<f32>().to_vec().expect("f32");
+                let vf = policy.values_of(&obs_space, &finals)?;
                 for (&i, v) in truncated.iter().zip(vf) {
                     trunc_values[i] = v;
                 }
@@ -727,9 +749,10 @@ pub fn train<B: AutodiffBackend>(
         let rollout_seconds = update_start.elapsed().as_secs_f64();
 
         // 5. GAE, bootstrapping from V(s_T) for the episodes still running.
-        let (x, presence) = batch_input::<B::InnerBackend>(&obs_space, &obs, device);
-        let last_values: Vec<f32> = policy.forward(&x, &presence).value.into_data().convert::<f32>().to_vec().expect("f32");
-        drop(policy);
+        let (last_values, _) = policy.outputs(&obs_space, &obs);
+        if let RolloutPolicy::Cpu(copy) = policy {
+            cpu_policy = Some(copy); // its modules are reused by the next update's copy
+        }
         let scaled: Vec<f32> = rollout.rewards.iter().map(|&x| x * p.reward_scale as f32).collect();
         let adv = gae(
             &scaled,
@@ -742,8 +765,11 @@ pub fn train<B: AutodiffBackend>(
             p.gae_lambda as f32,
         );
 
-        // 6. Minibatch epochs, one combined loss and one backward pass per minibatch.
+        // 6. Minibatch epochs, one combined loss and one backward pass per minibatch. The
+        // rollout moves to the learner's device once (pixels as u8); minibatches are row
+        // selections there.
         let learn_start = Instant::now();
+        let on_device = DeviceRollout::<B>::upload(&rollout, &adv.advantages, &adv.returns, device);
         let mut indices: Vec<usize> = (0..batch_size).collect();
         let mut sums = LossSums::default();
         let mut stopped_early = false;
@@ -753,7 +779,7 @@ pub fn train<B: AutodiffBackend>(
                 if aux_on && mb_idx.len() < 2 {
                     continue; // a contrastive loss needs two rows; the remainder is dropped
                 }
-                let mb = minibatch::<B>(&rollout, &adv.advantages, &adv.returns, mb_idx, device);
+                let mb = on_device.minibatch(&rollout, mb_idx, device);
                 let aux_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
                 let draws = (aux_on && aux_rows >= 2)
                     .then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
@@ -863,28 +889,106 @@ pub fn train<B: AutodiffBackend>(
     })
 }
 
-/// The rows `indices` of a rollout as a minibatch on `device`.
-fn minibatch<B: AutodiffBackend>(
-    rollout: &Rollout,
-    advantages: &[f32],
-    returns: &[f32],
-    indices: &[usize],
-    device: &B::Device,
-) -> Minibatch<B> {
-    let m = indices.len();
-    let (obs, presence) = rollout.obs.batch::<B>(indices, device);
-    let pick = |v: &[f32]| Tensor::<B, 1>::from_data(TensorData::new(indices.iter().map(|&i| v[i]).collect::<Vec<_>>(), [m]), device);
-    let complete: Vec<usize> = indices.iter().copied().filter(|&i| rollout.obs.complete(i)).collect();
-    let complete_obs = (complete.len() < m).then(|| rollout.obs.batch::<B>(&complete, device).0);
-    Minibatch {
-        obs,
-        presence,
-        actions: Tensor::from_data(TensorData::new(rollout.gather_actions(indices), [m, rollout.action_width]), device),
-        old_log_probs: pick(&rollout.log_probs),
-        old_values: pick(&rollout.values),
-        advantages: pick(advantages),
-        returns: pick(returns),
-        complete_obs,
+/// The policy a rollout queries (`rollout.inference`): the learner's weights on its device, or
+/// a copy on the CPU.
+enum RolloutPolicy<B: Backend> {
+    Learner(ActorCritic<B>, B::Device),
+    Cpu(ActorCritic<Flex>),
+}
+
+impl<B: Backend> RolloutPolicy<B> {
+    /// The values and policy outputs (logits or action means) of a whole vector-environment
+    /// batch, on the host: one forward pass.
+    fn outputs(&self, space: &ObsSpace, obs: &BatchObs) -> (Vec<f32>, Vec<f32>) {
+        fn run<C: Backend>(policy: &ActorCritic<C>, space: &ObsSpace, obs: &BatchObs, device: &C::Device) -> (Vec<f32>, Vec<f32>) {
+            let (x, presence) = batch_input::<C>(space, obs, device);
+            host_outputs(policy, &x, &presence)
+        }
+        match self {
+            RolloutPolicy::Learner(policy, device) => run(policy, space, obs, device),
+            RolloutPolicy::Cpu(policy) => run(policy, space, obs, &Default::default()),
+        }
+    }
+
+    /// The values of single observations (final observations of truncated episodes).
+    fn values_of(&self, space: &ObsSpace, obs: &[Obs]) -> Result<Vec<f32>, PpoError> {
+        fn run<C: Backend>(policy: &ActorCritic<C>, space: &ObsSpace, obs: &[Obs], device: &C::Device) -> Result<Vec<f32>, PpoError> {
+            let (x, presence) = MultimodalInput::<C>::from_obs(space, obs, device)?;
+            Ok(host_outputs(policy, &x, &presence).0)
+        }
+        match self {
+            RolloutPolicy::Learner(policy, device) => run(policy, space, obs, device),
+            RolloutPolicy::Cpu(policy) => run(policy, space, obs, &Default::default()),
+        }
+    }
+}
+
+fn host_outputs<C: Backend>(policy: &ActorCritic<C>, x: &MultimodalInput<C>, presence: &Presence) -> (Vec<f32>, Vec<f32>) {
+    let out = policy.forward(x, presence);
+    let values = out.value.into_data().convert::<f32>().to_vec().expect("f32 values");
+    let policy = out.policy.into_data().convert::<f32>().to_vec().expect("f32 policy outputs");
+    (values, policy)
+}
+
+/// The learner's current weights in a CPU (Flex) agent, reusing `previous`'s modules when given.
+fn cpu_copy<B: AutodiffBackend>(
+    agent: &ActorCritic<B>,
+    previous: Option<ActorCritic<Flex>>,
+    config: &PpoConfig,
+    obs_space: &ObsSpace,
+    action_space: &ActionSpace,
+) -> Result<ActorCritic<Flex>, PpoError> {
+    let cpu = Default::default();
+    let target = match previous {
+        Some(model) => model,
+        None => config.policy.init::<Flex>(&config.encoder, obs_space, action_space, &cpu)?,
+    };
+    let recorder = CheckpointRecorder::default();
+    let bytes = recorder.record(agent.valid().into_record(), ()).expect("an in-memory record cannot fail");
+    Ok(target.load_record(recorder.load(bytes, &cpu).expect("a record of the same model loads")))
+}
+
+/// A rollout's learning data on the learner's device, uploaded once per update.
+struct DeviceRollout<B: Backend> {
+    obs: DeviceObs<B>,
+    actions: Tensor<B, 2>,
+    old_log_probs: Tensor<B, 1>,
+    old_values: Tensor<B, 1>,
+    advantages: Tensor<B, 1>,
+    returns: Tensor<B, 1>,
+}
+
+impl<B: AutodiffBackend> DeviceRollout<B> {
+    fn upload(rollout: &Rollout, advantages: &[f32], returns: &[f32], device: &B::Device) -> Self {
+        let n = rollout.len();
+        let vector = |v: &[f32]| Tensor::<B, 1>::from_data(TensorData::new(v.to_vec(), [n]), device);
+        Self {
+            obs: DeviceObs::upload(&rollout.obs, device),
+            actions: Tensor::from_data(TensorData::new(rollout.actions.clone(), [n, rollout.action_width]), device),
+            old_log_probs: vector(&rollout.log_probs),
+            old_values: vector(&rollout.values),
+            advantages: vector(advantages),
+            returns: vector(returns),
+        }
+    }
+
+    /// The rows `indices` as a minibatch: one small index upload, row selections on the device.
+    fn minibatch(&self, rollout: &Rollout, indices: &[usize], device: &B::Device) -> Minibatch<B> {
+        let rows_of = |idx: &[usize]| {
+            Tensor::<B, 1, Int>::from_data(TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [idx.len()]), device)
+        };
+        let rows = rows_of(indices);
+        let complete: Vec<usize> = indices.iter().copied().filter(|&i| rollout.obs.complete(i)).collect();
+        Minibatch {
+            obs: self.obs.select(&rows),
+            presence: rollout.obs.presence(indices),
+            actions: self.actions.clone().select(0, rows.clone()),
+            old_log_probs: self.old_log_probs.clone().select(0, rows.clone()),
+            old_values: self.old_values.clone().select(0, rows.clone()),
+            advantages: self.advantages.clone().select(0, rows.clone()),
+            returns: self.returns.clone().select(0, rows),
+            complete_obs: (complete.len() < indices.len()).then(|| self.obs.select(&rows_of(&complete))),
+        }
     }
 }
 

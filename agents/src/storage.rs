@@ -98,6 +98,13 @@ impl ObsBuffer {
         self.present[i * k..(i + 1) * k].iter().all(|&p| p)
     }
 
+    /// The presence masks of the samples at `indices`.
+    pub fn presence(&self, indices: &[usize]) -> Presence {
+        let k = self.space.len();
+        let rows: Vec<Vec<bool>> = indices.iter().map(|&i| self.present[i * k..(i + 1) * k].to_vec()).collect();
+        presence_of(&rows, indices.len(), k)
+    }
+
     /// The samples at `indices` as one tensor per modality, `[b, ...shape]`, raw values as f32,
     /// with their presence masks. `u8` modalities travel as bytes and are converted to f32 on
     /// the device when the backend stores `u8`.
@@ -114,9 +121,75 @@ impl ObsBuffer {
                 modality_tensor(&self.space, m, data, indices.len(), device)
             })
             .collect();
-        let k = self.space.len();
-        let rows: Vec<Vec<bool>> = indices.iter().map(|&i| self.present[i * k..(i + 1) * k].to_vec()).collect();
-        (MultimodalInput::new(modalities), presence_of(&rows, indices.len(), k))
+        (MultimodalInput::new(modalities), self.presence(indices))
+    }
+}
+
+/// An [`ObsBuffer`] uploaded to a device once, so that minibatches are row selections there
+/// rather than host gathers and uploads: `u8` modalities stay `u8` on the device (when the
+/// backend stores `u8`) and become f32 only for the selected rows.
+#[derive(Clone, Debug)]
+pub struct DeviceObs<B: Backend> {
+    space: ObsSpace,
+    modalities: Vec<DeviceModality<B>>,
+}
+
+#[derive(Clone, Debug)]
+enum DeviceModality<B: Backend> {
+    /// Raw bytes, `[len, numel]`.
+    Bytes(Tensor<B, 2, Int>),
+    /// Values as f32, `[len, numel]`.
+    Floats(Tensor<B, 2>),
+}
+
+impl<B: Backend> DeviceObs<B> {
+    /// Every sample of `buffer`, one upload per modality.
+    pub fn upload(buffer: &ObsBuffer, device: &B::Device) -> Self {
+        let n = buffer.len();
+        let modalities = buffer
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(m, data)| {
+                let shape = [n, buffer.numel[m]];
+                match data {
+                    ModalityData::U8(v) if B::supports_dtype(device, TensorDType::U8) => DeviceModality::Bytes(
+                        Tensor::from_data(TensorData::new(v.clone(), shape), (device, TensorDType::U8)),
+                    ),
+                    ModalityData::U8(v) => DeviceModality::Floats(Tensor::from_data(
+                        TensorData::new(v.iter().map(|&b| b as f32).collect::<Vec<_>>(), shape),
+                        device,
+                    )),
+                    ModalityData::F32(v) => DeviceModality::Floats(Tensor::from_data(TensorData::new(v.clone(), shape), device)),
+                }
+            })
+            .collect();
+        Self { space: buffer.space.clone(), modalities }
+    }
+
+    /// The rows `rows` (`[b]`, on this device) as the learner's input, raw values as f32 in the
+    /// space's shapes (the same tensors [`ObsBuffer::batch`] builds on the host).
+    pub fn select(&self, rows: &Tensor<B, 1, Int>) -> MultimodalInput<B> {
+        let b = rows.dims()[0];
+        let modalities = self
+            .modalities
+            .iter()
+            .enumerate()
+            .map(|(m, data)| {
+                let flat = match data {
+                    DeviceModality::Bytes(t) => t.clone().select(0, rows.clone()).float(),
+                    DeviceModality::Floats(t) => t.clone().select(0, rows.clone()),
+                };
+                let spec = self.space.spec(m);
+                if spec.is_image() {
+                    let s = &spec.shape;
+                    ModalityTensor::Image(flat.reshape([b, s[0], s[1], s[2]]))
+                } else {
+                    ModalityTensor::Vector(flat)
+                }
+            })
+            .collect();
+        MultimodalInput::new(modalities)
     }
 }
 
@@ -216,6 +289,19 @@ mod tests {
         let ModalityTensor::Vector(v) = &x.modalities[1] else { panic!("sound is a vector") };
         assert_eq!(v.clone().into_data().to_vec::<f32>().unwrap(), vec![2.0, -2.0, 0.0, -0.0]);
         assert_eq!(presence, Presence::from_rows(&[vec![true, true], vec![true, false]]));
+
+        // Uploaded once, the same rows selected on the device are the same tensors.
+        let on_device = DeviceObs::<Flex>::upload(&store, &Default::default());
+        let rows = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &Default::default());
+        let selected = on_device.select(&rows);
+        for (a, b) in selected.modalities.iter().zip(&x.modalities) {
+            let values = |t: &ModalityTensor<Flex>| match t {
+                ModalityTensor::Image(t) => (t.dims().to_vec(), t.clone().into_data().to_vec::<f32>().unwrap()),
+                ModalityTensor::Vector(t) => (t.dims().to_vec(), t.clone().into_data().to_vec::<f32>().unwrap()),
+            };
+            assert_eq!(values(a), values(b));
+        }
+        assert_eq!(store.presence(&[2, 0]), presence);
 
         // The whole batch, straight from the vector environment's buffers.
         let (whole, presence) = batch_input::<Flex>(&space, &batch, &Default::default());

@@ -3,14 +3,19 @@
 //!     cargo run --release --bin bench -- envs [--seconds 2] [--num-envs 16]
 //!     cargo run --release --bin bench -- encoders [--steps 5] [--warmup 2] [--batch-size 128] \
 //!         [--device flex|libtorch|libtorch-cuda:N|cuda:N] [--threads N] [--gmc-only] [--json]
+//!     cargo run --release --bin bench -- ppo [--config configs/ppo-pendulum.toml] [--updates 4] \
+//!         [--rounds 2] [--variant aux.kind=none]... [--device D] [--threads N]
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use burn::tensor::backend::AutodiffBackend;
 use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
-use m3ixup::bench::{env_table, train_step_timing, StepTiming};
+use m3ixup::agents::ppo::PpoConfig;
+use m3ixup::bench::{env_table, ppo_update_timing, train_step_timing, PpoTiming, StepTiming};
+use m3ixup::config::load;
 use m3ixup::device::{run_on_with, BackendJob, DeviceSpec, Threads};
 use m3ixup::envs::registered_names;
 
@@ -34,6 +39,28 @@ impl BackendJob for EncoderTimings {
         let gmc = time(&M3ixupLossConfig::gmc_only())?;
         let full = if self.gmc_only { None } else { Some(time(&M3ixupLossConfig::default())?) };
         Ok((gmc, full))
+    }
+}
+
+/// `bench ppo`: each config's update timings, the configs interleaved round by round so that a
+/// change in the machine's load reaches every config alike.
+struct PpoTimings<'a> {
+    configs: &'a [PpoConfig],
+    updates: usize,
+    rounds: usize,
+}
+
+impl BackendJob for PpoTimings<'_> {
+    type Output = Vec<PpoTiming>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+        let mut timings = vec![PpoTiming::default(); self.configs.len()];
+        for _ in 0..self.rounds {
+            for (config, timing) in self.configs.iter().zip(&mut timings) {
+                timing.extend(ppo_update_timing::<B>(config, self.updates, &std::env::temp_dir(), &device)?);
+            }
+        }
+        Ok(timings)
     }
 }
 
@@ -81,10 +108,62 @@ enum What {
         #[arg(long)]
         json: bool,
     },
+    /// Env-steps/s of PPO training (rollout + learning per update) for a config and variants of
+    /// it, as ratios to the config itself, measured in this process with the runs interleaved.
+    Ppo {
+        #[arg(long, default_value = "configs/ppo-pendulum.toml")]
+        config: PathBuf,
+        /// Variants: overrides of the config, `;`-separated within one variant (repeatable),
+        /// e.g. `--variant aux.kind=none`.
+        #[arg(long = "variant")]
+        variants: Vec<String>,
+        /// Updates per run (the first is warm-up and left out).
+        #[arg(long, default_value_t = 4)]
+        updates: usize,
+        /// Runs per config, interleaved.
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+        #[arg(long, default_value = "flex")]
+        device: DeviceSpec,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().what {
+        What::Ppo { config, variants, updates, rounds, device, threads } => {
+            anyhow::ensure!(updates >= 2, "--updates must be at least 2 (the first is warm-up)");
+            let mut names = vec!["the config".to_string()];
+            let mut configs: Vec<PpoConfig> = vec![load(Some(config.as_path()), &[])?];
+            for v in &variants {
+                let sets: Vec<String> = v.split(';').map(|s| s.trim().to_string()).collect();
+                configs.push(load(Some(config.as_path()), &sets)?);
+                names.push(v.clone());
+            }
+            for c in &configs {
+                c.validate()?;
+            }
+            let timings = run_on_with(&device, Threads::new(threads), PpoTimings { configs: &configs, updates, rounds })?;
+            println!(
+                "PPO training throughput, {} on {device}: {rounds} interleaved run(s) of {updates} updates per config, \
+                 the first update of each left out",
+                config.display()
+            );
+            println!();
+            println!("| config | env-steps/s | vs the config | s/update rollout | s/update learning |");
+            println!("|---|---:|---:|---:|---:|");
+            let reference = timings[0].env_steps_per_sec();
+            for (name, t) in names.iter().zip(&timings) {
+                println!(
+                    "| {name} | {:.0} | {:.2}x | {:.2} | {:.2} |",
+                    t.env_steps_per_sec(),
+                    t.env_steps_per_sec() / reference,
+                    t.mean_rollout_seconds(),
+                    t.mean_learn_seconds()
+                );
+            }
+        }
         What::Envs { seconds, num_envs } => {
             let rows = env_table(&registered_names(), num_envs, Duration::from_secs_f64(seconds))?;
             println!("env-steps/s, release build, {} s per figure, uniform random actions", seconds);

@@ -1,9 +1,10 @@
 //! `evaluate`: the sensor-failure table (see `m3ixup_agents::evaluate`) for one or more trained
-//! agents, on the default backend (Flex, pure Rust CPU).
+//! agents, on the backend and device `--device` names (default `flex`, pure Rust CPU; see
+//! `m3ixup::device`).
 //!
 //!     cargo run --release --bin evaluate -- --checkpoint runs/A [--checkpoint runs/B ...] \
 //!         [--label A --label B] [--episodes 100] [--steps 300] [--p 0.1,0.3,0.5] [--noise 0.1] \
-//!         [--out DIR]
+//!         [--out DIR] [--device flex]
 //!
 //! A checkpoint is a run directory (its last checkpoint is used) or a checkpoint directory.
 //! Writes `eval.md`, `eval.csv`, `eval.json` and `dropout.png` to `--out` (default: the first
@@ -15,12 +16,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use m3ixup::agents::evaluate::{evaluate, EvalConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport};
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, STATE_FILE};
 use m3ixup::agents::run::write_atomic;
+use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
-
-type Backend = burn::backend::Flex;
 
 #[derive(Parser)]
 #[command(about = "Evaluate trained agents with every sensor, each sensor alone, and failing sensors")]
@@ -64,6 +65,28 @@ struct Cli {
     out: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
+    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
+    /// at start, naming what this binary has).
+    #[arg(long, default_value = "flex")]
+    device: DeviceSpec,
+    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// The evaluation, generic over the backend `--device` selects (inference only: the autodiff
+/// backend's inner backend runs the agents).
+struct Evaluate<'a> {
+    cli: &'a Cli,
+    config: &'a EvalConfig,
+}
+
+impl BackendJob for Evaluate<'_> {
+    type Output = EvalReport;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
+        evaluate_on::<B::InnerBackend>(self.cli, self.config, &device)
+    }
 }
 
 /// The checkpoint directory for a run directory or a checkpoint directory.
@@ -75,31 +98,14 @@ fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{} holds no checkpoint (no checkpoint.toml, no state.toml)", path.display()))
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    if !cli.labels.is_empty() && cli.labels.len() != cli.checkpoints.len() {
-        bail!("{} labels for {} checkpoints: give one per checkpoint or none", cli.labels.len(), cli.checkpoints.len());
-    }
-    let config = EvalConfig {
-        episodes: cli.episodes,
-        steps: cli.steps,
-        seed: cli.seed,
-        num_envs: cli.num_envs,
-        workers: cli.workers,
-        deterministic: !cli.stochastic,
-        dropout_p: cli.p.clone(),
-        noise_sigma: cli.noise.clone(),
-        frozen: !cli.no_frozen,
-    };
-    config.validate()?;
-    let device = Default::default();
-
-    // Load every agent first: a bad checkpoint fails before any episode runs.
+/// Loads every agent (a bad checkpoint fails before any episode runs) and evaluates them on
+/// `device`.
+fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -> anyhow::Result<EvalReport> {
     let mut loaded = Vec::new();
     for (k, path) in cli.checkpoints.iter().enumerate() {
         let dir = checkpoint_dir(path)?;
         let (agent, state, train_config) =
-            load_agent::<Backend>(&dir, &device).with_context(|| format!("cannot load {}", dir.display()))?;
+            load_agent::<B>(&dir, device).with_context(|| format!("cannot load {}", dir.display()))?;
         let label = cli.labels.get(k).cloned().unwrap_or_else(|| {
             path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
         });
@@ -135,8 +141,30 @@ fn main() -> anyhow::Result<()> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let report = evaluate::<Backend>(&agents, &env_name, &params, &config, &device, Some(&bar))?;
+    let report = evaluate::<B>(&agents, &env_name, &params, config, device, Some(&bar))?;
     bar.finish_and_clear();
+    Ok(report)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if !cli.labels.is_empty() && cli.labels.len() != cli.checkpoints.len() {
+        bail!("{} labels for {} checkpoints: give one per checkpoint or none", cli.labels.len(), cli.checkpoints.len());
+    }
+    let config = EvalConfig {
+        episodes: cli.episodes,
+        steps: cli.steps,
+        seed: cli.seed,
+        num_envs: cli.num_envs,
+        workers: cli.workers,
+        deterministic: !cli.stochastic,
+        dropout_p: cli.p.clone(),
+        noise_sigma: cli.noise.clone(),
+        frozen: !cli.no_frozen,
+    };
+    config.validate()?;
+    device::check(&cli.device)?;
+    let report = device::run_on_with(&cli.device, Threads::new(cli.threads), Evaluate { cli: &cli, config: &config })?;
 
     let markdown = report.to_markdown();
     println!("{markdown}");
