@@ -42,11 +42,11 @@ struct Cli {
     /// Episode k starts from seed + k (disjoint from training seeds by default).
     #[arg(long, default_value_t = EvalConfig::default().seed)]
     seed: u64,
-    /// Per-step dropout probabilities (comma-separated; empty for none).
-    #[arg(long, value_delimiter = ',', default_values_t = EvalConfig::default().dropout_p)]
+    /// Per-step dropout probabilities (comma-separated; `--p` with no value for none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = EvalConfig::default().dropout_p)]
     p: Vec<f64>,
-    /// Noise levels relative to the value range (comma-separated; empty for none).
-    #[arg(long, value_delimiter = ',', default_values_t = EvalConfig::default().noise_sigma)]
+    /// Noise levels relative to the value range (comma-separated; `--noise` with no value for none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_values_t = EvalConfig::default().noise_sigma)]
     noise: Vec<f64>,
     /// Leave out the frozen-sensor conditions.
     #[arg(long)]
