@@ -63,12 +63,6 @@ impl Rollout {
         self.terminated.clear();
         self.truncated.clear();
     }
-
-    /// The raw actions of the transitions at `indices`, `[indices.len() * action_width]`.
-    pub fn gather_actions(&self, indices: &[usize]) -> Vec<f32> {
-        let w = self.action_width;
-        indices.iter().flat_map(|&i| self.actions[i * w..(i + 1) * w].iter().copied()).collect()
-    }
 }
 
 /// Advantages and value targets of a rollout.
