@@ -15,6 +15,7 @@ pub mod encoder;
 pub mod evaluate;
 pub mod losses;
 pub mod pretrain;
+pub mod replay;
 pub mod actor_critic;
 pub mod optim;
 pub mod ppo;

@@ -156,6 +156,13 @@ impl Registry {
         wrapper.apply(env)
     }
 
+    /// How many frames each observation of `make(name, params)` stacks (the `frame_stack`
+    /// parameter, or the environment's default): what a replay buffer needs to share frames.
+    pub fn frame_stack(&self, name: &str, params: &toml::Table) -> Result<usize, EnvError> {
+        let (entry, _) = self.lookup(name).ok_or_else(|| self.unknown(name))?;
+        Ok(WrapperParams::parse(name, params, entry.defaults)?.frame_stack)
+    }
+
     fn unknown(&self, name: &str) -> EnvError {
         if name.starts_with("gym:") && !self.families.contains_key("gym") {
             return EnvError::Other {
@@ -263,6 +270,12 @@ where
 /// Builds a registered environment from the process-wide registry.
 pub fn make(name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
     global().read().unwrap_or_else(|e| e.into_inner()).make(name, params)
+}
+
+/// Frames per observation of a registered environment with `params` (see
+/// [`Registry::frame_stack`]).
+pub fn frame_stack(name: &str, params: &toml::Table) -> Result<usize, EnvError> {
+    global().read().unwrap_or_else(|e| e.into_inner()).frame_stack(name, params)
 }
 
 /// Names in the process-wide registry, sorted (families such as `gym:<id>` are not listed: use
