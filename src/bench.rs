@@ -164,7 +164,7 @@ pub fn ppo_update_timing<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<PpoTiming, PpoError> {
     let dir = scratch.join(format!("bench-ppo-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
-    let run = RunDir::at(&dir).map_err(|e| PpoError::Io { context: format!("cannot create {}", dir.display()), source: e })?;
+    let run = RunDir::at(&dir).map_err(PpoError::io(format!("cannot create {}", dir.display())))?;
     let options = TrainOptions { verbose: false, resume: false, max_updates: Some(updates) };
     let summary = train::<B>(config, &run, device, &options);
     let _ = std::fs::remove_dir_all(&dir);

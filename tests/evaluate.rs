@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use burn::backend::{Autodiff, Flex};
 
 use m3ixup::agents::envs::{make, Action, Env, ModalityData};
-use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError};
+use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError, Policy};
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
@@ -105,7 +105,7 @@ fn a_smoke_checkpoint_evaluates_end_to_end_and_identical_seeds_give_identical_ta
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = smoke_checkpoint("smoke", &[]);
     let (agent, state, config) = load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
-    let agents = [("smoke".to_string(), &agent, state.observation_space.clone())];
+    let agents = [("smoke".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
     let protocol = small_protocol();
     let run = || evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &protocol, &Default::default(), None).unwrap();
     let (a, b) = (run(), run());
@@ -133,7 +133,7 @@ fn incompatible_agents_unknown_modalities_and_bad_probabilities_fail_before_any_
     // An agent trained with proprio as a third sensor does not fit the pixels + sound pendulum.
     let dir = smoke_checkpoint("proprio", &["env.params.proprio=true", "train.total_steps=64"]);
     let (agent, state, _) = load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
-    let agents = [("proprio".to_string(), &agent, state.observation_space.clone())];
+    let agents = [("proprio".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
     let err = evaluate::<Flex>(&agents, "multimodal-pendulum", &toml::Table::new(), &small_protocol(), &Default::default(), None)
         .unwrap_err();
     assert!(matches!(err, EvalError::Invalid(_)), "{err}");

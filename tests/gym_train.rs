@@ -13,7 +13,7 @@ use burn::backend::{Autodiff, Flex};
 use m3ixup::agents::envs::gym::{GymConfig, GymEnv};
 use m3ixup::agents::envs::registry::EnvDefaults;
 use m3ixup::agents::envs::{make, register};
-use m3ixup::agents::evaluate::{evaluate, EvalConfig};
+use m3ixup::agents::evaluate::{evaluate, EvalConfig, Policy};
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
@@ -83,7 +83,7 @@ fn smoke_ppo_trains_on_gym_pendulum_and_is_evaluated_with_the_pixels_dropped() {
         ..EvalConfig::default()
     };
     let report = evaluate::<Flex>(
-        &[("ppo".to_string(), &agent, space)],
+        &[("ppo".to_string(), &agent as &dyn Policy<Flex>, space)],
         &trained.env.name,
         &trained.env.params,
         &protocol,

@@ -122,12 +122,17 @@ impl<B: Backend> Mlp<B> {
     }
 
     /// `[N, input]` -> `[N, output]`.
-    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.forward_with(x, tanh)
+    }
+
+    /// As [`Mlp::forward`] with `activation` between the layers (the off-policy agents use ReLU).
+    pub fn forward_with(&self, mut x: Tensor<B, 2>, activation: fn(Tensor<B, 2>) -> Tensor<B, 2>) -> Tensor<B, 2> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
             if i < last {
-                x = tanh(x);
+                x = activation(x);
             }
         }
         x

@@ -18,10 +18,50 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::wrappers::{DropoutMode, SensorDropout, SensorNoise, StaleSensor};
-use m3ixup_envs::{make, BatchActions, Env, EnvError, ObsSpace, VecEnv, VecEnvConfig};
+use m3ixup_envs::{make, ActionSpace, BatchActions, BatchObs, Env, EnvError, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::{choose_actions, ActorCritic};
+use crate::ddpg::DdpgAgent;
+use crate::off_policy::to_env_actions;
+use crate::sac::SacAgent;
 use crate::storage::batch_input;
+
+/// A trained controller, whatever the algorithm that trained it: actions for a batch of
+/// observations.
+pub trait Policy<B: Backend> {
+    /// The environments' actions for `obs` (one row per sub-environment): the policy's mode
+    /// when `deterministic`, otherwise a draw from `rng`.
+    fn act(
+        &self,
+        space: &ObsSpace,
+        action_space: &ActionSpace,
+        obs: &BatchObs,
+        deterministic: bool,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> BatchActions;
+}
+
+impl<B: Backend> Policy<B> for ActorCritic<B> {
+    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, deterministic: bool, rng: &mut StdRng, device: &B::Device) -> BatchActions {
+        let (x, presence) = batch_input::<B>(space, obs, device);
+        let policy: Vec<f32> = self.forward(&x, &presence).policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
+        choose_actions(action_space, &policy, &self.log_std_values(), deterministic, rng).env
+    }
+}
+
+impl<B: Backend> Policy<B> for SacAgent<B> {
+    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, deterministic: bool, rng: &mut StdRng, device: &B::Device) -> BatchActions {
+        to_env_actions(action_space, &crate::sac::act(self, space, obs, deterministic, rng, device))
+    }
+}
+
+/// DDPG's actor is deterministic: `deterministic` and `rng` do not apply.
+impl<B: Backend> Policy<B> for DdpgAgent<B> {
+    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, _: bool, _: &mut StdRng, device: &B::Device) -> BatchActions {
+        to_env_actions(action_space, &DdpgAgent::act(self, space, obs, device))
+    }
+}
 
 /// Errors of an evaluation, raised before any episode runs when the inputs are wrong.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +265,7 @@ impl Episodes {
 
 /// What acts: a trained agent or the uniform random policy.
 pub enum Actor<'a, B: Backend> {
-    Agent(&'a ActorCritic<B>),
+    Agent(&'a dyn Policy<B>),
     Random,
 }
 
@@ -252,10 +292,6 @@ pub fn run_episodes<B: Backend>(
     condition.validate(envs.observation_space())?;
     let space = envs.observation_space().clone();
     let action_space = envs.action_space().clone();
-    let log_std = match actor {
-        Actor::Agent(a) => a.log_std_values(),
-        Actor::Random => Vec::new(),
-    };
     let (mut per_step, mut returns) = (Vec::with_capacity(config.episodes), Vec::with_capacity(config.episodes));
     let mut first = 0usize;
     while first < config.episodes {
@@ -267,12 +303,7 @@ pub fn run_episodes<B: Backend>(
         let mut running = vec![true; num_envs];
         for _ in 0..config.steps {
             let actions = match actor {
-                Actor::Agent(agent) => {
-                    let (x, presence) = batch_input::<B>(&space, &obs, device);
-                    let policy: Vec<f32> =
-                        agent.forward(&x, &presence).policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
-                    choose_actions(&action_space, &policy, &log_std, config.deterministic, &mut rng).env
-                }
+                Actor::Agent(agent) => agent.act(&space, &action_space, &obs, config.deterministic, &mut rng, device),
                 Actor::Random => BatchActions::sample(&action_space, num_envs, &mut rng),
             };
             let step = envs.step(&actions)?;
@@ -342,7 +373,7 @@ pub fn retention_ratio(score: f64, full: f64, random: f64) -> f64 {
 /// Evaluates every `(label, agent)` under every condition of `config` on `env_name(params)`,
 /// after checking each agent's observation space against the environment's.
 pub fn evaluate<B: Backend>(
-    agents: &[(String, &ActorCritic<B>, ObsSpace)],
+    agents: &[(String, &dyn Policy<B>, ObsSpace)],
     env_name: &str,
     params: &toml::Table,
     config: &EvalConfig,

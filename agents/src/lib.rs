@@ -14,12 +14,16 @@ pub use m3ixup_envs as envs;
 pub mod encoder;
 pub mod evaluate;
 pub mod losses;
+pub mod off_policy;
 pub mod pretrain;
 pub mod replay;
 pub mod actor_critic;
+pub mod checkpoint;
+pub mod ddpg;
 pub mod optim;
 pub mod ppo;
 pub mod rollout;
+pub mod sac;
 pub mod run;
 pub mod storage;
 

@@ -18,7 +18,6 @@
 //! representation of incomplete observations, and the auxiliary loss uses the complete rows of
 //! each minibatch only (its views need every modality).
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -36,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::vector::BatchObs;
 use m3ixup_envs::{
-    is_registered, make, registered_names, ActionSpace, EnvError, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
+    is_registered, make, registered_names, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
     INFO_EPISODE_RETURN,
 };
 
@@ -46,7 +45,12 @@ use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupR
 use crate::optim::clip_grad_norm;
 use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection};
 use crate::rollout::{gae, Rollout};
-use crate::run::{write_atomic, RunDir};
+pub use crate::checkpoint::{
+    latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
+    OPTIMIZER_FILE, STATE_FILE,
+};
+use crate::checkpoint::{load_record, record_bytes, write_checkpoint};
+use crate::run::RunDir;
 use crate::storage::{batch_input, DeviceObs};
 
 // ---------------------------------------------------------------------------------------------
@@ -201,38 +205,6 @@ pub struct TrainSection {
 impl Default for TrainSection {
     fn default() -> Self {
         Self { seed: 1, total_steps: 1_000_000, checkpoint_every: 10 }
-    }
-}
-
-/// Errors of `train`; config errors name the field.
-#[derive(Debug, thiserror::Error)]
-pub enum PpoError {
-    #[error("config `{field}`: {reason}")]
-    Config { field: String, reason: String },
-    #[error(transparent)]
-    Env(#[from] EnvError),
-    #[error(transparent)]
-    Encoder(#[from] EncoderError),
-    #[error("{context}: {source}")]
-    Io { context: String, source: io::Error },
-    #[error("checkpoint {path}: {reason}")]
-    Checkpoint { path: PathBuf, reason: String },
-    /// A loss became NaN or infinite; the last checkpoint (if any) is left as it was.
-    #[error(
-        "the loss is not finite at update {update}, epoch {epoch}, minibatch {minibatch} ({parts}); \
-         training stopped, the last good checkpoint (update {last_checkpoint}) is intact"
-    )]
-    Diverged { update: usize, epoch: usize, minibatch: usize, parts: String, last_checkpoint: usize },
-}
-
-impl PpoError {
-    fn config(field: &str, reason: impl Into<String>) -> Self {
-        PpoError::Config { field: field.into(), reason: reason.into() }
-    }
-
-    fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
-        let context = context.into();
-        move |source| PpoError::Io { context, source }
     }
 }
 
@@ -465,84 +437,17 @@ pub fn ppo_loss<B: AutodiffBackend>(
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
 
-/// Points at the newest complete checkpoint directory; replaced atomically once that directory
-/// is fully written, so a crash mid-write leaves the previous checkpoint in force.
-pub const CHECKPOINT_POINTER: &str = "checkpoint.toml";
-pub const AGENT_FILE: &str = "agent.mpk";
-pub const OPTIMIZER_FILE: &str = "optimizer.mpk";
-pub const STATE_FILE: &str = "state.toml";
-
-/// What a checkpoint records besides the weights: enough to resume and to evaluate.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointState {
-    pub algo: String,
-    /// Updates completed.
-    pub update: usize,
-    /// Environment steps completed.
-    pub global_step: u64,
-    pub env_name: String,
-    pub observation_space: ObsSpace,
-    pub action_space: ActionSpace,
-    /// The run's config, as TOML.
-    pub config: String,
-}
-
-/// Reads `checkpoint.toml` of a run directory: the newest checkpoint's directory.
-pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>, PpoError> {
-    let pointer = run_dir.join(CHECKPOINT_POINTER);
-    let text = match std::fs::read_to_string(&pointer) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(PpoError::io(format!("cannot read {}", pointer.display()))(e)),
-    };
-    #[derive(Deserialize)]
-    struct Pointer {
-        dir: String,
-    }
-    let p: Pointer =
-        toml::from_str(&text).map_err(|e| PpoError::Checkpoint { path: pointer.clone(), reason: e.to_string() })?;
-    Ok(Some(run_dir.join(p.dir)))
-}
-
-/// Writes `checkpoints/update-NNNNNN/` (agent, optimiser, state), then points
-/// `checkpoint.toml` at it, then removes the previous checkpoint directory.
+/// Writes `checkpoints/update-NNNNNN/` (agent, optimiser, state) as [`write_checkpoint`] does.
 pub fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
     run: &RunDir,
     agent: &ActorCritic<B>,
     optim: &O,
     state: &CheckpointState,
 ) -> Result<PathBuf, PpoError> {
-    let previous = latest_checkpoint(run.path())?;
     let rel = format!("checkpoints/update-{:06}", state.update);
-    let dir = run.file(&rel);
-    std::fs::create_dir_all(&dir).map_err(PpoError::io(format!("cannot create {}", dir.display())))?;
-    let fail = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e: burn::record::RecorderError| PpoError::Checkpoint { path, reason: e.to_string() }
-    };
-    let agent_path = dir.join(AGENT_FILE);
-    let bytes = CheckpointRecorder::default().record(agent.clone().into_record(), ()).map_err(fail(&agent_path))?;
-    write_atomic(&agent_path, &bytes).map_err(PpoError::io(format!("cannot write {}", agent_path.display())))?;
-    let optim_path = dir.join(OPTIMIZER_FILE);
-    let bytes = CheckpointRecorder::default().record(optim.to_record(), ()).map_err(fail(&optim_path))?;
-    write_atomic(&optim_path, &bytes).map_err(PpoError::io(format!("cannot write {}", optim_path.display())))?;
-    let state_path = dir.join(STATE_FILE);
-    let text = toml::to_string(state).map_err(|e| PpoError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
-    write_atomic(&state_path, text.as_bytes()).map_err(PpoError::io(format!("cannot write {}", state_path.display())))?;
-    let pointer = run.file(CHECKPOINT_POINTER);
-    write_atomic(&pointer, format!("dir = \"{rel}\"\n").as_bytes())
-        .map_err(PpoError::io(format!("cannot write {}", pointer.display())))?;
-    if let Some(previous) = previous.filter(|p| *p != dir) {
-        let _ = std::fs::remove_dir_all(previous);
-    }
-    Ok(dir)
-}
-
-/// Reads a checkpoint's state (`state.toml`).
-pub fn load_checkpoint_state(dir: &Path) -> Result<CheckpointState, PpoError> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
-    toml::from_str(&text).map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })
+    let agent_bytes = record_bytes(agent.clone().into_record(), &run.file(&rel).join(AGENT_FILE))?;
+    let optim_bytes = record_bytes(optim.to_record(), &run.file(&rel).join(OPTIMIZER_FILE))?;
+    write_checkpoint(run, &rel, state, &[(AGENT_FILE, agent_bytes), (OPTIMIZER_FILE, optim_bytes)])
 }
 
 /// Builds the agent of a checkpoint from its config and loads its weights.
@@ -551,11 +456,7 @@ pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ActorCr
     let config: PpoConfig = toml::from_str(&state.config)
         .map_err(|e| PpoError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
     let agent = config.policy.init::<B>(&config.encoder, &state.observation_space, &state.action_space, device)?;
-    let path = dir.join(AGENT_FILE);
-    let bytes = std::fs::read(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
-    let record = CheckpointRecorder::default()
-        .load(bytes, device)
-        .map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })?;
+    let record = load_record(&dir.join(AGENT_FILE), device)?;
     Ok((agent.load_record(record), state, config))
 }
 
@@ -645,12 +546,7 @@ pub fn train<B: AutodiffBackend>(
         }
         let (loaded, _, _) = load_agent::<B>(&dir, device)?;
         agent = loaded;
-        let path = dir.join(OPTIMIZER_FILE);
-        let bytes = std::fs::read(&path).map_err(PpoError::io(format!("cannot read {}", path.display())))?;
-        let record = CheckpointRecorder::default()
-            .load(bytes, device)
-            .map_err(|e| PpoError::Checkpoint { path, reason: e.to_string() })?;
-        optim = optim.load_record(record);
+        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), device)?);
         (start_update, global_step, last_checkpoint) = (state.update, state.global_step, state.update);
         run.resume_metrics("global_step", global_step as f64).map_err(PpoError::io("cannot reopen the metrics"))?
     } else {

@@ -17,8 +17,10 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, STATE_FILE};
+use m3ixup::agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
+use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
+use m3ixup::agents::pretrain::EnvSection;
+use m3ixup::agents::{ddpg, ppo, sac};
 use m3ixup::agents::run::write_atomic;
 use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
@@ -100,31 +102,59 @@ fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
 
 /// Loads every agent (a bad checkpoint fails before any episode runs) and evaluates them on
 /// `device`.
+/// A trained controller of any algorithm, with what its checkpoint says about it.
+struct Loaded<B: Backend> {
+    label: String,
+    policy: Box<dyn Policy<B>>,
+    state: CheckpointState,
+    env: EnvSection,
+}
+
+/// Loads the checkpoint in `dir` as the algorithm its state names.
+fn load<B: Backend>(dir: &Path, label: String, device: &B::Device) -> anyhow::Result<Loaded<B>> {
+    let algo = load_checkpoint_state(dir)?.algo;
+    let (policy, state, env): (Box<dyn Policy<B>>, _, _) = match algo.as_str() {
+        "ppo" => {
+            let (a, s, c) = ppo::load_agent::<B>(dir, device)?;
+            (Box::new(a), s, c.env)
+        }
+        "sac" => {
+            let (a, s, c) = sac::load_agent::<B>(dir, device)?;
+            (Box::new(a), s, c.env)
+        }
+        "ddpg-frozen" => {
+            let (a, s, c) = ddpg::load_agent::<B>(dir, device)?;
+            (Box::new(a), s, c.env)
+        }
+        other => bail!("{}: algo `{other}` is not one `evaluate` knows (ppo, sac, ddpg-frozen)", dir.join(STATE_FILE).display()),
+    };
+    Ok(Loaded { label, policy, state, env })
+}
+
 fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -> anyhow::Result<EvalReport> {
     let mut loaded = Vec::new();
     for (k, path) in cli.checkpoints.iter().enumerate() {
         let dir = checkpoint_dir(path)?;
-        let (agent, state, train_config) =
-            load_agent::<B>(&dir, device).with_context(|| format!("cannot load {}", dir.display()))?;
         let label = cli.labels.get(k).cloned().unwrap_or_else(|| {
             path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
         });
-        loaded.push((label, agent, state, train_config));
+        loaded.push(load::<B>(&dir, label, device).with_context(|| format!("cannot load {}", dir.display()))?);
     }
     let (env_name, params) = match &cli.env {
-        Some(name) => (name.clone(), loaded[0].3.env.params.clone()),
-        None => (loaded[0].2.env_name.clone(), loaded[0].3.env.params.clone()),
+        Some(name) => (name.clone(), loaded[0].env.params.clone()),
+        None => (loaded[0].state.env_name.clone(), loaded[0].env.params.clone()),
     };
-    for (label, _, state, _) in &loaded {
+    for Loaded { label, state, .. } in &loaded {
         if cli.env.is_none() && state.env_name != env_name {
             bail!(
                 "agent `{label}` was trained on `{}`, agent `{}` on `{env_name}`: evaluate them separately or pass --env",
                 state.env_name,
-                loaded[0].0
+                loaded[0].label
             );
         }
     }
-    let agents: Vec<_> = loaded.iter().map(|(l, a, s, _)| (l.clone(), a, s.observation_space.clone())).collect();
+    let agents: Vec<_> =
+        loaded.iter().map(|l| (l.label.clone(), l.policy.as_ref(), l.state.observation_space.clone())).collect();
 
     let conditions = {
         let probe = m3ixup::agents::envs::make(&env_name, &{

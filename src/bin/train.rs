@@ -1,5 +1,7 @@
-//! `train`: trains an agent from a config (PPO with the M3ixup auxiliary loss, see
-//! `m3ixup_agents::ppo`), on the backend and device `--device` names (default `flex`, burn's
+//! `train`: trains an agent from a config, on the algorithm its `algo` names: `"ppo"` (PPO with
+//! the M3ixup auxiliary loss, `m3ixup_agents::ppo`), `"sac"` (SAC with the M3ixup auxiliary loss,
+//! `m3ixup_agents::sac`) or `"ddpg-frozen"` (DDPG on a frozen pretrained encoder,
+//! `m3ixup_agents::ddpg`), on the backend and device `--device` names (default `flex`, burn's
 //! pure-Rust CPU backend; `libtorch`, `libtorch-cuda:N`, `cuda:N` with the features `tch`,
 //! `cuda`; see `m3ixup::device`). `--threads N` sets LibTorch's CPU threads.
 //!
@@ -8,7 +10,8 @@
 //!     cargo run --release --bin train -- --resume runs/NAME
 //!
 //! Writes `runs/<name>/`: `config.toml`, `metrics.csv`, `metrics.jsonl`, `checkpoint.toml` and
-//! `checkpoints/update-N/` (agent, optimiser, state), and `learning_curve.png` at the end.
+//! `checkpoints/<update-N|step-N>/` (agent, state; PPO: optimiser), and `learning_curve.png` at
+//! the end. Only PPO runs resume (off-policy runs do not checkpoint their replay buffer).
 
 use std::path::PathBuf;
 
@@ -16,31 +19,125 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use burn::tensor::backend::AutodiffBackend;
-use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions, TrainSummary};
+use m3ixup::agents::ddpg::{self, DdpgConfig};
+use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
+use m3ixup::agents::sac::{self, SacConfig};
 use m3ixup::config::{load, to_toml};
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
 use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
 
+/// A config of one of the algorithms `train` knows, chosen by its `algo` key.
+enum AnyConfig {
+    Ppo(PpoConfig),
+    Sac(SacConfig),
+    Ddpg(DdpgConfig),
+}
+
+impl AnyConfig {
+    const ALGOS: &'static str = "\"ppo\", \"sac\" or \"ddpg-frozen\"";
+
+    /// Reads the config (file and overrides) as the algorithm its `algo` key names.
+    fn load(path: Option<&std::path::Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        let table: toml::Table = load(path, overrides)?;
+        let where_ = path.map_or("the defaults".to_string(), |p| p.display().to_string());
+        match table.get("algo") {
+            None => Ok(Self::Ppo(load(path, overrides)?)),
+            Some(toml::Value::String(a)) if a == "ppo" => Ok(Self::Ppo(load(path, overrides)?)),
+            Some(toml::Value::String(a)) if a == "sac" => Ok(Self::Sac(load(path, overrides)?)),
+            Some(toml::Value::String(a)) if a == "ddpg-frozen" => Ok(Self::Ddpg(load(path, overrides)?)),
+            Some(other) => bail!("config {where_}: `algo = {other}` is not an algorithm `train` knows (expected {})", Self::ALGOS),
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Ppo(c) => c.validate()?,
+            Self::Sac(c) => c.validate()?,
+            Self::Ddpg(c) => c.validate()?,
+        }
+        Ok(())
+    }
+
+    /// `<algo>-<env>`, the default run-name prefix.
+    fn kind(&self) -> String {
+        match self {
+            Self::Ppo(c) => format!("{}-{}", c.algo, c.env.name),
+            Self::Sac(c) => format!("{}-{}", c.algo, c.env.name),
+            Self::Ddpg(c) => format!("{}-{}", c.algo, c.env.name),
+        }
+    }
+
+    fn algo(&self) -> &str {
+        match self {
+            Self::Ppo(c) => &c.algo,
+            Self::Sac(c) => &c.algo,
+            Self::Ddpg(c) => &c.algo,
+        }
+    }
+
+    fn env_name(&self) -> &str {
+        match self {
+            Self::Ppo(c) => &c.env.name,
+            Self::Sac(c) => &c.env.name,
+            Self::Ddpg(c) => &c.env.name,
+        }
+    }
+
+    fn to_toml(&self) -> anyhow::Result<String> {
+        match self {
+            Self::Ppo(c) => to_toml(c),
+            Self::Sac(c) => to_toml(c),
+            Self::Ddpg(c) => to_toml(c),
+        }
+    }
+}
+
+/// What every algorithm's run reports at the end.
+struct Summary {
+    global_step: u64,
+    wall_seconds: f64,
+    sps: f64,
+    last_reward_per_step: f64,
+    recent_return: f64,
+}
+
 /// Training, generic over the backend that `--device` selects.
 struct Train<'a> {
-    config: &'a PpoConfig,
+    config: &'a AnyConfig,
     run: &'a RunDir,
     options: &'a TrainOptions,
 }
 
 impl BackendJob for Train<'_> {
-    type Output = TrainSummary;
+    type Output = Summary;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<TrainSummary> {
-        train::<B>(self.config, self.run, &device, self.options)
-            .with_context(|| format!("training failed (run directory {})", self.run.path().display()))
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Summary> {
+        let context = || format!("training failed (run directory {})", self.run.path().display());
+        let verbose = self.options.verbose;
+        Ok(match self.config {
+            AnyConfig::Ppo(c) => {
+                let s = train::<B>(c, self.run, &device, self.options).with_context(context)?;
+                println!("{} updates", s.updates);
+                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+            }
+            AnyConfig::Sac(c) => {
+                let s = sac::train::<B>(c, self.run, &device, verbose).with_context(context)?;
+                println!("{} gradient updates", s.updates);
+                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+            }
+            AnyConfig::Ddpg(c) => {
+                let s = ddpg::train::<B>(c, self.run, &device, verbose).with_context(context)?;
+                println!("{} gradient updates", s.updates);
+                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+            }
+        })
     }
 }
 
 #[derive(Parser)]
-#[command(about = "Train an agent (PPO + M3ixup auxiliary loss) from a TOML config")]
+#[command(about = "Train an agent (PPO or SAC with the M3ixup auxiliary loss, or DDPG on a frozen pretrained encoder) from a TOML config")]
 struct Cli {
     /// Config file (TOML). Without it, the built-in defaults.
     #[arg(long)]
@@ -76,34 +173,46 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
     device::check(&cli.device)?;
-    let (config, run): (PpoConfig, RunDir) = match &cli.resume {
+    let (config, run): (AnyConfig, RunDir) = match &cli.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
             if !path.is_file() {
                 bail!("--resume {}: no config.toml there (is it a run directory?)", dir.display());
             }
-            (load(Some(&path), &[])?, RunDir::at(dir)?)
+            let config = AnyConfig::load(Some(&path), &[])?;
+            if !matches!(config, AnyConfig::Ppo(_)) {
+                bail!(
+                    "--resume {}: `{}` runs cannot be resumed (their replay buffer is not checkpointed); only ppo runs can",
+                    dir.display(),
+                    config.algo()
+                );
+            }
+            (config, RunDir::at(dir)?)
         }
         None => {
-            let config: PpoConfig = load(cli.config.as_deref(), &cli.set)?;
+            let config = AnyConfig::load(cli.config.as_deref(), &cli.set)?;
             config.validate().context("invalid train config")?;
-            let kind = format!("{}-{}", config.algo, config.env.name);
-            let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &kind)
+            let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &config.kind())
                 .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
             (config, run)
         }
     };
     config.validate().context("invalid train config")?;
-    println!("# resolved config\n{}", to_toml(&config)?);
+    if cli.max_updates.is_some() && !matches!(config, AnyConfig::Ppo(_)) {
+        bail!("--max-updates applies to ppo runs only (this config trains `{}`)", config.algo());
+    }
+    println!("# resolved config\n{}", config.to_toml()?);
     println!("run directory: {}", run.path().display());
-    println!(
-        "{} updates of {} transitions ({} environments x {} steps), {} env steps",
-        config.num_updates(),
-        config.batch_size(),
-        config.rollout.num_envs,
-        config.rollout.steps,
-        config.num_updates() * config.batch_size()
-    );
+    if let AnyConfig::Ppo(c) = &config {
+        println!(
+            "{} updates of {} transitions ({} environments x {} steps), {} env steps",
+            c.num_updates(),
+            c.batch_size(),
+            c.rollout.num_envs,
+            c.rollout.steps,
+            c.num_updates() * c.batch_size()
+        );
+    }
 
     let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
     println!("device: {} ({})", cli.device, cli.device.backend_name());
@@ -111,8 +220,7 @@ fn main() -> anyhow::Result<()> {
         device::run_on_with(&cli.device, Threads::new(cli.threads), Train { config: &config, run: &run, options: &options })?;
 
     println!(
-        "{} updates, {} env steps in {:.1} s ({:.0} env steps/s); last rollout reward/step {:.3}, recent episodic return {:.1}",
-        summary.updates,
+        "{} env steps in {:.1} s ({:.0} env steps/s); last reward/step {:.3}, recent episodic return {:.1}",
         summary.global_step,
         summary.wall_seconds,
         summary.sps,
@@ -127,10 +235,10 @@ fn main() -> anyhow::Result<()> {
     write_line_chart(
         &curve,
         &LineChart {
-            title: &format!("{} on {}: rollout reward per step", config.algo, config.env.name),
+            title: &format!("{} on {}: training reward per step", config.algo(), config.env_name()),
             x_label: "environment steps",
             y_label: "reward per step",
-            series: &[Series::new("per update", points.clone()), Series::new("10-update average", moving_average(&points, 10))],
+            series: &[Series::new("per metrics row", points.clone()), Series::new("10-row average", moving_average(&points, 10))],
         },
     )?;
     println!("learning curve: {}", curve.display());

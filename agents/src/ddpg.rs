@@ -1,0 +1,462 @@
+//! DDPG (Lillicrap et al. 2016) on a frozen pretrained encoder: the paper's reinforcement-learning
+//! protocol (M3IXUP.md section 4), after `pretrain` with the GMC or the M3ixup loss.
+//!
+//! The encoder of a `pretrain` run is loaded and never trained: each observation becomes its
+//! latent (z_M with every modality present; the mean of the present z_u otherwise) once, when
+//! it is observed, and the replay buffer stores latents. The actor (256-256, ReLU, tanh output)
+//! and the critic (256-256, ReLU, the action joined after the first layer) learn on them with
+//! Adam (1e-4 / 1e-3), gamma 0.99 and soft target updates (0.001); exploration adds
+//! Ornstein-Uhlenbeck noise whose scale is annealed linearly to `noise_final` over
+//! `noise_anneal_steps`, after a warm-up of uniform random actions.
+//!
+//! **Action scale.** The actor's tanh output is scaled to the action bounds (torque in [-2, 2]
+//! on the pendulum). GMC's code left it unscaled, so its controller's effective torque was 1.
+//!
+//! **Frozen means frozen.** The optimisers only ever see the actor and the critic; the encoder
+//! lives outside the trained modules and is saved with each checkpoint as it was loaded (a test
+//! compares its parameters with the pretrained ones).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::activation::{relu, tanh};
+use burn::tensor::backend::AutodiffBackend;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+use serde::{Deserialize, Serialize};
+
+use m3ixup_envs::{is_registered, make, registered_names, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
+
+use crate::actor_critic::Mlp;
+use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
+use crate::encoder::M3ixupEncoder;
+use crate::off_policy::{box_width, check_range, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::optim::soft_update;
+use crate::pretrain::{load_encoder, EncoderMeta, EnvSection};
+use crate::replay::{next_observations, ReplayBuffer};
+use crate::run::RunDir;
+use crate::sac::{progress, OffPolicySummary};
+use crate::storage::batch_input;
+
+// ---------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------
+
+/// The `train` config for `algo = "ddpg-frozen"` (`configs/ddpg-frozen-*.toml`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdpgConfig {
+    /// The algorithm: `"ddpg-frozen"`.
+    pub algo: String,
+    /// The environment and its parameters (its observation space must be the encoder's).
+    pub env: EnvSection,
+    /// The pretrained encoder.
+    pub pretrained: PretrainedSection,
+    /// How many environments are stepped together.
+    pub rollout: RolloutSection,
+    /// The replay buffer (of latents: `share_frames` does not apply).
+    pub replay: ReplaySection,
+    /// Hidden widths of the actor and the critic.
+    pub policy: DdpgHeads,
+    /// DDPG's hyperparameters.
+    pub ddpg: DdpgSection,
+    /// Seeding, budget, logging, checkpoints.
+    pub train: OffPolicyTrain,
+}
+
+impl Default for DdpgConfig {
+    fn default() -> Self {
+        Self {
+            algo: "ddpg-frozen".into(),
+            env: EnvSection::default(),
+            pretrained: PretrainedSection::default(),
+            rollout: RolloutSection::default(),
+            replay: ReplaySection { capacity: 25_000, share_frames: false },
+            policy: DdpgHeads::default(),
+            ddpg: DdpgSection::default(),
+            train: OffPolicyTrain { total_steps: 60_000, ..OffPolicyTrain::default() },
+        }
+    }
+}
+
+/// `[pretrained]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PretrainedSection {
+    /// The `pretrain` run directory (holding `encoder.toml` and `encoder.mpk`); a relative path
+    /// is taken from the working directory.
+    pub path: PathBuf,
+}
+
+/// `[policy]` of DDPG.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdpgHeads {
+    /// Hidden widths of the actor (ReLU, tanh output) and of the critic (the action joins the
+    /// first hidden layer's output).
+    pub hidden: Vec<usize>,
+}
+
+impl Default for DdpgHeads {
+    fn default() -> Self {
+        Self { hidden: vec![256, 256] }
+    }
+}
+
+/// `[ddpg]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdpgSection {
+    /// Transitions per gradient update.
+    pub batch_size: usize,
+    /// Environment steps with uniform random actions before learning starts.
+    pub learning_starts: u64,
+    /// Gradient updates per environment step.
+    pub updates_per_step: f64,
+    /// Discount factor, in [0, 1].
+    pub gamma: f64,
+    /// Adam's learning rate for the actor.
+    pub actor_lr: f64,
+    /// Adam's learning rate for the critic.
+    pub critic_lr: f64,
+    /// Polyak rate of both targets.
+    pub tau: f64,
+    /// Ornstein-Uhlenbeck noise: mean reversion theta and scale sigma (in normalised action
+    /// units), with dt = 1.
+    pub ou_theta: f64,
+    pub ou_sigma: f64,
+    /// The noise scale reached at the end of the annealing (a fraction of `ou_sigma`).
+    pub noise_final: f64,
+    /// Environment steps over which the noise scale goes linearly from 1 to `noise_final`.
+    pub noise_anneal_steps: u64,
+}
+
+impl Default for DdpgSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 128,
+            learning_starts: 1_000,
+            updates_per_step: 1.0,
+            gamma: 0.99,
+            actor_lr: 1e-4,
+            critic_lr: 1e-3,
+            tau: 0.001,
+            ou_theta: 0.15,
+            ou_sigma: 0.2,
+            noise_final: 0.1,
+            noise_anneal_steps: 50_000,
+        }
+    }
+}
+
+impl DdpgConfig {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.algo != "ddpg-frozen" {
+            return Err(TrainError::config("algo", format!("`{}` is not \"ddpg-frozen\"", self.algo)));
+        }
+        if !is_registered(&self.env.name) {
+            return Err(TrainError::config(
+                "env.name",
+                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
+            ));
+        }
+        let env = make(&self.env.name, &self.env.params).map_err(|e| TrainError::config("env.params", e.to_string()))?;
+        box_width(env.action_space(), "ddpg-frozen")?;
+        if self.pretrained.path.as_os_str().is_empty() {
+            return Err(TrainError::config("pretrained.path", "is empty: give the directory of a `pretrain` run"));
+        }
+        self.rollout.validate()?;
+        self.train.validate()?;
+        let d = &self.ddpg;
+        if d.batch_size == 0 || self.replay.capacity < self.rollout.num_envs.max(d.batch_size) {
+            return Err(TrainError::config(
+                "replay.capacity",
+                format!("{} holds less than one batch ({}) or one step of every environment", self.replay.capacity, d.batch_size),
+            ));
+        }
+        check_range("ddpg.updates_per_step", d.updates_per_step, 0.0, 64.0, true)?;
+        check_range("ddpg.gamma", d.gamma, 0.0, 1.0, false)?;
+        check_range("ddpg.actor_lr", d.actor_lr, 0.0, f64::MAX, true)?;
+        check_range("ddpg.critic_lr", d.critic_lr, 0.0, f64::MAX, true)?;
+        check_range("ddpg.tau", d.tau, 0.0, 1.0, true)?;
+        check_range("ddpg.ou_theta", d.ou_theta, 0.0, 1.0, false)?;
+        check_range("ddpg.ou_sigma", d.ou_sigma, 0.0, f64::MAX, false)?;
+        check_range("ddpg.noise_final", d.noise_final, 0.0, 1.0, false)?;
+        if self.policy.hidden.is_empty() || self.policy.hidden.contains(&0) {
+            return Err(TrainError::config("policy.hidden", "needs at least one layer, every width positive"));
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent
+// ---------------------------------------------------------------------------------------------
+
+/// Q(z, a): the latent through the first layer, then the action joined.
+#[derive(Module, Debug)]
+pub struct DdpgCritic<B: Backend> {
+    pub first: Linear<B>,
+    pub rest: Mlp<B>,
+}
+
+impl<B: Backend> DdpgCritic<B> {
+    pub fn new(latent: usize, action: usize, hidden: &[usize], device: &B::Device) -> Self {
+        Self { first: LinearConfig::new(latent, hidden[0]).init(device), rest: Mlp::new(hidden[0] + action, &hidden[1..], 1, device) }
+    }
+
+    /// `[N]`.
+    pub fn forward(&self, z: Tensor<B, 2>, actions: Tensor<B, 2>) -> Tensor<B, 1> {
+        let h = relu(self.first.forward(z));
+        let q = self.rest.forward_with(Tensor::cat(vec![h, actions], 1), relu);
+        let n = q.dims()[0];
+        q.reshape([n])
+    }
+}
+
+/// The trained part of DDPG: actor and critic on the frozen encoder's latent.
+#[derive(Module, Debug)]
+pub struct DdpgHeadsModule<B: Backend> {
+    pub actor: Mlp<B>,
+    pub critic: DdpgCritic<B>,
+}
+
+impl<B: Backend> DdpgHeadsModule<B> {
+    /// `tanh(actor(z))`, `[N, A]` in `[-1, 1]`.
+    pub fn action(&self, z: Tensor<B, 2>) -> Tensor<B, 2> {
+        tanh(self.actor.forward_with(z, relu))
+    }
+}
+
+/// A trained controller: the frozen encoder and the heads.
+#[derive(Module, Debug)]
+pub struct DdpgAgent<B: Backend> {
+    pub encoder: M3ixupEncoder<B>,
+    pub heads: DdpgHeadsModule<B>,
+}
+
+impl<B: Backend> DdpgAgent<B> {
+    /// Actions in `[-1, 1]` for a batch of observations (host values, `[N * A]`).
+    pub fn act(&self, space: &ObsSpace, obs: &BatchObs, device: &B::Device) -> Vec<f32> {
+        let (x, presence) = batch_input::<B>(space, obs, device);
+        self.heads.action(self.encoder.encode(&x, &presence)).into_data().convert::<f32>().to_vec().expect("f32 actions")
+    }
+}
+
+impl DdpgHeads {
+    pub fn init<B: Backend>(&self, latent: usize, action: usize, device: &B::Device) -> DdpgHeadsModule<B> {
+        let heads = DdpgHeadsModule { actor: Mlp::new(latent, &self.hidden, action, device), critic: DdpgCritic::new(latent, action, &self.hidden, device) };
+        heads.map(&mut crate::encoder::Materialize)
+    }
+}
+
+/// Latents of a batch of observations as a one-modality batch (`latent`: f32[d], present).
+fn latents<B: Backend>(encoder: &M3ixupEncoder<B>, space: &ObsSpace, obs: &BatchObs, device: &B::Device) -> BatchObs {
+    let (x, presence) = batch_input::<B>(space, obs, device);
+    let z: Vec<f32> = encoder.encode(&x, &presence).into_data().convert::<f32>().to_vec().expect("f32 latents");
+    BatchObs { present: vec![true; x.batch_size()], buffers: vec![ModalityData::F32(z)] }
+}
+
+/// Loads the `pretrain` run at `path` and checks that it observes `space`.
+pub fn load_frozen_encoder<B: Backend>(path: &Path, space: &ObsSpace, device: &B::Device) -> Result<(M3ixupEncoder<B>, EncoderMeta), TrainError> {
+    let (encoder, meta) = load_encoder::<B>(path, device)?;
+    meta.check_space(space).map_err(|reason| {
+        TrainError::config("pretrained.path", format!("{}: {reason}", path.display()))
+    })?;
+    Ok((encoder, meta))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints
+// ---------------------------------------------------------------------------------------------
+
+/// The frozen encoder's file in a DDPG checkpoint (a copy of the pretrained weights).
+pub const ENCODER_FILE: &str = "encoder.mpk";
+
+/// Builds the controller of a DDPG checkpoint and loads its weights.
+pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpgAgent<B>, CheckpointState, DdpgConfig), TrainError> {
+    let state = load_checkpoint_state(dir)?;
+    let config: DdpgConfig = toml::from_str(&state.config)
+        .map_err(|e| TrainError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
+    let meta_path = dir.join(crate::pretrain::META_FILE);
+    let text = std::fs::read_to_string(&meta_path).map_err(TrainError::io(format!("cannot read {}", meta_path.display())))?;
+    let meta: EncoderMeta = toml::from_str(&text).map_err(|e| TrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
+    let encoder = meta.encoder.init::<B>(&meta.observation_space, device)?;
+    let encoder = encoder.load_record(load_record(&dir.join(ENCODER_FILE), device)?);
+    let width = box_width(&state.action_space, "ddpg-frozen")?;
+    let heads = config.policy.init::<B>(encoder.latent_dim(), width, device);
+    let heads = heads.load_record(load_record(&dir.join(AGENT_FILE), device)?);
+    Ok((DdpgAgent { encoder, heads }, state, config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The loop
+// ---------------------------------------------------------------------------------------------
+
+/// Trains DDPG on the frozen encoder as configured, writing metrics and checkpoints to `run`.
+pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::Device, verbose: bool) -> Result<OffPolicySummary, TrainError> {
+    config.validate()?;
+    let started = Instant::now();
+    let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
+    let (d, t) = (&config.ddpg, &config.train);
+
+    // 1. Seeding.
+    B::seed(device, t.seed);
+    let mut rng = StdRng::seed_from_u64(t.seed);
+
+    // 2. Environments, and the frozen encoder (on the inner backend: it never takes gradients).
+    let num_envs = config.rollout.num_envs;
+    let vec_config = VecEnvConfig { num_envs, workers: config.rollout.workers, seed: t.seed, ..VecEnvConfig::default() };
+    let (name, params) = (config.env.name.clone(), config.env.params.clone());
+    let mut envs = VecEnv::new(vec_config, move |_| make(&name, &params))?;
+    let obs_space = envs.observation_space().clone();
+    let action_space = envs.action_space().clone();
+    let width = box_width(&action_space, "ddpg-frozen")?;
+    let (encoder, meta) = load_frozen_encoder::<B::InnerBackend>(&config.pretrained.path, &obs_space, device)?;
+    let latent_dim = encoder.latent_dim();
+    let latent_space = ObsSpace::new([("latent", ModalitySpec::uniform(&[latent_dim], DType::F32, -1.0, 1.0))])
+        .map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
+    run.write_config(&config_text).map_err(TrainError::io("cannot write config.toml"))?;
+    let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
+
+    // 3. Heads, targets, optimisers; replay of latents.
+    let mut heads = config.policy.init::<B>(latent_dim, width, device);
+    let mut target = heads.valid();
+    let mut actor_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
+    let mut critic_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
+    let mut replay = ReplayBuffer::new(&latent_space, width, num_envs, config.replay.capacity, 1)?;
+    let mut state = CheckpointState {
+        algo: config.algo.clone(),
+        update: 0,
+        global_step: 0,
+        env_name: config.env.name.clone(),
+        observation_space: obs_space.clone(),
+        action_space: action_space.clone(),
+        config: config_text,
+    };
+    let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(ENCODER_FILE))?;
+    let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
+
+    let bar = progress(verbose, t.total_steps);
+    let obs = envs.reset(Some(t.seed))?.clone();
+    let mut z = latents(&encoder, &obs_space, &obs, device);
+    replay.reset(&z)?;
+    let mut noise = vec![0.0f64; num_envs * width];
+    let (mut global_step, mut owed, mut updates) = (0u64, 0.0f64, 0usize);
+    let (mut next_log, mut next_checkpoint) = (t.log_every, t.checkpoint_every);
+    let mut tally = Tally::with_losses(&["losses/critic", "losses/actor"]);
+    let mut rows = Vec::new();
+    while global_step < t.total_steps {
+        // 4. Act: uniform random during the warm-up, then the actor plus annealed OU noise.
+        let squashed: Vec<f32> = if global_step < d.learning_starts {
+            (0..num_envs * width).map(|_| rng.gen_range(-1.0f32..=1.0)).collect()
+        } else {
+            let scale = 1.0 - (1.0 - d.noise_final) * (global_step as f64 / d.noise_anneal_steps.max(1) as f64).min(1.0);
+            let mean: Vec<f32> = heads.valid().action(tensor2(&z, latent_dim, device)).into_data().convert::<f32>().to_vec().expect("f32");
+            mean.iter()
+                .zip(noise.iter_mut())
+                .map(|(&m, n)| {
+                    *n += -d.ou_theta * *n + d.ou_sigma * rng.sample::<f64, _>(StandardNormal);
+                    (m as f64 + scale * *n).clamp(-1.0, 1.0) as f32
+                })
+                .collect()
+        };
+        let step = envs.step(&to_env_actions(&action_space, &squashed))?;
+        let next_z = latents(&encoder, &obs_space, &next_observations(step), device);
+        let done: Vec<bool> = (0..num_envs).map(|i| step.done(i)).collect();
+        z = if done.iter().any(|&x| x) { latents(&encoder, &obs_space, &step.obs, device) } else { next_z.clone() };
+        replay.add(&squashed, &step.rewards, &step.terminated, &step.truncated, &next_z, &z)?;
+        for (i, _) in done.iter().enumerate().filter(|(_, &x)| x) {
+            noise[i * width..(i + 1) * width].fill(0.0); // a fresh noise process per episode
+        }
+        tally.step(step);
+        global_step += num_envs as u64;
+
+        // 5. Learn.
+        if global_step >= d.learning_starts {
+            owed += num_envs as f64 * d.updates_per_step;
+            while owed >= 1.0 {
+                owed -= 1.0;
+                updates += 1;
+                let batch = replay.sample(d.batch_size, &mut rng)?;
+                let n = batch.len();
+                let inner = device.clone();
+                let zs = tensor2::<B>(&batch.obs, latent_dim, device);
+                let next = tensor2::<B::InnerBackend>(&batch.next_obs, latent_dim, &inner);
+                let actions = Tensor::<B, 2>::from_data(TensorData::new(batch.actions.clone(), [n, width]), device);
+                let rewards = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(batch.rewards.clone(), [n]), &inner);
+                let not_done: Vec<f32> = batch.terminated.iter().map(|&x| if x { 0.0 } else { 1.0 }).collect();
+                let not_done = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(not_done, [n]), &inner);
+                let next_q = target.critic.forward(next.clone(), target.action(next));
+                let y = Tensor::<B, 1>::from_inner(rewards + not_done * next_q.mul_scalar(d.gamma));
+                let critic_loss = (heads.critic.forward(zs.clone(), actions) - y).square().mean();
+                let grads = GradientsParams::from_grads(critic_loss.backward(), &heads.critic);
+                heads = critic_optim.step(d.critic_lr, heads, grads);
+                let actor_loss = heads.critic.forward(zs.clone(), heads.action(zs)).mean().neg();
+                let grads = GradientsParams::from_grads(actor_loss.backward(), &heads.actor);
+                heads = actor_optim.step(d.actor_lr, heads, grads);
+                target = soft_update(&heads, target, d.tau);
+                let (c, a): (f64, f64) = (critic_loss.into_scalar().elem(), actor_loss.into_scalar().elem());
+                if !c.is_finite() || !a.is_finite() {
+                    return Err(TrainError::DivergedAt { global_step, parts: format!("critic {c}, actor {a}") });
+                }
+                tally.loss("losses/critic", c);
+                tally.loss("losses/actor", a);
+            }
+        }
+
+        // 6. Metrics, checkpoints, progress.
+        if global_step >= next_log || global_step >= t.total_steps {
+            next_log += t.log_every;
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut row = vec![("global_step".to_string(), global_step as f64), ("update".to_string(), updates as f64)];
+            row.extend(tally.take_row());
+            row.push(("time/sps".into(), global_step as f64 / elapsed));
+            row.push(("time/elapsed_seconds".into(), elapsed));
+            metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
+            let reward = row.iter().find(|(k, _)| k == "charts/reward_per_step").map_or(f64::NAN, |(_, v)| *v);
+            bar.set_message(format!("reward/step {reward:.3}"));
+            rows.push(row);
+        }
+        if global_step >= next_checkpoint || global_step >= t.total_steps {
+            next_checkpoint += t.checkpoint_every;
+            state.update = updates;
+            state.global_step = global_step;
+            let name = format!("checkpoints/step-{global_step:09}");
+            let dir = run.file(&name);
+            let files = [
+                (AGENT_FILE, record_bytes(heads.clone().into_record(), &dir.join(AGENT_FILE))?),
+                (ENCODER_FILE, encoder_bytes.clone()),
+                (crate::pretrain::META_FILE, meta_text.clone().into_bytes()),
+            ];
+            write_checkpoint(run, &name, &state, &files)?;
+        }
+        bar.set_position(global_step);
+    }
+    bar.finish_and_clear();
+    let last = |key: &str| rows.last().and_then(|r: &Vec<(String, f64)>| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
+    let wall_seconds = started.elapsed().as_secs_f64();
+    Ok(OffPolicySummary {
+        run_dir: run.path().to_path_buf(),
+        global_step,
+        updates,
+        wall_seconds,
+        sps: global_step as f64 / wall_seconds.max(1e-9),
+        last_reward_per_step: last("charts/reward_per_step"),
+        recent_return: last("charts/episodic_return"),
+        rows,
+    })
+}
+
+/// A one-modality batch of latents as a `[N, d]` tensor.
+fn tensor2<B: Backend>(batch: &BatchObs, d: usize, device: &B::Device) -> Tensor<B, 2> {
+    let v = batch.buffers[0].as_f32().expect("latents are f32").to_vec();
+    let n = v.len() / d;
+    Tensor::from_data(TensorData::new(v, [n, d]), device)
+}

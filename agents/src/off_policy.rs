@@ -1,0 +1,179 @@
+//! What the off-policy agents (SAC in [`crate::sac`], DDPG on a frozen encoder in
+//! [`crate::ddpg`]) share: config sections, squashed actions, and the episode and loss
+//! bookkeeping between metrics rows.
+
+use serde::{Deserialize, Serialize};
+
+use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+
+use crate::actor_critic::scale_to_bounds;
+use crate::checkpoint::TrainError;
+
+/// `[rollout]` of the off-policy agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    /// Sub-environments stepped together (one forward pass per vector step serves all).
+    pub num_envs: usize,
+    /// Threads stepping them, the calling thread included (0 or 1: inline, deterministic).
+    pub workers: usize,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        Self { num_envs: 1, workers: 0 }
+    }
+}
+
+/// `[replay]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplaySection {
+    /// Transitions kept (the oldest leave first).
+    pub capacity: usize,
+    /// Store each frame once and rebuild stacked observations from frames (`crate::replay`);
+    /// `false` stores whole observations.
+    pub share_frames: bool,
+}
+
+impl Default for ReplaySection {
+    fn default() -> Self {
+        Self { capacity: 100_000, share_frames: true }
+    }
+}
+
+/// `[train]` of the off-policy agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffPolicyTrain {
+    /// The root seed: environments (sub-environment i: seed + i), network initialisation,
+    /// exploration, replay sampling and mixup draws.
+    pub seed: u64,
+    /// Environment steps (summed over sub-environments) to train for.
+    pub total_steps: u64,
+    /// Environment steps between metrics rows.
+    pub log_every: u64,
+    /// Environment steps between checkpoints (and one at the end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for OffPolicyTrain {
+    fn default() -> Self {
+        Self { seed: 1, total_steps: 100_000, log_every: 1_000, checkpoint_every: 10_000 }
+    }
+}
+
+impl RolloutSection {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.num_envs == 0 {
+            return Err(TrainError::config("rollout.num_envs", "must be at least 1"));
+        }
+        if self.workers > self.num_envs {
+            return Err(TrainError::config(
+                "rollout.workers",
+                format!("{} workers for {} environments: at most num_envs", self.workers, self.num_envs),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl OffPolicyTrain {
+    pub fn validate(&self) -> Result<(), TrainError> {
+        for (field, v) in
+            [("train.total_steps", self.total_steps), ("train.log_every", self.log_every), ("train.checkpoint_every", self.checkpoint_every)]
+        {
+            if v == 0 {
+                return Err(TrainError::config(field, "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a finite number against a range; the error names the field.
+pub(crate) fn check_range(field: &str, v: f64, low: f64, high: f64, low_open: bool) -> Result<(), TrainError> {
+    let above = if low_open { v > low } else { v >= low };
+    if v.is_finite() && above && v <= high {
+        Ok(())
+    } else {
+        let bracket = if low_open { "(" } else { "[" };
+        Err(TrainError::config(field, format!("must lie in {bracket}{low}, {high}], got {v}")))
+    }
+}
+
+/// The action width of a Box space; off-policy agents with squashed actions need one.
+pub fn box_width(space: &ActionSpace, algo: &str) -> Result<usize, TrainError> {
+    match space {
+        ActionSpace::Box { low, .. } => Ok(low.len()),
+        ActionSpace::Discrete(n) => Err(TrainError::config(
+            "env.name",
+            format!("{algo} needs continuous (Box) actions; this environment has Discrete({n}): use algo = \"ppo\""),
+        )),
+    }
+}
+
+/// Actions in `[-1, 1]` (row-major `[N, width]`) scaled to the Box bounds.
+pub fn to_env_actions(space: &ActionSpace, squashed: &[f32]) -> BatchActions {
+    let ActionSpace::Box { low, high } = space else { panic!("squashed actions need a Box space") };
+    let w = low.len();
+    BatchActions::Continuous(
+        squashed.chunks_exact(w).flat_map(|r| r.iter().enumerate().map(|(j, &v)| scale_to_bounds(v, low[j], high[j]))).collect(),
+    )
+}
+
+/// Episode returns and rewards between two metrics rows, and running means of named losses.
+#[derive(Debug, Default)]
+pub struct Tally {
+    returns: Vec<f64>,
+    lengths: Vec<f64>,
+    reward_sum: f64,
+    steps: u64,
+    losses: Vec<(String, f64, usize)>,
+}
+
+impl Tally {
+    /// A tally whose rows always carry `losses` (NaN until a value comes): the metrics files
+    /// take their columns from the first row.
+    pub fn with_losses(losses: &[&str]) -> Self {
+        Self { losses: losses.iter().map(|n| (n.to_string(), 0.0, 0)).collect(), ..Self::default() }
+    }
+
+    /// Counts a vector step's rewards and finished episodes.
+    pub fn step(&mut self, step: &VecStep) {
+        self.reward_sum += step.rewards.iter().sum::<f64>();
+        self.steps += step.rewards.len() as u64;
+        for info in step.infos.iter().enumerate().filter(|(i, _)| step.done(*i)).map(|(_, info)| info) {
+            if let Some(&ret) = info.get(INFO_EPISODE_RETURN) {
+                self.returns.push(ret);
+                self.lengths.push(info.get(INFO_EPISODE_LENGTH).copied().unwrap_or(f64::NAN));
+            }
+        }
+    }
+
+    /// Adds one value of a named loss.
+    pub fn loss(&mut self, name: &str, value: f64) {
+        match self.losses.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, sum, count)) => {
+                *sum += value;
+                *count += 1;
+            }
+            None => self.losses.push((name.to_string(), value, 1)),
+        }
+    }
+
+    /// The metrics since the last row (episodes, reward per step, mean losses), and a reset.
+    pub fn take_row(&mut self) -> Vec<(String, f64)> {
+        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+        let mut row = vec![
+            ("charts/episodic_return".to_string(), mean(&self.returns)),
+            ("charts/episodic_length".to_string(), mean(&self.lengths)),
+            ("charts/episodes".to_string(), self.returns.len() as f64),
+            ("charts/reward_per_step".to_string(), if self.steps == 0 { f64::NAN } else { self.reward_sum / self.steps as f64 }),
+        ];
+        row.extend(self.losses.iter().map(|(n, s, c)| (n.clone(), if *c == 0 { f64::NAN } else { s / *c as f64 })));
+        let names: Vec<String> = self.losses.iter().map(|(n, _, _)| n.clone()).collect();
+        *self = Tally { losses: names.into_iter().map(|n| (n, 0.0, 0)).collect(), ..Tally::default() };
+        row
+    }
+}
