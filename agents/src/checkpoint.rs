@@ -12,10 +12,11 @@ use burn::record::{Record, Recorder};
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{ActionSpace, EnvError, ObsSpace};
+use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, ObsSpace};
 
 use crate::encoder::EncoderError;
-use crate::pretrain::{CheckpointRecorder, PretrainError};
+use crate::losses::{LossTerm, M3ixupLossConfig};
+use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection, PretrainError};
 use crate::replay::ReplayError;
 use crate::run::{write_atomic, RunDir};
 
@@ -53,6 +54,38 @@ pub enum TrainError {
 impl TrainError {
     pub fn config(field: &str, reason: impl Into<String>) -> Self {
         TrainError::Config { field: field.into(), reason: reason.into() }
+    }
+
+    /// For `map_err`: an encoder or heads config error, its field prefixed with `section`.
+    pub fn in_section(section: &str) -> impl FnOnce(EncoderError) -> Self + '_ {
+        move |e| match e {
+            EncoderError::InvalidConfig { field, reason } => TrainError::config(&format!("{section}.{field}"), reason),
+            other => TrainError::Encoder(other),
+        }
+    }
+
+    /// The effective auxiliary loss of an `[aux]` section, checked (every algorithm's `aux`).
+    pub fn checked_aux(aux: &LossSection) -> Result<M3ixupLossConfig, Self> {
+        let loss = aux.effective().map_err(|e| TrainError::config("aux", e.to_string()))?;
+        loss.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
+        if aux.gmc_with_other_terms() {
+            return Err(TrainError::config("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\""));
+        }
+        if aux.kind == LossKind::M3ixup && !LossTerm::ALL.iter().any(|&t| loss.enabled(t)) {
+            return Err(TrainError::config("aux.terms", "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss"));
+        }
+        Ok(loss)
+    }
+
+    /// Checks that `env` names a registered environment whose parameters build.
+    pub fn checked_env(env: &EnvSection) -> Result<Box<dyn m3ixup_envs::Env>, Self> {
+        if !is_registered(&env.name) {
+            return Err(TrainError::config(
+                "env.name",
+                format!("unknown environment `{}` (registered: {})", env.name, registered_names().join(", ")),
+            ));
+        }
+        make(&env.name, &env.params).map_err(|e| TrainError::config("env.params", e.to_string()))
     }
 
     /// For `map_err`: an I/O error with what was being done.

@@ -30,17 +30,16 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{is_registered, make, registered_names, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
+use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::Mlp;
 use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
 use crate::encoder::M3ixupEncoder;
-use crate::off_policy::{box_width, check_range, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{box_width, check_range, progress, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
 use crate::optim::soft_update;
 use crate::pretrain::{load_encoder, EncoderMeta, EnvSection};
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
-use crate::sac::{progress, OffPolicySummary};
 use crate::storage::batch_input;
 
 // ---------------------------------------------------------------------------------------------
@@ -160,13 +159,7 @@ impl DdpgConfig {
         if self.algo != "ddpg-frozen" {
             return Err(TrainError::config("algo", format!("`{}` is not \"ddpg-frozen\"", self.algo)));
         }
-        if !is_registered(&self.env.name) {
-            return Err(TrainError::config(
-                "env.name",
-                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
-            ));
-        }
-        let env = make(&self.env.name, &self.env.params).map_err(|e| TrainError::config("env.params", e.to_string()))?;
+        let env = TrainError::checked_env(&self.env)?;
         box_width(env.action_space(), "ddpg-frozen")?;
         if self.pretrained.path.as_os_str().is_empty() {
             return Err(TrainError::config("pretrained.path", "is empty: give the directory of a `pretrain` run"));
@@ -440,18 +433,7 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
         bar.set_position(global_step);
     }
     bar.finish_and_clear();
-    let last = |key: &str| rows.last().and_then(|r: &Vec<(String, f64)>| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
-    let wall_seconds = started.elapsed().as_secs_f64();
-    Ok(OffPolicySummary {
-        run_dir: run.path().to_path_buf(),
-        global_step,
-        updates,
-        wall_seconds,
-        sps: global_step as f64 / wall_seconds.max(1e-9),
-        last_reward_per_step: last("charts/reward_per_step"),
-        recent_return: last("charts/episodic_return"),
-        rows,
-    })
+    Ok(OffPolicySummary::new(run, global_step, updates, started, rows))
 }
 
 /// A one-modality batch of latents as a `[N, d]` tensor.

@@ -2,12 +2,17 @@
 //! [`crate::ddpg`]) share: config sections, squashed actions, and the episode and loss
 //! bookkeeping between metrics rows.
 
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 use crate::actor_critic::scale_to_bounds;
 use crate::checkpoint::TrainError;
+use crate::run::RunDir;
 
 /// `[rollout]` of the off-policy agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,3 +182,52 @@ impl Tally {
         row
     }
 }
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OffPolicySummary {
+    pub run_dir: PathBuf,
+    pub global_step: u64,
+    pub updates: usize,
+    pub wall_seconds: f64,
+    /// Environment steps per second, updates included.
+    pub sps: f64,
+    /// Mean per-step reward of the last metrics row's steps.
+    pub last_reward_per_step: f64,
+    /// Mean episodic return of the last metrics row's episodes (NaN if none).
+    pub recent_return: f64,
+    pub rows: Vec<Vec<(String, f64)>>,
+}
+
+impl OffPolicySummary {
+    /// The summary of a run that logged `rows` and started at `started`.
+    pub fn new(run: &RunDir, global_step: u64, updates: usize, started: Instant, rows: Vec<Vec<(String, f64)>>) -> Self {
+        let last = |key: &str| rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
+        let wall_seconds = started.elapsed().as_secs_f64();
+        Self {
+            run_dir: run.path().to_path_buf(),
+            global_step,
+            updates,
+            wall_seconds,
+            sps: global_step as f64 / wall_seconds.max(1e-9),
+            last_reward_per_step: last("charts/reward_per_step"),
+            recent_return: last("charts/episodic_return"),
+            rows,
+        }
+    }
+}
+
+/// A progress bar over environment steps (hidden unless `verbose`).
+pub(crate) fn progress(verbose: bool, total: u64) -> ProgressBar {
+    if !verbose {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+

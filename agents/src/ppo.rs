@@ -35,15 +35,15 @@ use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::vector::BatchObs;
 use m3ixup_envs::{
-    is_registered, make, registered_names, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
+    make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
     INFO_EPISODE_RETURN,
 };
 
 use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
-use crate::encoder::{EncoderConfig, EncoderError, MultimodalInput, Presence};
+use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
-use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection};
+use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
 use crate::rollout::{gae, Rollout};
 pub use crate::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
@@ -230,14 +230,8 @@ impl PpoConfig {
         if self.algo != "ppo" {
             return bad("algo", format!("`{}` is not an algorithm this build trains (expected \"ppo\")", self.algo));
         }
-        if !is_registered(&self.env.name) {
-            return bad(
-                "env.name",
-                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
-            );
-        }
         // Build one environment now, so bad parameters fail before a run directory exists.
-        make(&self.env.name, &self.env.params).map_err(|e| PpoError::config("env.params", e.to_string()))?;
+        PpoError::checked_env(&self.env)?;
         let r = &self.rollout;
         if r.num_envs == 0 {
             return bad("rollout.num_envs", "must be at least 1".into());
@@ -282,7 +276,7 @@ impl PpoConfig {
         if p.update_epochs == 0 {
             return bad("ppo.update_epochs", "must be at least 1".into());
         }
-        let aux = self.aux_loss()?;
+        let aux = PpoError::checked_aux(&self.aux)?;
         let aux_on = LossTerm::ALL.iter().any(|&t| aux.enabled(t));
         let min_batch = if aux_on { 2 } else { 1 };
         if p.minibatch_size < min_batch || p.minibatch_size > self.batch_size() {
@@ -304,22 +298,8 @@ impl PpoConfig {
         if self.train.checkpoint_every == 0 {
             return bad("train.checkpoint_every", "must be at least 1".into());
         }
-        let named = |prefix: &str| {
-            let prefix = prefix.to_string();
-            move |e: EncoderError| match e {
-                EncoderError::InvalidConfig { field, reason } => PpoError::config(&format!("{prefix}.{field}"), reason),
-                other => PpoError::Encoder(other),
-            }
-        };
-        self.encoder.validate().map_err(named("encoder"))?;
-        self.policy.validate().map_err(named("policy"))?;
-        aux.validate().map_err(|e| PpoError::config(&format!("aux.{}", e.field), e.reason))?;
-        if self.aux.gmc_with_other_terms() {
-            return bad("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"".into());
-        }
-        if self.aux.kind == LossKind::M3ixup && !aux_on {
-            return bad("aux.terms", "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss".into());
-        }
+        self.encoder.validate().map_err(PpoError::in_section("encoder"))?;
+        self.policy.validate().map_err(PpoError::in_section("policy"))?;
         Ok(())
     }
 }

@@ -30,21 +30,20 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{frame_stack, is_registered, make, registered_names, ActionSpace, BatchObs, ObsSpace, VecEnv, VecEnvConfig};
+use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::{Mlp, PolicyInput};
 use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
-use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, Materialize, MultimodalInput, Presence};
+use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
-use crate::off_policy::{box_width, check_range, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{box_width, check_range, progress, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
 use crate::optim::soft_update;
-use crate::pretrain::{EnvSection, LossKind, LossSection};
+use crate::pretrain::{EnvSection, LossSection};
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -178,23 +177,12 @@ impl Default for SacSection {
 }
 
 impl SacConfig {
-    /// The auxiliary loss the update evaluates (every term off for `kind = "none"`).
-    pub fn aux_loss(&self) -> Result<M3ixupLossConfig, TrainError> {
-        self.aux.effective().map_err(|e| TrainError::config("aux", e.to_string()))
-    }
-
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.algo != "sac" {
             return Err(TrainError::config("algo", format!("`{}` is not \"sac\"", self.algo)));
         }
-        if !is_registered(&self.env.name) {
-            return Err(TrainError::config(
-                "env.name",
-                format!("unknown environment `{}` (registered: {})", self.env.name, registered_names().join(", ")),
-            ));
-        }
-        let env = make(&self.env.name, &self.env.params).map_err(|e| TrainError::config("env.params", e.to_string()))?;
+        let env = TrainError::checked_env(&self.env)?;
         box_width(env.action_space(), "sac")?;
         self.rollout.validate()?;
         self.train.validate()?;
@@ -229,18 +217,8 @@ impl SacConfig {
         if self.policy.hidden.contains(&0) {
             return Err(TrainError::config("policy.hidden", "widths must be positive"));
         }
-        self.encoder.validate().map_err(|e| match e {
-            EncoderError::InvalidConfig { field, reason } => TrainError::config(&format!("encoder.{field}"), reason),
-            other => TrainError::Encoder(other),
-        })?;
-        let aux = self.aux_loss()?;
-        aux.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
-        if self.aux.gmc_with_other_terms() {
-            return Err(TrainError::config("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\""));
-        }
-        if self.aux.kind == LossKind::M3ixup && !LossTerm::ALL.iter().any(|&t| aux.enabled(t)) {
-            return Err(TrainError::config("aux.terms", "every M3ixup term is switched off: use kind = \"none\""));
-        }
+        self.encoder.validate().map_err(TrainError::in_section("encoder"))?;
+        TrainError::checked_aux(&self.aux)?;
         Ok(())
     }
 }
@@ -602,22 +580,6 @@ pub fn load_agent<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Resu
 // The loop
 // ---------------------------------------------------------------------------------------------
 
-/// What a run did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OffPolicySummary {
-    pub run_dir: std::path::PathBuf,
-    pub global_step: u64,
-    pub updates: usize,
-    pub wall_seconds: f64,
-    /// Environment steps per second, updates included.
-    pub sps: f64,
-    /// Mean per-step reward of the last metrics row's steps.
-    pub last_reward_per_step: f64,
-    /// Mean episodic return of the last metrics row's episodes (NaN if none).
-    pub recent_return: f64,
-    pub rows: Vec<Vec<(String, f64)>>,
-}
-
 /// Trains SAC (+ the auxiliary loss) as configured, writing metrics and checkpoints to `run`.
 /// `verbose` shows a progress bar.
 pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::Device, verbose: bool) -> Result<OffPolicySummary, TrainError> {
@@ -627,7 +589,7 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
     run.write_config(&config_text).map_err(TrainError::io("cannot write config.toml"))?;
     let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
     let (s, t) = (&config.sac, &config.train);
-    let aux = config.aux_loss()?;
+    let aux = TrainError::checked_aux(&config.aux)?;
     let aux_terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| aux.enabled(t)).collect();
 
     // 1. Seeding: the backend's RNG (network initialisation) and one generator for exploration,
@@ -736,18 +698,7 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
         bar.set_position(global_step);
     }
     bar.finish_and_clear();
-    let last = |key: &str| rows.last().and_then(|r: &Vec<(String, f64)>| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
-    let wall_seconds = started.elapsed().as_secs_f64();
-    Ok(OffPolicySummary {
-        run_dir: run.path().to_path_buf(),
-        global_step,
-        updates: learner.updates,
-        wall_seconds,
-        sps: global_step as f64 / wall_seconds.max(1e-9),
-        last_reward_per_step: last("charts/reward_per_step"),
-        recent_return: last("charts/episodic_return"),
-        rows,
-    })
+    Ok(OffPolicySummary::new(run, global_step, learner.updates, started, rows))
 }
 
 /// Writes `checkpoints/step-N/`: the agent, its targets and its temperature (no optimiser or
@@ -768,19 +719,6 @@ where
     ];
     write_checkpoint(run, &name, state, &files)?;
     Ok(())
-}
-
-pub(crate) fn progress(verbose: bool, total: u64) -> ProgressBar {
-    if !verbose {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar
 }
 
 #[cfg(test)]
