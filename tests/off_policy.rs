@@ -135,6 +135,8 @@ fn every_shipped_off_policy_config_loads_and_validates() {
         ("sac-smoke.toml", "sac.updates_per_step=0", "sac.updates_per_step"),
         ("sac-smoke.toml", "sac.critic_tau=1.5", "sac.critic_tau"),
         ("sac-smoke.toml", "replay.capacity=8", "replay.capacity"),
+        ("sac-smoke.toml", "sac.aux_every=0", "sac.aux_every"),
+        ("ddpg-smoke.toml", "ddpg.batch_size=0", "ddpg.batch_size"),
         ("sac-smoke.toml", "env.name=\"pixel-cartpole\"", "env.name"),
         ("ddpg-smoke.toml", "ddpg.tau=0", "ddpg.tau"),
         ("ddpg-smoke.toml", "pretrained.path=\"\"", "pretrained.path"),

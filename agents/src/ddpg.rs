@@ -35,9 +35,9 @@ use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, V
 use crate::actor_critic::Mlp;
 use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
 use crate::encoder::M3ixupEncoder;
-use crate::off_policy::{box_width, check_range, progress, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
 use crate::optim::soft_update;
-use crate::pretrain::{load_encoder, EncoderMeta, EnvSection};
+use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -167,7 +167,10 @@ impl DdpgConfig {
         self.rollout.validate()?;
         self.train.validate()?;
         let d = &self.ddpg;
-        if d.batch_size == 0 || self.replay.capacity < self.rollout.num_envs.max(d.batch_size) {
+        if d.batch_size == 0 {
+            return Err(TrainError::config("ddpg.batch_size", "must be at least 1"));
+        }
+        if self.replay.capacity < self.rollout.num_envs.max(d.batch_size) {
             return Err(TrainError::config(
                 "replay.capacity",
                 format!("{} holds less than one batch ({}) or one step of every environment", self.replay.capacity, d.batch_size),
@@ -269,19 +272,14 @@ pub fn load_frozen_encoder<B: Backend>(path: &Path, space: &ObsSpace, device: &B
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
 
-/// The frozen encoder's file in a DDPG checkpoint (a copy of the pretrained weights).
-pub const ENCODER_FILE: &str = "encoder.mpk";
-
-/// Builds the controller of a DDPG checkpoint and loads its weights.
+/// Builds the controller of a DDPG checkpoint and loads its weights. The checkpoint holds the
+/// frozen encoder as a `pretrain` run does (`encoder.mpk` and `encoder.toml`), so
+/// [`load_encoder`] reads it.
 pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpgAgent<B>, CheckpointState, DdpgConfig), TrainError> {
     let state = load_checkpoint_state(dir)?;
     let config: DdpgConfig = toml::from_str(&state.config)
         .map_err(|e| TrainError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
-    let meta_path = dir.join(crate::pretrain::META_FILE);
-    let text = std::fs::read_to_string(&meta_path).map_err(TrainError::io(format!("cannot read {}", meta_path.display())))?;
-    let meta: EncoderMeta = toml::from_str(&text).map_err(|e| TrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
-    let encoder = meta.encoder.init::<B>(&meta.observation_space, device)?;
-    let encoder = encoder.load_record(load_record(&dir.join(ENCODER_FILE), device)?);
+    let (encoder, _) = load_encoder::<B>(dir, device)?;
     let width = box_width(&state.action_space, "ddpg-frozen")?;
     let heads = config.policy.init::<B>(encoder.latent_dim(), width, device);
     let heads = heads.load_record(load_record(&dir.join(AGENT_FILE), device)?);
@@ -333,7 +331,7 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
         action_space: action_space.clone(),
         config: config_text,
     };
-    let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(ENCODER_FILE))?;
+    let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(CHECKPOINT_FILE))?;
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
     let bar = progress(verbose, t.total_steps);
@@ -383,11 +381,8 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
                 let zs = tensor2::<B>(&batch.obs, latent_dim, device);
                 let next = tensor2::<B::InnerBackend>(&batch.next_obs, latent_dim, &inner);
                 let actions = Tensor::<B, 2>::from_data(TensorData::new(batch.actions.clone(), [n, width]), device);
-                let rewards = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(batch.rewards.clone(), [n]), &inner);
-                let not_done: Vec<f32> = batch.terminated.iter().map(|&x| if x { 0.0 } else { 1.0 }).collect();
-                let not_done = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(not_done, [n]), &inner);
                 let next_q = target.critic.forward(next.clone(), target.action(next));
-                let y = Tensor::<B, 1>::from_inner(rewards + not_done * next_q.mul_scalar(d.gamma));
+                let y = Tensor::<B, 1>::from_inner(td_target(&batch, next_q, d.gamma, 1.0));
                 let critic_loss = (heads.critic.forward(zs.clone(), actions) - y).square().mean();
                 let grads = GradientsParams::from_grads(critic_loss.backward(), &heads.critic);
                 heads = critic_optim.step(d.critic_lr, heads, grads);
@@ -425,8 +420,8 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
             let dir = run.file(&name);
             let files = [
                 (AGENT_FILE, record_bytes(heads.clone().into_record(), &dir.join(AGENT_FILE))?),
-                (ENCODER_FILE, encoder_bytes.clone()),
-                (crate::pretrain::META_FILE, meta_text.clone().into_bytes()),
+                (CHECKPOINT_FILE, encoder_bytes.clone()),
+                (META_FILE, meta_text.clone().into_bytes()),
             ];
             write_checkpoint(run, &name, &state, &files)?;
         }

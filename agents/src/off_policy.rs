@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 use crate::actor_critic::scale_to_bounds;
+use burn::prelude::*;
+
 use crate::checkpoint::TrainError;
+use crate::replay::ReplayBatch;
 use crate::run::RunDir;
 
 /// `[rollout]` of the off-policy agents.
@@ -127,6 +130,18 @@ pub fn to_env_actions(space: &ActionSpace, squashed: &[f32]) -> BatchActions {
     )
 }
 
+/// The TD target `reward_scale * r + gamma * (1 - terminated) * next_value` of a replay batch
+/// (`next_value`: `[N]`, at the next observation, without gradients). Truncated transitions
+/// bootstrap from their final observation; terminated ones do not.
+pub fn td_target<B: Backend>(batch: &ReplayBatch, next_value: Tensor<B, 1>, gamma: f64, reward_scale: f64) -> Tensor<B, 1> {
+    let n = batch.len();
+    let device = next_value.device();
+    let rewards = Tensor::<B, 1>::from_data(TensorData::new(batch.rewards.clone(), [n]), &device);
+    let not_done: Vec<f32> = batch.terminated.iter().map(|&t| if t { 0.0 } else { 1.0 }).collect();
+    let not_done = Tensor::<B, 1>::from_data(TensorData::new(not_done, [n]), &device);
+    rewards.mul_scalar(reward_scale) + not_done * next_value.mul_scalar(gamma)
+}
+
 /// Episode returns and rewards between two metrics rows, and running means of named losses.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -231,3 +246,27 @@ pub(crate) fn progress(verbose: bool, total: u64) -> ProgressBar {
     bar
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use m3ixup_envs::BatchObs;
+
+    #[test]
+    fn td_targets_bootstrap_truncated_transitions_and_never_terminated_ones() {
+        let empty = BatchObs { buffers: vec![], present: vec![] };
+        let batch = ReplayBatch {
+            obs: empty.clone(),
+            next_obs: empty,
+            actions: vec![0.0; 3],
+            rewards: vec![-1.0, -2.0, -3.0],
+            terminated: vec![false, true, false],
+            truncated: vec![false, false, true],
+        };
+        let next = Tensor::<Flex, 1>::from_floats([10.0, 20.0, 30.0], &Default::default());
+        let y: Vec<f32> = td_target(&batch, next, 0.5, 2.0).into_data().to_vec().unwrap();
+        // 2 r + 0.5 V(next): the terminated row keeps its reward alone.
+        assert_eq!(y, vec![-2.0 + 5.0, -4.0, -6.0 + 15.0]);
+    }
+}

@@ -41,7 +41,7 @@ use crate::actor_critic::{Mlp, PolicyInput};
 use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
-use crate::off_policy::{box_width, check_range, progress, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
 use crate::optim::soft_update;
 use crate::pretrain::{EnvSection, LossSection};
 use crate::replay::{next_observations, ReplayBuffer};
@@ -196,8 +196,10 @@ impl SacConfig {
                 format!("{} holds less than one batch ({}) or one step of every environment", self.replay.capacity, s.batch_size),
             ));
         }
-        if s.actor_every == 0 || s.target_every == 0 || s.aux_every == 0 {
-            return Err(TrainError::config("sac.actor_every", "actor_every, target_every and aux_every must be at least 1"));
+        for (field, every) in [("sac.actor_every", s.actor_every), ("sac.target_every", s.target_every), ("sac.aux_every", s.aux_every)] {
+            if every == 0 {
+                return Err(TrainError::config(field, "must be at least 1"));
+            }
         }
         check_range("sac.updates_per_step", s.updates_per_step, 0.0, 64.0, true)?;
         check_range("sac.gamma", s.gamma, 0.0, 1.0, false)?;
@@ -488,10 +490,7 @@ where
         let actor = self.agent.valid();
         let next = actor.sample(next_repr.clone(), normal_noise(n, width, rng, &inner));
         let next_q = self.target.critic.min(next_repr, next.action) - next.log_prob.mul_scalar(alpha);
-        let rewards = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(batch.rewards.clone(), [n]), &inner);
-        let not_done: Vec<f32> = batch.terminated.iter().map(|&t| if t { 0.0 } else { 1.0 }).collect();
-        let not_done = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(not_done, [n]), &inner);
-        let y = Tensor::<B, 1>::from_inner(rewards.mul_scalar(sac.reward_scale) + not_done * next_q.mul_scalar(sac.gamma));
+        let y = Tensor::<B, 1>::from_inner(td_target(batch, next_q, sac.gamma, sac.reward_scale));
 
         // Critic (+ auxiliary loss): one backward pass into the Q heads and the encoder.
         let (x, presence) = batch_input::<B>(space, &batch.obs, device);
@@ -543,7 +542,7 @@ where
 
         // Targets.
         if self.updates % sac.target_every == 0 {
-            let target = std::mem::replace(&mut self.target, SacTarget { encoder: self.agent.encoder.valid(), critic: self.agent.critic.valid() });
+            let target = self.target.clone();
             self.target = SacTarget {
                 encoder: soft_update(&self.agent.encoder, target.encoder, sac.encoder_tau),
                 critic: soft_update(&self.agent.critic, target.critic, sac.critic_tau),

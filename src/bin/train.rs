@@ -62,11 +62,7 @@ impl AnyConfig {
 
     /// `<algo>-<env>`, the default run-name prefix.
     fn kind(&self) -> String {
-        match self {
-            Self::Ppo(c) => format!("{}-{}", c.algo, c.env.name),
-            Self::Sac(c) => format!("{}-{}", c.algo, c.env.name),
-            Self::Ddpg(c) => format!("{}-{}", c.algo, c.env.name),
-        }
+        format!("{}-{}", self.algo(), self.env_name())
     }
 
     fn algo(&self) -> &str {
