@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # GPU benchmark (issue 7): the main PPO + M3ixup config for a fixed number of updates on every
 # available GPU device and on the CPU, printing env-steps/s, learner samples/s and GPU memory.
-# Runs prebuilt `train` binaries (no cargo needed on the GPU machine); copy this folder, the
-# configs/ folder and the binaries there:
+# Runs prebuilt `train` binaries (no cargo needed on the GPU machine). Build them with
+# scripts/build-gpu-bench.sh, which leaves gzip-compressed, stripped binaries in gpu-bench/,
+# then copy this folder, configs/ and gpu-bench/ to the GPU machine:
 #
-#   # on the build machine (x86-64 Linux):
-#   cargo build --release --features cuda --bin train && cp target/release/train train-cuda
-#   eval "$(scripts/setup-libtorch.sh)"          # optional, for the LibTorch devices
-#   cargo build --release --features tch --bin train && cp target/release/train train-tch
-#   # on the GPU machine:
-#   bench/gpu.sh --cuda-bin ./train-cuda [--tch-bin ./train-tch --libtorch DIR] [--updates 10] \
-#       [--case-timeout 900]   # seconds per device run: a stuck run is stopped and reported
+#   bench/gpu.sh --cuda-bin gpu-bench/train-cuda-base.gz --cuda-bin gpu-bench/train-cuda.gz \
+#       [--tch-bin ./train-tch --libtorch DIR] [--nvrtc DIR] [--updates 10] [--case-timeout 900]
 #
-# Needs the NVIDIA driver (libcuda) and, for cuda:N, NVRTC (libnvrtc.so.12: from a CUDA
-# toolkit, or --nvrtc DIR, e.g. a pip nvidia-cuda-nvrtc-cu12's nvidia/cuda_nvrtc/lib). The tch
-# binary needs LibTorch 2.9.0 with CUDA (--libtorch DIR: the torch/lib folder of a pip
+# --cuda-bin may be repeated: one binary per build of burn's CUDA backend (features `cuda`:
+# fusion + autotune; `cuda-base`: neither; `cuda-fusion`, `cuda-autotune`), each run as its
+# own case and named by its file name. A `.gz` binary is unpacked into the output folder.
+# Each CUDA run writes its kernel log (every kernel compilation and autotune, stamped with the
+# seconds since start: `train --kernel-log`) beside its output, keeps compiled kernels and
+# autotune results in a cache per binary (`train --kernel-cache`, shared by that binary's
+# cases), and the summary line says how many kernels it compiled and when the last one
+# started; a run that exceeds --case-timeout seconds is stopped and reported with the same
+# figures, which say whether it was still compiling.
+#
+# Needs the NVIDIA driver (libcuda) and, for cuda:N, NVRTC of the CUDA major version the
+# binary was built for (libnvrtc.so.12 by default, libnvrtc.so.13 with CUDARC_CUDA_VERSION=13000:
+# from a CUDA toolkit, or --nvrtc DIR) and the CUDA headers (CUDA_PATH, default /usr/local/cuda).
+# The tch binary needs LibTorch 2.9.0 with CUDA (--libtorch DIR: the torch/lib folder of a pip
 # torch==2.9.0, whose own rpath finds the nvidia-* wheels beside it), unless it finds it at the
 # path it was built with. Devices a binary cannot use are reported and skipped.
 #
@@ -23,16 +30,17 @@
 #   env-steps/s         transitions per update / wall seconds per update (rollout + learning)
 #   learner samples/s   transitions x update epochs / learning seconds (gradient passes per second)
 #   GPU memory          peak memory.used of that GPU during the run minus before it (nvidia-smi)
+#   warm-up             the first update's wall seconds (rollout + learning)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-cuda_bin="" tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
+cuda_bins=() tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
 cpu_devices="flex" sets=() out="" case_timeout=900
-usage() { sed -n '2,30p' "$0"; exit "${1:-0}"; }
+usage() { sed -n '2,34p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --cuda-bin) cuda_bin="$2"; shift 2 ;;
+        --cuda-bin) cuda_bins+=("$2"); shift 2 ;;
         --tch-bin) tch_bin="$2"; shift 2 ;;
         --libtorch) libtorch="$2"; shift 2 ;;
         --nvrtc) nvrtc="$2"; shift 2 ;;
@@ -46,12 +54,23 @@ while [ $# -gt 0 ]; do
         *) echo "unknown argument $1" >&2; usage 2 ;;
     esac
 done
-[ -n "$cuda_bin$tch_bin" ] || { echo "give --cuda-bin and/or --tch-bin" >&2; exit 2; }
+[ ${#cuda_bins[@]} -gt 0 ] || [ -n "$tch_bin" ] || { echo "give --cuda-bin and/or --tch-bin" >&2; exit 2; }
 [ "$updates" -ge 2 ] || { echo "--updates must be at least 2 (the first is warm-up)" >&2; exit 2; }
 [ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -n "$libtorch" ] && export LD_LIBRARY_PATH="$libtorch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 out="${out:-$(mktemp -d /tmp/m3ixup-gpu-bench.XXXXXX)}"
 mkdir -p "$out"
+
+# Compressed binaries (as scripts/build-gpu-bench.sh leaves them) are unpacked into $out.
+for i in "${!cuda_bins[@]}"; do
+    b="${cuda_bins[$i]}"
+    [ -f "$b" ] || { echo "--cuda-bin $b: no such file" >&2; exit 2; }
+    if [ "${b%.gz}" != "$b" ]; then
+        u="$out/bin/$(basename "${b%.gz}")"
+        mkdir -p "$out/bin" && gzip -dc "$b" > "$u" && chmod +x "$u"
+        cuda_bins[$i]="$u"
+    fi
+done
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1; then
@@ -70,18 +89,32 @@ echo
 cases=()
 for d in $cpu_devices; do
     case "$d" in
-        flex) cases+=("${cuda_bin:-$tch_bin} flex learner") ;;
+        flex) cases+=("${cuda_bins[0]:-$tch_bin} flex learner") ;;
         libtorch) [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch learner") ;;
     esac
 done
 for g in "${gpus[@]}"; do
-    for inference in learner cpu; do
-        [ -n "$cuda_bin" ] && cases+=("$cuda_bin cuda:$g $inference")
-        [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch-cuda:$g $inference")
+    for cuda_bin in "${cuda_bins[@]}"; do
+        for inference in learner cpu; do cases+=("$cuda_bin cuda:$g $inference"); done
     done
+    if [ -n "$tch_bin" ]; then
+        for inference in learner cpu; do cases+=("$tch_bin libtorch-cuda:$g $inference"); done
+    fi
 done
 
 gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$1" 2>/dev/null | head -1; }
+
+# What a CUDA run's kernel log says: kernels compiled, autotunes started, when the last
+# compilation started (seconds since the start) and the log's last line.
+kernel_summary() {
+    [ -s "$1" ] || { echo "no kernel log"; return; }
+    local compiled tuned last_compile last_line
+    compiled="$(grep -c '\[Compiling kernel\]' "$1" || true)"
+    tuned="$(grep -c ' Tuning ' "$1" || true)"
+    last_compile="$(grep '\[Compiling kernel\]' "$1" | tail -1 | awk '{print $1}')"
+    last_line="$(grep -E '^ *[0-9]+\.[0-9]+s ' "$1" | tail -1 | cut -c1-160)"
+    echo "$compiled kernels compiled (last started at ${last_compile:-never}), $tuned autotunes; last log line: $last_line"
+}
 
 # Column of a metrics.csv by header name; mean over rows 2.. (the first update is warm-up).
 csv_mean() {
@@ -93,8 +126,15 @@ results=()
 ref_sps=""
 for c in "${cases[@]}"; do
     read -r bin dev inference <<< "$c"
-    name="$(echo "$dev" | tr ':' '-')-inference-$inference"
+    build="$(basename "$bin")"
+    name="$build-$(echo "$dev" | tr ':' '-')-inference-$inference"
     label="$dev, inference on $inference"
+    kernel_args=()
+    case "$dev" in
+        cuda:*)
+            label="$dev ($build), inference on $inference"
+            kernel_args=(--kernel-log "$out/$name.kernels.log" --kernel-cache "$out/kernel-cache/$build") ;;
+    esac
     log="$out/$name.log"
     gpu=""; case "$dev" in *:*) gpu="${dev##*:}" ;; esac
     base=""; peak_file="$out/$name.mem"; : > "$peak_file"; poll=""
@@ -106,24 +146,28 @@ for c in "${cases[@]}"; do
     echo "== $label ($bin)"
     set +e
     timeout "$case_timeout" "$bin" --config "$config" --device "$dev" --max-updates "$updates" --runs-dir "$out/runs" \
-        --run-name "$name" --quiet --set rollout.inference="$inference" "${sets[@]}" > "$log" 2>&1
+        --run-name "$name" --quiet --set rollout.inference="$inference" "${kernel_args[@]}" "${sets[@]}" > "$log" 2>&1
     rc=$?
     set -e
     [ -n "$poll" ] && kill "$poll" 2>/dev/null && wait "$poll" 2>/dev/null || true
     if [ $rc -eq 124 ]; then
         done_updates="$(($(wc -l < "$out/runs/$name/metrics.csv" 2>/dev/null || echo 1) - 1))"
         echo "   stopped after ${case_timeout}s with $done_updates of $updates updates done (log: $log)"
-        results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | |")
+        [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
+        results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | | |")
         continue
     elif [ $rc -ne 0 ]; then
-        echo "   failed or unavailable (exit $rc): $(grep -m1 -i 'error\|device' "$log" | cut -c1-300)"
-        results+=("| $label | unavailable | | | | |")
+        echo "   failed or unavailable (exit $rc): $(grep -m1 -i 'error\|device\|panicked' "$log" | cut -c1-300)"
+        [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
+        results+=("| $label | unavailable | | | | | |")
         continue
     fi
     csv="$out/runs/$name/metrics.csv"
     batch="$(grep -m1 -o '[0-9]* updates of [0-9]* transitions' "$log" | awk '{print $4}')"
     epochs="$(awk -F= '/^\[ppo\]/{s=1;next} /^\[/{s=0} s && $1 ~ /^update_epochs *$/ {gsub(/ /,"",$2); print $2}' "$out/runs/$name/config.toml")"
     rollout_s="$(csv_mean "$csv" time/rollout_seconds)"
+    warmup_s="$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "time/rollout_seconds") r = i; if ($i == "time/learn_seconds") l = i }; next }
+        NR == 2 { printf "%.1f", $r + $l }' "$csv")"
     learn_s="$(csv_mean "$csv" time/learn_seconds)"
     sps="$(awk -v b="$batch" -v r="$rollout_s" -v l="$learn_s" 'BEGIN { printf "%.0f", b / (r + l) }')"
     lsps="$(awk -v b="$batch" -v e="$epochs" -v l="$learn_s" 'BEGIN { printf "%.0f", b * e / l }')"
@@ -134,13 +178,14 @@ for c in "${cases[@]}"; do
     fi
     [ -z "$gpu" ] && [ -z "$ref_sps" ] && ref_sps="$sps" ref_dev="$dev"
     speedup="$(awk -v s="$sps" -v r="$ref_sps" 'BEGIN { if (r > 0) printf "%.2fx", s / r; else print "-" }')"
-    echo "   env-steps/s $sps, learner samples/s $lsps, rollout ${rollout_s}s + learning ${learn_s}s per update, GPU memory $mem"
-    results+=("| $label | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem |")
+    echo "   env-steps/s $sps, learner samples/s $lsps, rollout ${rollout_s}s + learning ${learn_s}s per update, GPU memory $mem, first update ${warmup_s}s"
+    [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
+    results+=("| $label | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem | $warmup_s |")
 done
 
 echo
 echo "PPO + M3ixup ($(basename "$config")), $updates updates, first left out; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| device | env-steps/s | vs ${ref_dev:-CPU} | learner samples/s | s/update rollout / learning | GPU memory (peak - idle) |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| device | env-steps/s | vs ${ref_dev:-CPU} | learner samples/s | s/update rollout / learning | GPU memory (peak - idle) | first update, s |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${results[@]}"

@@ -1,20 +1,22 @@
 //! Backend and device selection: the one place where a burn backend is chosen.
 //!
-//! Library code stays generic over `B: Backend` / `B: AutodiffBackend`; a binary parses a
-//! [`DeviceSpec`] (its `--device` argument), optionally sets [`Threads`], and hands a
-//! [`BackendJob`] to [`run_on`], which instantiates the job with the concrete backend:
+//! Library code stays generic over `B: Backend` / `B: AutodiffBackend`; a binary flattens
+//! [`DeviceArgs`] into its arguments (`--device`, `--threads`, and for `cuda:N` `--kernel-log`
+//! and `--kernel-cache`) and hands a [`BackendJob`] to [`DeviceArgs::run`], which instantiates
+//! the job with the concrete backend ([`run_on`] does the same from a bare [`DeviceSpec`]):
 //!
 //! | `--device` | backend | Cargo feature |
 //! |---|---|---|
 //! | `flex` | `Autodiff<Flex>`, burn's pure-Rust CPU backend | always |
 //! | `libtorch` | `Autodiff<LibTorch>` on the CPU | `tch` |
 //! | `libtorch-cuda:N` | `Autodiff<LibTorch>` on CUDA device N | `tch` |
-//! | `cuda:N` | `Autodiff<Cuda>`, burn's CubeCL CUDA backend, on device N | `cuda` |
+//! | `cuda:N` | `Autodiff<Cuda>`, burn's CubeCL CUDA backend, on device N | `cuda` (fusion + autotune) or `cuda-base`, `cuda-fusion`, `cuda-autotune` ([`CUDA_KERNELS`]) |
 //!
 //! Asking for a device whose feature this binary was not built with, or for a GPU that is not
 //! there, fails before any work with an error that lists the features and devices this binary has.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::bail;
@@ -60,7 +62,28 @@ impl DeviceSpec {
             DeviceSpec::Cuda(_) => "Autodiff<Cuda>",
         }
     }
+
+    /// The backend's name and, for `cuda:N`, how this binary builds its kernels
+    /// ([`CUDA_KERNELS`]): for startup lines and benchmark tables.
+    pub fn describe(&self) -> String {
+        match self {
+            DeviceSpec::Cuda(_) => format!("{}, {CUDA_KERNELS}", self.backend_name()),
+            _ => self.backend_name().to_string(),
+        }
+    }
 }
+
+/// How burn's CUDA backend makes its kernels in this binary: kernel fusion and autotuning
+/// (feature `cuda`), one of them (`cuda-fusion`, `cuda-autotune`) or neither (`cuda-base`).
+pub const CUDA_KERNELS: &str = if cfg!(all(feature = "cuda-fusion", feature = "cuda-autotune")) {
+    "fusion + autotune"
+} else if cfg!(feature = "cuda-fusion") {
+    "fusion, no autotune"
+} else if cfg!(feature = "cuda-autotune") {
+    "autotune, no fusion"
+} else {
+    "no fusion, no autotune"
+};
 
 impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,7 +165,7 @@ pub fn compiled_features() -> Vec<&'static str> {
     if cfg!(feature = "tch") {
         f.push("tch");
     }
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "cuda-base") {
         f.push("cuda");
     }
     f
@@ -164,7 +187,7 @@ pub fn libtorch_cuda_device_count() -> usize {
 /// Number of CUDA devices the NVIDIA driver reports to burn's CUDA backend (0 without the `cuda`
 /// feature, the driver library `libcuda.so` or a GPU).
 pub fn cuda_device_count() -> usize {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "cuda-base")]
     {
         // cudarc loads libcuda lazily and panics when it is missing: ask first, and catch.
         // SAFETY: only tries to dlopen the driver library.
@@ -173,13 +196,14 @@ pub fn cuda_device_count() -> usize {
         }
         quietly(|| cudarc::driver::CudaContext::device_count().map(|n| n.max(0) as usize).unwrap_or(0)).unwrap_or(0)
     }
-    #[cfg(not(feature = "cuda"))]
+    #[cfg(not(feature = "cuda-base"))]
     {
         0
     }
 }
 
-/// Runs `f`, turning a panic into `None` without printing it (for probing native libraries).
+/// Runs `f`, turning a panic into `None` without printing it (for probing native libraries and
+/// CubeCL's set-once configuration).
 #[allow(dead_code)]
 fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
     let hook = std::panic::take_hook();
@@ -198,7 +222,7 @@ pub fn available() -> Vec<DeviceSpec> {
         v.push(DeviceSpec::LibTorch);
         v.extend((0..libtorch_cuda_device_count()).map(DeviceSpec::LibTorchCuda));
     }
-    if cfg!(feature = "cuda") {
+    if cfg!(feature = "cuda-base") {
         v.extend((0..cuda_device_count()).map(DeviceSpec::Cuda));
     }
     v
@@ -207,7 +231,11 @@ pub fn available() -> Vec<DeviceSpec> {
 /// One line naming the compiled features and the available devices, for errors and `--help`.
 pub fn describe_available() -> String {
     let devices: Vec<String> = available().iter().map(|d| d.to_string()).collect();
-    format!("this binary has the backend features [{}] and the devices [{}]", compiled_features().join(", "), devices.join(", "))
+    let features: Vec<String> = compiled_features()
+        .iter()
+        .map(|&f| if f == "cuda" { format!("cuda ({CUDA_KERNELS})") } else { f.to_string() })
+        .collect();
+    format!("this binary has the backend features [{}] and the devices [{}]", features.join(", "), devices.join(", "))
 }
 
 /// Fails unless `spec` can be used by this binary on this machine; the error names the missing
@@ -281,6 +309,148 @@ impl Threads {
     }
 }
 
+/// What every binary takes to choose where it runs: `--device`, `--threads`, and for `cuda:N`
+/// the kernel log and cache. Flattened into each binary's arguments so that the flags, their
+/// help and their checks live here once.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct DeviceArgs {
+    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
+    /// at start, naming what this binary has).
+    #[arg(long, default_value = "flex")]
+    pub device: DeviceSpec,
+    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// cuda:N only: log every GPU kernel compilation and autotune result to this file, each line
+    /// stamped with the seconds since the start (where a slow warm-up spends its time).
+    #[arg(long)]
+    pub kernel_log: Option<PathBuf>,
+    /// cuda:N only: keep compiled kernels (PTX) and autotune results in this directory, so that
+    /// later runs on the same GPU and driver skip that warm-up.
+    #[arg(long)]
+    pub kernel_cache: Option<PathBuf>,
+}
+
+impl DeviceArgs {
+    /// Fails unless the device is usable here (see [`check`]) and the kernel options fit it.
+    pub fn check(&self) -> anyhow::Result<()> {
+        check(&self.device)?;
+        if !matches!(self.device, DeviceSpec::Cuda(_)) {
+            for (flag, given) in [("--kernel-log", &self.kernel_log), ("--kernel-cache", &self.kernel_cache)] {
+                if given.is_some() {
+                    bail!(
+                        "{flag} applies to cuda:N devices only (burn's CUDA backend compiles its kernels at run time); \
+                         device `{}` does not",
+                        self.device
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `job` on the device with these thread counts and kernel options.
+    pub fn run<J: BackendJob>(&self, job: J) -> anyhow::Result<J::Output> {
+        self.check()?;
+        if matches!(self.device, DeviceSpec::Cuda(_)) {
+            configure_cuda_kernels(self.kernel_log.as_deref(), self.kernel_cache.as_deref())?;
+        }
+        run_on_with(&self.device, Threads::new(self.threads), job)
+    }
+}
+
+/// A `log` sink for CubeCL's kernel log (`--kernel-log`): each record one line, stamped with the
+/// seconds since the sink was made, written through at once so that a run stopped mid-warm-up
+/// still shows what it was compiling.
+pub struct KernelLog {
+    start: std::time::Instant,
+    file: std::sync::Mutex<std::io::LineWriter<std::fs::File>>,
+}
+
+impl KernelLog {
+    /// Creates (truncates) `path`.
+    pub fn create(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("--kernel-log {}: cannot create the file: {e}", path.display()))?;
+        Ok(KernelLog { start: std::time::Instant::now(), file: std::sync::Mutex::new(std::io::LineWriter::new(file)) })
+    }
+}
+
+impl log::Log for KernelLog {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        use std::io::Write;
+        let seconds = self.start.elapsed().as_secs_f64();
+        if let Ok(mut file) = self.file.lock() {
+            // Multi-line messages (autotune tables) keep the stamp on their first line only.
+            let _ = writeln!(file, "{seconds:10.3}s {}", record.args());
+        }
+    }
+
+    fn flush(&self) {
+        use std::io::Write;
+        if let Ok(mut file) = self.file.lock() {
+            let _ = file.flush();
+        }
+    }
+}
+
+/// Sets CubeCL's runtime configuration for `cuda:N` from `--kernel-log` and `--kernel-cache`,
+/// on top of what CubeCL itself reads (a `cubecl.toml` in the working directory or above, and
+/// the `CUBECL_*` environment variables, e.g. `CUBECL_AUTOTUNE_LEVEL`). CubeCL takes its
+/// configuration once per process, before its first kernel; a second call with the same
+/// options is a no-op, one with other options an error.
+#[allow(unused_variables)]
+fn configure_cuda_kernels(kernel_log: Option<&Path>, kernel_cache: Option<&Path>) -> anyhow::Result<()> {
+    #[cfg(feature = "cuda-base")]
+    {
+        use cubecl_common::config::logger::LogCrateLevel;
+        use cubecl_runtime::config::autotune::AutotuneLogLevel;
+        use cubecl_runtime::config::cache::CacheConfig;
+        use cubecl_runtime::config::compilation::CompilationLogLevel;
+        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+        use std::sync::OnceLock;
+
+        static APPLIED: OnceLock<(Option<PathBuf>, Option<PathBuf>)> = OnceLock::new();
+        let wanted = (kernel_log.map(Path::to_path_buf), kernel_cache.map(Path::to_path_buf));
+        if let Some(applied) = APPLIED.get() {
+            if *applied != wanted {
+                bail!("the CUDA kernel options can be set once per process (already {applied:?}, now {wanted:?})");
+            }
+            return Ok(());
+        }
+        if wanted == (None, None) {
+            return Ok(());
+        }
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        if let Some(path) = kernel_log {
+            log::set_boxed_logger(Box::new(KernelLog::create(path)?))
+                .map_err(|_| anyhow::anyhow!("--kernel-log: another logger is already installed in this process"))?;
+            log::set_max_level(log::LevelFilter::Info);
+            config.compilation.logger.level = CompilationLogLevel::Basic;
+            config.compilation.logger.log = Some(LogCrateLevel::Info);
+            config.autotune.logger.level = AutotuneLogLevel::Full;
+            config.autotune.logger.log = Some(LogCrateLevel::Info);
+        }
+        if let Some(dir) = kernel_cache {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("--kernel-cache {}: cannot create the directory: {e}", dir.display()))?;
+            config.compilation.cache = Some(CacheConfig::File(dir.to_path_buf()));
+            config.autotune.cache = CacheConfig::File(dir.to_path_buf());
+        }
+        let set = quietly(move || CubeClRuntimeConfig::set(config));
+        anyhow::ensure!(set.is_some(), "CubeCL was configured before --kernel-log / --kernel-cache could be applied");
+        let _ = APPLIED.set(wanted);
+    }
+    Ok(())
+}
+
 /// Work that is generic over the autodiff backend: [`run_on`] calls [`BackendJob::run`] with
 /// the backend and device that a [`DeviceSpec`] names.
 ///
@@ -318,7 +488,7 @@ pub fn run_on_with<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -
         DeviceSpec::LibTorchCuda(n) => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
             burn::backend::libtorch::LibTorchDevice::Cuda(n),
         ),
-        #[cfg(feature = "cuda")]
+        #[cfg(feature = "cuda-base")]
         DeviceSpec::Cuda(n) => {
             job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(n))
         }
@@ -383,6 +553,93 @@ mod tests {
             let e = check(&DeviceSpec::LibTorch).unwrap_err().to_string();
             assert!(e.contains("`tch`"), "{e}");
         }
+    }
+
+    #[test]
+    fn device_args_parse_as_flattened_flags() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            device: DeviceArgs,
+        }
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["bin", "--device", "cuda:1", "--threads", "2", "--kernel-log", "k.log", "--kernel-cache", "kc"])
+            .unwrap();
+        assert_eq!(
+            cli.device,
+            DeviceArgs {
+                device: DeviceSpec::Cuda(1),
+                threads: Some(2),
+                kernel_log: Some("k.log".into()),
+                kernel_cache: Some("kc".into()),
+            }
+        );
+        assert_eq!(Cli::try_parse_from(["bin"]).unwrap().device, DeviceArgs::default());
+    }
+
+    #[test]
+    fn kernel_options_are_refused_off_cuda() {
+        for (log, cache, flag) in [(Some("k.log"), None, "--kernel-log"), (None, Some("kc"), "--kernel-cache")] {
+            let args = DeviceArgs {
+                device: DeviceSpec::Flex,
+                kernel_log: log.map(PathBuf::from),
+                kernel_cache: cache.map(PathBuf::from),
+                ..Default::default()
+            };
+            let e = args.check().unwrap_err().to_string();
+            assert!(e.contains(&format!("{flag} applies to cuda:N devices only")) && e.contains("`flex`"), "{e}");
+        }
+        DeviceArgs::default().check().unwrap();
+    }
+
+    #[test]
+    fn kernel_log_stamps_each_line_with_the_seconds_since_start() {
+        use log::Log;
+        let path = std::env::temp_dir().join(format!("m3ixup-kernel-log-{}.log", std::process::id()));
+        let sink = KernelLog::create(&path).unwrap();
+        let record = |level, args| log::Record::builder().level(level).args(args).build();
+        sink.log(&record(log::Level::Info, format_args!("[Compiling kernel] matmul")));
+        sink.log(&record(log::Level::Debug, format_args!("left out: below info")));
+        sink.log(&record(log::Level::Info, format_args!("autotune: fastest simple")));
+        // Written through without a flush: a run stopped mid-warm-up keeps its log.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        for (line, msg) in lines.iter().zip(["[Compiling kernel] matmul", "autotune: fastest simple"]) {
+            let (stamp, rest) = line.trim_start().split_once("s ").unwrap();
+            let seconds: f64 = stamp.parse().unwrap();
+            assert!((0.0..60.0).contains(&seconds), "{line}");
+            assert_eq!(rest, msg);
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// The CubeCL configuration that `--kernel-log` / `--kernel-cache` set, end to end through
+    /// CubeCL's own logger (no GPU needed: configuration and logging only). Runs in builds with
+    /// a `cuda*` feature: `cargo test --features cuda-base --lib device`.
+    #[cfg(feature = "cuda-base")]
+    #[test]
+    fn kernel_options_configure_cubecl_once() {
+        use cubecl_runtime::config::cache::CacheConfig;
+        use cubecl_runtime::config::{CubeClRuntimeConfig, Logger, RuntimeConfig};
+        let dir = std::env::temp_dir().join(format!("m3ixup-kernel-options-{}", std::process::id()));
+        let (log, cache) = (dir.join("kernels.log"), dir.join("cache"));
+        std::fs::create_dir_all(&dir).unwrap();
+        configure_cuda_kernels(Some(&log), Some(&cache)).unwrap();
+        configure_cuda_kernels(Some(&log), Some(&cache)).expect("the same options again are a no-op");
+        let e = configure_cuda_kernels(None, Some(&cache)).unwrap_err().to_string();
+        assert!(e.contains("once per process"), "{e}");
+
+        let config = CubeClRuntimeConfig::get();
+        assert!(cache.is_dir());
+        assert!(matches!(&config.compilation.cache, Some(CacheConfig::File(p)) if *p == cache));
+        assert!(matches!(&config.autotune.cache, CacheConfig::File(p) if *p == cache));
+        let mut logger = Logger::new();
+        logger.log_compilation(&"[Compiling kernel] probe");
+        logger.log_autotune(&"autotune probe");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(text.contains("s [Compiling kernel] probe") && text.contains("s autotune probe"), "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -314,6 +314,19 @@ fn binaries_refuse_an_unavailable_device_at_start() {
         assert!(stderr.contains("this binary has the backend features [flex"), "{stderr}");
         assert!(!runs.exists(), "no run directory before the device check");
     }
+    // The CUDA kernel options on a device without run-time kernels: refused the same way.
+    let log = runs.with_extension("kernels.log");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["--device", "flex", "--kernel-log"])
+        .arg(&log)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "--kernel-log on flex: {stderr}");
+    assert!(stderr.contains("--kernel-log applies to cuda:N devices only"), "{stderr}");
+    assert!(!runs.exists() && !log.exists(), "nothing written before the check");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_train")).args(["--device", "gpu"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a malformed --device is a usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("flex | libtorch | libtorch-cuda:N | cuda:N"));

@@ -16,7 +16,7 @@ use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
 use m3ixup::agents::ppo::PpoConfig;
 use m3ixup::bench::{env_table, ppo_update_timing, train_step_timing, PpoTiming, StepTiming};
 use m3ixup::config::load;
-use m3ixup::device::{run_on_with, BackendJob, DeviceSpec, Threads};
+use m3ixup::device::{BackendJob, DeviceArgs, DeviceSpec, Threads};
 use m3ixup::envs::registered_names;
 
 /// The `bench encoders` timings, generic over the backend that `--device` selects.
@@ -95,12 +95,8 @@ enum What {
         warmup: usize,
         #[arg(long, default_value_t = 128)]
         batch_size: usize,
-        /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N.
-        #[arg(long, default_value = "flex")]
-        device: DeviceSpec,
-        /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
-        #[arg(long)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        device: DeviceArgs,
         /// Time the GMC loss only.
         #[arg(long)]
         gmc_only: bool,
@@ -123,16 +119,14 @@ enum What {
         /// Runs per config, interleaved.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
-        #[arg(long, default_value = "flex")]
-        device: DeviceSpec,
-        #[arg(long)]
-        threads: Option<usize>,
+        #[command(flatten)]
+        device: DeviceArgs,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().what {
-        What::Ppo { config, variants, updates, rounds, device, threads } => {
+        What::Ppo { config, variants, updates, rounds, device } => {
             anyhow::ensure!(updates >= 2, "--updates must be at least 2 (the first is warm-up)");
             let mut names = vec!["the config".to_string()];
             let mut configs: Vec<PpoConfig> = vec![load(Some(config.as_path()), &[])?];
@@ -144,11 +138,13 @@ fn main() -> anyhow::Result<()> {
             for c in &configs {
                 c.validate()?;
             }
-            let timings = run_on_with(&device, Threads::new(threads), PpoTimings { configs: &configs, updates, rounds })?;
+            let timings = device.run(PpoTimings { configs: &configs, updates, rounds })?;
             println!(
-                "PPO training throughput, {} on {device}: {rounds} interleaved run(s) of {updates} updates per config, \
+                "PPO training throughput, {} on {} ({}): {rounds} interleaved run(s) of {updates} updates per config, \
                  the first update of each left out",
-                config.display()
+                config.display(),
+                device.device,
+                device.device.describe()
             );
             println!();
             println!("| config | env-steps/s | vs the config | s/update rollout | s/update learning |");
@@ -184,12 +180,12 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        What::Encoders { steps, warmup, batch_size, device, threads, gmc_only, json } => {
+        What::Encoders { steps, warmup, batch_size, device: args, gmc_only, json } => {
             let env = "multimodal-pendulum";
-            let threads = Threads::new(threads);
             let job = EncoderTimings { batch_size, warmup, steps, gmc_only };
-            let (gmc, full) = run_on_with(&device, threads, job)?;
-            let intra = if device == DeviceSpec::Flex { 1 } else { threads.resolved().0 };
+            let (gmc, full) = args.run(job)?;
+            let device = args.device;
+            let intra = if device == DeviceSpec::Flex { 1 } else { Threads::new(args.threads).resolved().0 };
             if json {
                 let mut out = serde_json::json!({
                     "device": device.to_string(),
@@ -210,7 +206,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "one training step (batch assembly, loss, backward, Adam update), batch {batch_size}, {env}, \
                  GMC encoder, device {device} (backend {}, {intra} CPU thread(s)); median of {steps} steps after {warmup} warm-up",
-                device.backend_name()
+                device.describe()
             );
             println!();
             println!("| loss | s/step (median) | s/step (min) | vs GMC |");

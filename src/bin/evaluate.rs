@@ -22,7 +22,7 @@ use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
 use m3ixup::agents::pretrain::EnvSection;
 use m3ixup::agents::{ddpg, ppo, sac};
 use m3ixup::agents::run::write_atomic;
-use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
+use m3ixup::device::{BackendJob, DeviceArgs};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
 
 #[derive(Parser)]
@@ -67,13 +67,8 @@ struct Cli {
     out: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
-    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
-    /// at start, naming what this binary has).
-    #[arg(long, default_value = "flex")]
-    device: DeviceSpec,
-    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// The evaluation, generic over the backend `--device` selects (inference only: the autodiff
@@ -193,8 +188,8 @@ fn main() -> anyhow::Result<()> {
         frozen: !cli.no_frozen,
     };
     config.validate()?;
-    device::check(&cli.device)?;
-    let report = device::run_on_with(&cli.device, Threads::new(cli.threads), Evaluate { cli: &cli, config: &config })?;
+    cli.device.check()?;
+    let report = cli.device.run(Evaluate { cli: &cli, config: &config })?;
 
     let markdown = report.to_markdown();
     println!("{markdown}");

@@ -18,7 +18,7 @@ use burn::tensor::backend::AutodiffBackend;
 use m3ixup::agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary, CHECKPOINT_FILE};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::{load, to_toml};
-use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
+use m3ixup::device::{BackendJob, DeviceArgs};
 
 /// Pretraining, generic over the backend that `--device` selects.
 struct Pretrain<'a> {
@@ -55,19 +55,14 @@ struct Cli {
     /// No progress bars or per-epoch lines.
     #[arg(long)]
     quiet: bool,
-    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (what this binary has:
-    /// see the error for an unavailable one).
-    #[arg(long, default_value = "flex")]
-    device: DeviceSpec,
-    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
-    device::check(&cli.device)?;
+    cli.device.check()?;
     let config: PretrainConfig = load(cli.config.as_deref(), &cli.set)?;
     config.validate().context("invalid pretrain config")?;
     println!("# resolved config\n{}", to_toml(&config)?);
@@ -77,10 +72,10 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
     println!("run directory: {}", run.path().display());
 
-    println!("device: {} ({})", cli.device, cli.device.backend_name());
+    println!("device: {} ({})", cli.device.device, cli.device.device.describe());
 
     let job = Pretrain { config: &config, run: &run, options: PretrainOptions { verbose: !cli.quiet } };
-    let summary = device::run_on_with(&cli.device, Threads::new(cli.threads), job)?;
+    let summary = cli.device.run(job)?;
 
     println!();
     println!(

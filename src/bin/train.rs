@@ -26,7 +26,7 @@ use m3ixup::agents::sac::{self, SacConfig};
 use m3ixup::config::{load, to_toml};
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
-use m3ixup::device::{self, BackendJob, DeviceSpec, Threads};
+use m3ixup::device::{BackendJob, DeviceArgs};
 
 /// A config of one of the algorithms `train` knows, chosen by its `algo` key.
 enum AnyConfig {
@@ -156,19 +156,14 @@ struct Cli {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
-    /// at start, naming what this binary has).
-    #[arg(long, default_value = "flex")]
-    device: DeviceSpec,
-    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
-    device::check(&cli.device)?;
+    cli.device.check()?;
     let (config, run): (AnyConfig, RunDir) = match &cli.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
@@ -211,9 +206,9 @@ fn main() -> anyhow::Result<()> {
     }
 
     let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
-    println!("device: {} ({})", cli.device, cli.device.backend_name());
+    println!("device: {} ({})", cli.device.device, cli.device.device.describe());
     let summary =
-        device::run_on_with(&cli.device, Threads::new(cli.threads), Train { config: &config, run: &run, options: &options })?;
+        cli.device.run(Train { config: &config, run: &run, options: &options })?;
 
     println!(
         "{} env steps in {:.1} s ({:.0} env steps/s); last reward/step {:.3}, recent episodic return {:.1}",

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Builds the `train` binaries that bench/gpu.sh runs on a GPU machine (where there is no
+# cargo), one per build of burn's CUDA backend, into gpu-bench/ (gitignored): stripped and
+# gzip-compressed, so that two of them fit in what a GPU session can carry (bench/gpu.sh
+# unpacks them).
+#
+#   scripts/build-gpu-bench.sh [--cuda-version 13000] [--features "cuda-base cuda"] [--out gpu-bench]
+#
+# --cuda-version: the CUDA driver API the binaries bind to (CUDARC_CUDA_VERSION): 12040 (the
+#   default in .cargo/config.toml, drivers >= 550), 12080 (>= 570) or 13000 (CUDA 13, >= 580).
+# --features: which builds, each one Cargo feature: cuda (fusion + autotune), cuda-base
+#   (neither), cuda-fusion, cuda-autotune. Each lands as gpu-bench/train-<feature>.gz.
+#
+# Cargo keeps each feature set's artifacts apart in target/, so after the first build of each,
+# rebuilding after a change recompiles only this project's crates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cuda_version="${CUDARC_CUDA_VERSION:-12040}" features="cuda-base cuda" out="gpu-bench"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cuda-version) cuda_version="$2"; shift 2 ;;
+        --features) features="$2"; shift 2 ;;
+        --out) out="$2"; shift 2 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+case "$cuda_version" in
+    12040|12080|13000) ;;
+    *) echo "--cuda-version $cuda_version: expected 12040, 12080 or 13000" >&2; exit 2 ;;
+esac
+
+mkdir -p "$out"
+for feature in $features; do
+    case "$feature" in
+        cuda|cuda-base|cuda-fusion|cuda-autotune) ;;
+        *) echo "--features: \`$feature\` is not a CUDA build (expected cuda, cuda-base, cuda-fusion or cuda-autotune)" >&2; exit 2 ;;
+    esac
+    echo "== train, --features $feature, CUDARC_CUDA_VERSION=$cuda_version"
+    CUDARC_CUDA_VERSION="$cuda_version" cargo build --release --quiet --features "$feature" --bin train
+    tmp="$out/.train-$feature.gz.tmp"
+    strip -o "$out/.train-$feature" target/release/train
+    gzip -9c "$out/.train-$feature" > "$tmp"
+    rm "$out/.train-$feature"
+    mv "$tmp" "$out/train-$feature.gz"
+    ls -l "$out/train-$feature.gz"
+done
+cat > "$out/BUILD.txt" <<EOF
+built $(date -u +%Y-%m-%dT%H:%MZ) from $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with local changes)')
+CUDARC_CUDA_VERSION=$cuda_version; features: $features
+EOF
+echo "in $out/: $(ls "$out" | tr '\n' ' ')"
