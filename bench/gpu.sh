@@ -37,7 +37,7 @@ root="$(cd "$here/.." && pwd)"
 
 cuda_bins=() tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
 cpu_devices="flex" sets=() out="" case_timeout=900
-usage() { sed -n '2,34p' "$0"; exit "${1:-0}"; }
+usage() { sed -n '2,33p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --cuda-bin) cuda_bins+=("$2"); shift 2 ;;
