@@ -71,6 +71,13 @@ fn each_condition_masks_or_corrupts_exactly_what_it_says() {
         }
     }
 
+    // Binary pixels (0 or 1) change too: noise below half a level is not rounded away.
+    let noisy_pixels = trajectory(&Condition::Noise { modality: "pixels".into(), sigma: 0.1 });
+    for (o, c) in noisy_pixels.iter().zip(&clean) {
+        assert_ne!(o.data[0], c.data[0], "pixel noise changes every frame");
+        assert_eq!(o.data[1], c.data[1]);
+    }
+
     let frozen = trajectory(&Condition::Frozen { modality: "pixels".into() });
     for (o, c) in frozen.iter().zip(&clean) {
         assert_eq!(o.present, [true, true]);

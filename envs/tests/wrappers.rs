@@ -1,7 +1,8 @@
-//! Behaviour of the wrappers: frame stacking, time limit, episode statistics, sensor dropout.
+//! Behaviour of the wrappers: frame stacking, time limit, episode statistics, sensor dropout,
+//! sensor noise and frozen sensors.
 
-use m3ixup_envs::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, TimeLimit};
-use m3ixup_envs::{Action, Env, ModalityData, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+use m3ixup_envs::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, SensorNoise, StaleSensor, TimeLimit};
+use m3ixup_envs::{Action, Env, ModalityData, Obs, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 mod common;
 use common::Counter;
@@ -133,4 +134,89 @@ fn per_step_dropout_drops_each_modality_with_probability_p() {
     let runs = masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50);
     assert_eq!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50), "same seed, same drops");
     assert_ne!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 4, 5, 50), "another seed, other drops");
+}
+
+/// The pendulum with pixels (binary: values 0 and 1) and sound (f32 in [0, 1]), and a twin with
+/// the same seed whose observations are the clean ones.
+fn noisy_and_clean_pendulums(modality: &str, sigma: f64) -> (SensorNoise<Box<dyn Env>>, Box<dyn Env>) {
+    let params = toml::Table::new();
+    let noisy = SensorNoise::new(m3ixup_envs::make("multimodal-pendulum", &params).unwrap(), modality, sigma).unwrap();
+    (noisy, m3ixup_envs::make("multimodal-pendulum", &params).unwrap())
+}
+
+/// (noisy, clean) values of one modality over `steps` steps after a reset with `seed`.
+fn noisy_and_clean_values(modality: &str, sigma: f64, seed: u64, steps: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut noisy, mut clean) = noisy_and_clean_pendulums(modality, sigma);
+    let space = clean.observation_space().clone();
+    let index = space.require(modality).unwrap();
+    let (mut out_noisy, mut out_clean) = (Vec::new(), Vec::new());
+    let mut push = |n: &Obs, c: &Obs| {
+        n.check(&space).unwrap();
+        assert!(n.present[index], "a noisy sensor stays marked present");
+        let values = |d: &ModalityData| (0..d.len()).map(|i| d.get_f32(i) as f64).collect::<Vec<_>>();
+        out_noisy.extend(values(&n.data[index]));
+        out_clean.extend(values(&c.data[index]));
+    };
+    push(&noisy.reset(Some(seed)).unwrap().0, &clean.reset(Some(seed)).unwrap().0);
+    for t in 0..steps {
+        let a = act(((t % 7) as f32 - 3.0) / 3.0);
+        push(&noisy.step(&a).unwrap().obs, &clean.step(&a).unwrap().obs);
+    }
+    (out_noisy, out_clean)
+}
+
+#[test]
+fn sensor_noise_flips_binary_pixels_at_the_rate_the_clipped_noise_implies() {
+    // Pixels are 0 or 1; noise N(0, 0.1) clipped to [0, 1] has mean 0.1 / sqrt(2 pi) = 0.0399
+    // on a 0 pixel (and 1 - 0.0399 on a 1 pixel), which stochastic rounding keeps: about 4% of
+    // the pixels flip. Rounding to nearest flipped about one in two million.
+    let (noisy, clean) = noisy_and_clean_values("pixels", 0.1, 7, 20);
+    assert!(noisy.iter().all(|&v| v == 0.0 || v == 1.0));
+    let flipped = noisy.iter().zip(&clean).filter(|(n, c)| n != c).count() as f64 / noisy.len() as f64;
+    let expected = 0.1 / (2.0 * std::f64::consts::PI).sqrt();
+    assert!((flipped - expected).abs() < 0.005, "flipped {flipped:.4}, expected {expected:.4}");
+    // Both ways: the lit pendulum loses pixels too.
+    let lost = noisy.iter().zip(&clean).filter(|(n, c)| **c == 1.0 && **n == 0.0).count();
+    assert!(lost > 0);
+}
+
+#[test]
+fn sensor_noise_on_floats_has_the_requested_scale_and_stays_in_bounds() {
+    // Sound values lie in [0, 1]; with sigma 0.02 the noise is rarely clipped.
+    let (noisy, clean) = noisy_and_clean_values("sound", 0.02, 3, 200);
+    assert!(noisy.iter().all(|&v| (0.0..=1.0).contains(&v)));
+    let diffs: Vec<f64> = noisy.iter().zip(&clean).filter(|(_, c)| **c > 0.1 && **c < 0.9).map(|(n, c)| n - c).collect();
+    assert!(diffs.len() > 500, "{} unclipped values", diffs.len());
+    let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+    let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
+    assert!(mean.abs() < 0.003 && (std - 0.02).abs() < 0.002, "mean {mean:.4}, std {std:.4}");
+}
+
+#[test]
+fn sensor_noise_is_reproducible_from_the_reset_seed_and_zero_sigma_changes_nothing() {
+    assert_eq!(noisy_and_clean_values("pixels", 0.1, 5, 3), noisy_and_clean_values("pixels", 0.1, 5, 3));
+    assert_ne!(noisy_and_clean_values("pixels", 0.1, 5, 3).0, noisy_and_clean_values("pixels", 0.1, 6, 3).0);
+    let (noisy, clean) = noisy_and_clean_values("sound", 0.0, 5, 3);
+    assert_eq!(noisy, clean);
+    let env = m3ixup_envs::make("multimodal-pendulum", &toml::Table::new()).unwrap();
+    assert!(SensorNoise::new(env, "sound", -0.1).is_err());
+}
+
+#[test]
+fn stale_sensor_repeats_the_episodes_first_observation_of_that_modality_only() {
+    let params = toml::Table::new();
+    let mut env = StaleSensor::new(m3ixup_envs::make("multimodal-pendulum", &params).unwrap(), "sound").unwrap();
+    let (first, _) = env.reset(Some(1)).unwrap();
+    let (sound, pixels) = (env.observation_space().require("sound").unwrap(), env.observation_space().require("pixels").unwrap());
+    let mut pixels_changed = false;
+    for _ in 0..10 {
+        let obs = env.step(&act(1.0)).unwrap().obs;
+        assert_eq!(obs.data[sound], first.data[sound]);
+        assert!(obs.present[sound]);
+        pixels_changed |= obs.data[pixels] != first.data[pixels];
+    }
+    assert!(pixels_changed, "the other sensors keep updating");
+    // The next episode freezes on its own first observation.
+    let (second, _) = env.reset(Some(2)).unwrap();
+    assert_eq!(env.step(&act(0.0)).unwrap().obs.data[sound], second.data[sound]);
 }

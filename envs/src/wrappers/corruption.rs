@@ -4,7 +4,7 @@
 //! a robustness evaluation should also measure.
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::{Action, ActionSpace, Env, EnvError, Info, ModalityData, Obs, ObsSpace, Step};
@@ -13,8 +13,11 @@ use crate::{Action, ActionSpace, Env, EnvError, Info, ModalityData, Obs, ObsSpac
 const NOISE_SEED_SALT: u64 = 0x0015_e5e5_50a1_7ed5;
 
 /// Adds Gaussian noise of standard deviation `sigma x (high - low)` to every value of one
-/// modality, then clips to the modality's bounds (`u8` values are rounded), so observations
-/// stay in their space. The noise stream is reseeded from the reset seed.
+/// modality, then clips to the modality's bounds, so observations stay in their space. `u8`
+/// values are rounded stochastically (up with probability equal to the fractional part), which
+/// keeps the clipped noise's mean: rounding to nearest would erase all noise below half a level,
+/// and on a binary image (`0..=1`, as the pendulum's pixels) nearly all of it. The noise stream
+/// is reseeded from the reset seed.
 pub struct SensorNoise<E> {
     inner: E,
     modality: usize,
@@ -54,7 +57,9 @@ impl<E: Env> SensorNoise<E> {
                 for (k, x) in v.iter_mut().enumerate() {
                     let (lo, hi) = (spec.low[k], spec.high[k]);
                     let noise = unit.sample(&mut self.rng) * self.sigma * (hi - lo) as f64;
-                    *x = (*x as f64 + noise).round().clamp(lo as f64, hi as f64) as u8;
+                    let noisy = (*x as f64 + noise).clamp(lo as f64, hi as f64);
+                    let up = self.rng.gen::<f64>() < noisy.fract();
+                    *x = (noisy.floor() + if up { 1.0 } else { 0.0 }) as u8;
                 }
             }
         }
