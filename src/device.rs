@@ -325,8 +325,8 @@ pub struct DeviceArgs {
     /// stamped with the seconds since the start (where a slow warm-up spends its time).
     #[arg(long)]
     pub kernel_log: Option<PathBuf>,
-    /// cuda:N only: keep compiled kernels (PTX) and autotune results in this directory, so that
-    /// later runs on the same GPU and driver skip that warm-up.
+    /// cuda:N only: keep compiled kernels (PTX) and autotune results in this directory (CubeCL's
+    /// caches), for later runs on the same GPU, driver and binary to load instead of redoing.
     #[arg(long)]
     pub kernel_cache: Option<PathBuf>,
 }
