@@ -355,7 +355,7 @@ impl DeviceArgs {
         if matches!(self.device, DeviceSpec::Cuda(_)) {
             configure_cuda_kernels(self.kernel_log.as_deref(), self.kernel_cache.as_deref())?;
         }
-        run_on_with(&self.device, Threads::new(self.threads), job)
+        dispatch(&self.device, Threads::new(self.threads), job)
     }
 }
 
@@ -471,12 +471,11 @@ pub trait BackendJob {
 
 /// Checks `spec` (see [`check`]), applies the default [`Threads`], and runs `job` on it.
 pub fn run_on<J: BackendJob>(spec: &DeviceSpec, job: J) -> anyhow::Result<J::Output> {
-    run_on_with(spec, Threads::default(), job)
+    DeviceArgs { device: *spec, ..DeviceArgs::default() }.run(job)
 }
 
-/// [`run_on`] with explicit thread counts.
-pub fn run_on_with<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -> anyhow::Result<J::Output> {
-    check(spec)?;
+/// Applies `threads` and runs `job` on the backend `spec` names; callers have checked `spec`.
+fn dispatch<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -> anyhow::Result<J::Output> {
     threads.apply();
     match *spec {
         DeviceSpec::Flex => job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()),

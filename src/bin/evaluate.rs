@@ -95,8 +95,6 @@ fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{} holds no checkpoint (no checkpoint.toml, no state.toml)", path.display()))
 }
 
-/// Loads every agent (a bad checkpoint fails before any episode runs) and evaluates them on
-/// `device`.
 /// A trained controller of any algorithm, with what its checkpoint says about it.
 struct Loaded<B: Backend> {
     label: String,
@@ -126,6 +124,8 @@ fn load<B: Backend>(dir: &Path, label: String, device: &B::Device) -> anyhow::Re
     Ok(Loaded { label, policy, state, env })
 }
 
+/// Loads every agent (a bad checkpoint fails before any episode runs) and evaluates them on
+/// `device`.
 fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -> anyhow::Result<EvalReport> {
     let mut loaded = Vec::new();
     for (k, path) in cli.checkpoints.iter().enumerate() {
