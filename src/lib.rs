@@ -9,6 +9,7 @@
 pub use m3ixup_agents as agents;
 pub use m3ixup_envs as envs;
 
+pub mod alloc;
 pub mod bench;
 pub mod config;
 pub mod device;

@@ -20,6 +20,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, silu};
+use crate::conv::{conv_rows, image_rows, rows_to_flat_nchw, ConvGeometry};
 use m3ixup_envs::{DType, ModalityData, ModalitySpec, Obs, ObsSpace};
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +55,7 @@ pub enum PixelTrunk {
     /// of Nature's multiply-adds. The first convolution runs as a space-to-depth rearrangement
     /// (4 x 4 blocks become 16 C channels) followed by a k2 s1 convolution, the same function
     /// of the pixels, which the CPU backend computes several times faster than a k8 s4 kernel
-    /// on few channels. Images are cropped to a multiple of 4 and need at least 16 x 16.
+    /// on few channels. Images are cropped to a multiple of 4 and need at least 20 x 20.
     Small,
 }
 
@@ -271,40 +272,62 @@ impl<B: Backend> ConvTrunk<B> {
         Ok(Self { convs, act, block, input_scale: input_scale(spec), out_dim: c * h * w })
     }
 
-    /// `[B, C, H, W]` raw values -> `[B, out_dim]`.
+    /// `[B, C, H, W]` raw values -> `[B, out_dim]` (flattened in `[C', H', W']` order).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut x = if self.input_scale != 1.0 { x.mul_scalar(self.input_scale) } else { x };
-        if self.block > 1 {
-            x = space_to_depth(x, self.block);
+        self.rest(self.first_layer(x))
+    }
+
+    /// The first convolution before its activation. The convolutions run on pixel rows
+    /// ([`crate::conv`]): the space-to-depth is the gather that makes the first rows, and the
+    /// input scale is folded into the first kernel.
+    pub fn first_layer(&self, x: Tensor<B, 4>) -> FirstLayer<B> {
+        let [n, c, h, w] = x.dims();
+        let conv = &self.convs[0];
+        let geom = ConvGeometry::of(conv, c * self.block * self.block, h / self.block, w / self.block);
+        let rows = conv_rows(conv, image_rows(x, self.block), n, &geom, self.input_scale);
+        FirstLayer::Rows { rows, batch: n, height: geom.out_height, width: geom.out_width }
+    }
+
+    /// The rest of the trunk after [`Self::first_layer`]: `[B, out_dim]`.
+    pub fn rest(&self, first: FirstLayer<B>) -> Tensor<B, 2> {
+        let FirstLayer::Rows { mut rows, batch, mut height, mut width } = first else {
+            panic!("a conv trunk continues from pixel rows")
+        };
+        rows = self.act.apply(rows);
+        for conv in &self.convs[1..] {
+            let geom = ConvGeometry::of(conv, rows.dims()[1], height, width);
+            rows = self.act.apply(conv_rows(conv, rows, batch, &geom, 1.0));
+            (height, width) = (geom.out_height, geom.out_width);
         }
-        for conv in &self.convs {
-            x = self.act.apply(conv.forward(x)); // GMC: [B, 32, 30, 30] then [B, 64, 15, 15]
-        }
-        x.flatten(1, 3)
+        rows_to_flat_nchw(rows, batch)
     }
 }
 
-/// `[B, C, H, W]` -> `[B, C * k * k, H / k, W / k]`: each k x k block of a channel becomes k * k
-/// channels (row-major within the block); rows and columns beyond a multiple of k are cropped.
-pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>, k: usize) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let (h2, w2) = (h / k, w / k);
-    // One gather along the flattened image: a 6-d permute is a slow strided copy on the CPU
-    // backend, a gather is a straight copy (and its gradient a scatter).
-    let mut index = Vec::with_capacity(c * k * k * h2 * w2);
-    for ch in 0..c {
-        for dy in 0..k {
-            for dx in 0..k {
-                for y in 0..h2 {
-                    for xx in 0..w2 {
-                        index.push(((ch * h + y * k + dy) * w + xx * k + dx) as i64);
-                    }
-                }
+/// A trunk's first layer before its activation: the part of a trunk that is linear in the input
+/// (an affine map), so the first layer of a mix of inputs is the same mix of first layers,
+/// `W(l a + (1 - l) b) + c = l (W a + c) + (1 - l) (W b + c)`. L_in mixes these instead of running
+/// the mixed inputs through the first layer again ([`crate::losses`]).
+#[derive(Clone, Debug)]
+pub enum FirstLayer<B: Backend> {
+    /// A conv trunk's pixel rows `[batch * height * width, channels]` (see [`crate::conv`]).
+    Rows { rows: Tensor<B, 2>, batch: usize, height: usize, width: usize },
+    /// An MLP trunk's first linear layer, `[batch, width]`.
+    Vector(Tensor<B, 2>),
+}
+
+impl<B: Backend> FirstLayer<B> {
+    /// `mix(a, a, lambda, perm)` over the samples (each sample's rows move together).
+    pub fn mix(&self, lambda: f32, perm: &[usize]) -> Self {
+        match self {
+            FirstLayer::Rows { rows, batch, height, width } => {
+                let [count, c] = rows.dims();
+                let per_sample = rows.clone().reshape([*batch, count / batch * c]);
+                let mixed = crate::losses::mix(per_sample.clone(), per_sample, lambda, perm);
+                FirstLayer::Rows { rows: mixed.reshape([count, c]), batch: *batch, height: *height, width: *width }
             }
+            FirstLayer::Vector(x) => FirstLayer::Vector(crate::losses::mix(x.clone(), x.clone(), lambda, perm)),
         }
     }
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [c * k * k * h2 * w2]), &x.device());
-    x.reshape([b, c * h * w]).select(1, index).reshape([b, c * k * k, h2, w2])
 }
 
 /// MLP trunk of a vector modality: `[B, d] -> [B, last hidden]`, every layer followed by Swish.
@@ -328,8 +351,20 @@ impl<B: Backend> MlpTrunk<B> {
 
     /// `[B, d]` -> `[B, hidden]`.
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let mut x = if self.input_scale != 1.0 { x.mul_scalar(self.input_scale) } else { x };
-        for layer in &self.layers {
+        self.rest(self.first_layer(x))
+    }
+
+    /// The first linear layer of the scaled input, before its activation.
+    pub fn first_layer(&self, x: Tensor<B, 2>) -> FirstLayer<B> {
+        let x = if self.input_scale != 1.0 { x.mul_scalar(self.input_scale) } else { x };
+        FirstLayer::Vector(self.layers[0].forward(x))
+    }
+
+    /// The rest of the trunk after [`Self::first_layer`]: `[B, hidden]`.
+    pub fn rest(&self, first: FirstLayer<B>) -> Tensor<B, 2> {
+        let FirstLayer::Vector(mut x) = first else { panic!("an MLP trunk continues from a vector") };
+        x = silu(x);
+        for layer in &self.layers[1..] {
             x = silu(layer.forward(x));
         }
         x
@@ -366,11 +401,24 @@ impl<B: Backend> Trunk<B> {
     /// One modality's raw input -> `[B, out_dim]`. Panics when the input kind (image or vector)
     /// does not match the trunk: inputs are built from the same space as the encoder.
     pub fn forward(&self, x: ModalityTensor<B>) -> Tensor<B, 2> {
+        self.rest(self.first_layer(x))
+    }
+
+    /// The first layer before its activation ([`FirstLayer`]); same panics as [`Self::forward`].
+    pub fn first_layer(&self, x: ModalityTensor<B>) -> FirstLayer<B> {
         match (self, x) {
-            (Trunk::Conv(t), ModalityTensor::Image(x)) => t.forward(x),
-            (Trunk::Mlp(t), ModalityTensor::Vector(x)) => t.forward(x),
+            (Trunk::Conv(t), ModalityTensor::Image(x)) => t.first_layer(x),
+            (Trunk::Mlp(t), ModalityTensor::Vector(x)) => t.first_layer(x),
             (Trunk::Conv(_), ModalityTensor::Vector(_)) => panic!("a vector input was given to an image trunk"),
             (Trunk::Mlp(_), ModalityTensor::Image(_)) => panic!("an image input was given to a vector trunk"),
+        }
+    }
+
+    /// The trunk after its first layer: `[B, out_dim]`.
+    pub fn rest(&self, first: FirstLayer<B>) -> Tensor<B, 2> {
+        match self {
+            Trunk::Conv(t) => t.rest(first),
+            Trunk::Mlp(t) => t.rest(first),
         }
     }
 }
@@ -590,6 +638,8 @@ pub struct Features<B: Backend> {
     pub unimodal: Vec<Tensor<B, 2>>,
     /// h_M = f_M(x), `[B, feature_dim]`.
     pub joint: Tensor<B, 2>,
+    /// The first layer of each unimodal trunk f_u, in space order ([`FirstLayer`]).
+    pub first_layers: Vec<FirstLayer<B>>,
 }
 
 /// The multimodal encoder: processors f_u, joint processor f_M, shared head g.
@@ -656,17 +706,16 @@ impl<B: Backend> M3ixupEncoder<B> {
         self.joint.fuse(outs)
     }
 
-    /// Every h_u and h_M in one pass; with `joint = "shared-trunk"` each trunk runs once.
+    /// Every h_u and h_M in one pass; with `joint = "shared-trunk"` each trunk runs once. Keeps
+    /// each unimodal trunk's first layer for L_in.
     pub fn features(&self, x: &MultimodalInput<B>) -> Features<B> {
         self.check_input(x);
-        if self.joint.shared_trunk {
-            let trunk_out: Vec<_> =
-                self.unimodal.iter().zip(&x.modalities).map(|(p, m)| p.trunk.forward(m.clone())).collect();
-            let unimodal = self.unimodal.iter().zip(&trunk_out).map(|(p, t)| p.proj.forward(t.clone())).collect();
-            Features { unimodal, joint: self.joint.fuse(trunk_out) }
-        } else {
-            Features { unimodal: self.unimodal_features(x), joint: self.joint_features(x) }
-        }
+        let first_layers: Vec<_> =
+            self.unimodal.iter().zip(&x.modalities).map(|(p, m)| p.trunk.first_layer(m.clone())).collect();
+        let trunk_out: Vec<_> = self.unimodal.iter().zip(&first_layers).map(|(p, f)| p.trunk.rest(f.clone())).collect();
+        let unimodal = self.unimodal.iter().zip(&trunk_out).map(|(p, t)| p.proj.forward(t.clone())).collect();
+        let joint = if self.joint.shared_trunk { self.joint.fuse(trunk_out) } else { self.joint_features(x) };
+        Features { unimodal, joint, first_layers }
     }
 
     /// z = g(h): `[N, feature_dim] -> [N, latent_dim]`, unit rows.

@@ -11,6 +11,7 @@
 
 pub use m3ixup_envs as envs;
 
+pub mod conv;
 pub mod encoder;
 pub mod evaluate;
 pub mod losses;
@@ -28,7 +29,7 @@ pub mod run;
 pub mod storage;
 
 pub use encoder::{
-    EncoderConfig, EncoderError, Features, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,
+    EncoderConfig, EncoderError, Features, FirstLayer, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,
     Presence,
 };
 pub use losses::{m3ixup_loss, LossConfigError, M3ixupLossConfig, M3ixupReport};

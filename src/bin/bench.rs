@@ -125,6 +125,7 @@ enum What {
 }
 
 fn main() -> anyhow::Result<()> {
+    m3ixup::alloc::keep_freed_memory();
     match Cli::parse().what {
         What::Ppo { config, variants, updates, rounds, device } => {
             anyhow::ensure!(updates >= 2, "--updates must be at least 2 (the first is warm-up)");

@@ -172,6 +172,7 @@ fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -
 }
 
 fn main() -> anyhow::Result<()> {
+    m3ixup::alloc::keep_freed_memory();
     let cli = Cli::parse();
     if !cli.labels.is_empty() && cli.labels.len() != cli.checkpoints.len() {
         bail!("{} labels for {} checkpoints: give one per checkpoint or none", cli.labels.len(), cli.checkpoints.len());

@@ -60,6 +60,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    m3ixup::alloc::keep_freed_memory();
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
     cli.device.check()?;

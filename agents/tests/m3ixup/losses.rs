@@ -2,10 +2,11 @@
 
 use burn::prelude::*;
 use m3ixup_agents::losses::{
-    gmc_infonce, info_nce, inner_step, m3ixup_loss, m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce,
+    gmc_infonce, info_nce, inner_step, input_mixup_loss, input_mixup_loss_from_first_layers, m3ixup_loss, m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce,
     AdaptMode, ExploreStart, LossTerm, M3ixupLossConfig, MixupDraws, StepDirection,
 };
-use m3ixup_agents::{EncoderConfig, JointKind};
+use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::{EncoderConfig, JointKind, PixelTrunk};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Deserialize;
@@ -274,4 +275,60 @@ fn a_few_adam_steps_lower_the_total() {
         assert!(report.total.is_finite(), "step {step}");
     }
     assert!(last < first.unwrap() - 0.1, "{:?} -> {last}", first);
+}
+
+#[test]
+fn input_mixup_from_first_layers_equals_mixing_the_raw_inputs() {
+    // L_in's shortcut: the first trunk layer is affine, so mixing its outputs is mixing the
+    // inputs. Same value and same gradient on every encoder parameter, for every trunk kind.
+    for (trunk, joint, size) in [
+        (PixelTrunk::Gmc, JointKind::Separate, 16),
+        (PixelTrunk::Small, JointKind::SharedTrunk, 24),
+        (PixelTrunk::Nature, JointKind::SharedTrunk, 36),
+    ] {
+        let space = ObsSpace::new([
+            ("sound", ModalitySpec::uniform(&[4], DType::F32, -1.0, 1.0)),
+            ("pixels", ModalitySpec::uniform(&[2, size, size], DType::U8, 0.0, 1.0)),
+        ])
+        .unwrap();
+        let config = EncoderConfig { pixel_trunk: trunk, joint, ..EncoderConfig::default() };
+        let enc = encoder::<Ad>(&space, &config, 41);
+        let (x, _) = batch::<Ad>(&space, BATCH, 42);
+        let perm = permutation_from_seed(43, BATCH);
+        // Two forward passes: each loss gets a graph of its own to differentiate.
+        let direct = input_mixup_loss(&enc, &x, enc.project(enc.features(&x).joint), 0.3, &perm, 0.2);
+        let feats = enc.features(&x);
+        let z_m = enc.project(feats.joint.clone());
+        let shortcut = input_mixup_loss_from_first_layers(&enc, &feats.first_layers, z_m, 0.3, &perm, 0.2);
+        let (a, b) = (scalar(direct.clone()), scalar(shortcut.clone()));
+        assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{trunk:?}: {a} vs {b}");
+        let (g_direct, g_shortcut) = (direct.backward(), shortcut.backward());
+        let mut compared = 0;
+        for (u, p) in enc.unimodal.iter().enumerate() {
+            let (da, db) = (param_grads(p, &g_direct), param_grads(p, &g_shortcut));
+            assert_eq!(da.len(), db.len());
+            for (ga, gb) in da.iter().zip(&db) {
+                let scale = ga.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                assert!(max_abs_diff(ga, gb) < 1e-4 * scale, "{trunk:?}: modality {u}: gradients differ");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 6, "{trunk:?}: {compared} gradients compared");
+    }
+}
+
+/// Every float parameter's gradient in `module` (empty where it has none), in visit order.
+fn param_grads<M: burn::module::Module<Ad>>(module: &M, grads: &<Ad as burn::tensor::backend::AutodiffBackend>::Gradients) -> Vec<Vec<f32>> {
+    struct Collect<'a> {
+        grads: &'a <Ad as burn::tensor::backend::AutodiffBackend>::Gradients,
+        out: Vec<Vec<f32>>,
+    }
+    impl burn::module::ModuleVisitor<Ad> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<Ad, D>>) {
+            self.out.push(param.val().grad(self.grads).map(values).unwrap_or_default());
+        }
+    }
+    let mut c = Collect { grads, out: Vec::new() };
+    module.visit(&mut c);
+    c.out
 }

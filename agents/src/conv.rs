@@ -1,0 +1,226 @@
+//! Convolutions as one patch gather and one matrix product (im2col written in burn tensor ops).
+//!
+//! Why not `Conv2d::forward`: on burn 0.21's CPU backend (flex), a convolution's weight gradient
+//! goes through burn's generic `conv2d_weight_backward`, which reshapes a non-contiguous tensor
+//! that flex copies element by element, then runs a direct convolution; at this project's sizes
+//! that backward was 30% of a PPO run (README, "CPU learner speed"). Written as `select` then
+//! `matmul`, autodiff differentiates a gather (its gradient a row-wise scatter-add) and a gemm
+//! (two gemms), which every backend runs at gemm speed, and the pixels' gather needs no gradient
+//! at all. The parameters stay burn's `Conv2d` modules, so checkpoints are unchanged, and the
+//! function is the same one (tests compare with `Conv2d::forward`).
+//!
+//! Between layers, activations are *pixel rows* `[B * H * W, C]` (NHWC), so a patch is a gather
+//! of whole rows of C values. Patch columns are ordered `(ky, kx, c)`, and [`weight_matrix`]
+//! arranges a `[out, in, k, k]` kernel the same way.
+
+use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
+use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
+
+/// One square convolution over an `channels x height x width` input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+    pub out_height: usize,
+    pub out_width: usize,
+}
+
+impl ConvGeometry {
+    /// `None` when the padded input is smaller than the kernel.
+    pub fn new(channels: usize, height: usize, width: usize, kernel: usize, stride: usize, pad: usize) -> Option<Self> {
+        let out = |size: usize| (size + 2 * pad).checked_sub(kernel).map(|d| d / stride + 1);
+        Some(Self { channels, height, width, kernel, stride, pad, out_height: out(height)?, out_width: out(width)? })
+    }
+
+    /// The geometry of a trunk's `Conv2d` over a `channels x height x width` input. Panics on
+    /// what trunks never build (non-square or dilated kernels, groups, asymmetric padding).
+    pub fn of<B: Backend>(conv: &Conv2d<B>, channels: usize, height: usize, width: usize) -> Self {
+        let [_, cin, kh, kw] = conv.weight.dims();
+        assert!(cin == channels && kh == kw && conv.groups == 1 && conv.dilation == [1, 1], "a plain square convolution");
+        assert_eq!(conv.stride[0], conv.stride[1], "equal strides");
+        let pad = match conv.padding {
+            PaddingConfig2d::Valid => 0,
+            PaddingConfig2d::Explicit(t, l, b, r) if t == l && l == b && b == r => t,
+            ref other => panic!("unsupported padding {other:?}"),
+        };
+        Self::new(channels, height, width, kh, conv.stride[0], pad).expect("the trunk checked the image size")
+    }
+
+    /// Output positions per sample.
+    pub fn positions(&self) -> usize {
+        self.out_height * self.out_width
+    }
+
+    /// Values in one patch: `kernel * kernel * channels`.
+    pub fn patch_width(&self) -> usize {
+        self.kernel * self.kernel * self.channels
+    }
+
+    /// The input pixel `(y, x)` under each kernel tap, output positions row-major and taps
+    /// `(ky, kx)` row-major within each; `None` for a tap in the zero padding.
+    fn taps(&self) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
+        let (k, s, p) = (self.kernel, self.stride, self.pad);
+        (0..self.out_height).flat_map(move |oy| {
+            (0..self.out_width).flat_map(move |ox| {
+                (0..k).flat_map(move |ky| {
+                    (0..k).map(move |kx| {
+                        let (y, x) = ((oy * s + ky).checked_sub(p)?, (ox * s + kx).checked_sub(p)?);
+                        (y < self.height && x < self.width).then_some((y, x))
+                    })
+                })
+            })
+        })
+    }
+}
+
+/// An image batch `[N, C, H, W]` as pixel rows after a `block x block` space-to-depth (each block
+/// of a channel becomes `block^2` channels, row-major within the block; rows and columns beyond a
+/// multiple of `block` are dropped): `[N * (H / block) * (W / block), C * block^2]`, one gather.
+pub fn image_rows<B: Backend>(x: Tensor<B, 4>, block: usize) -> Tensor<B, 2> {
+    let [n, c, h, w] = x.dims();
+    let (h2, w2) = (h / block, w / block);
+    let mut index = Vec::with_capacity(h2 * w2 * c * block * block);
+    for y in 0..h2 {
+        for xx in 0..w2 {
+            for ch in 0..c {
+                for dy in 0..block {
+                    for dx in 0..block {
+                        index.push(((ch * h + y * block + dy) * w + xx * block + dx) as i64);
+                    }
+                }
+            }
+        }
+    }
+    let len = index.len();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &x.device());
+    x.reshape([n, c * h * w]).select(1, index).reshape([n * h2 * w2, c * block * block])
+}
+
+/// The two ways [`conv_rows_with`] computes a convolution (the same function).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvMethod {
+    /// Each output's patch `[N * OH * OW, k * k * C]` (im2col), times the kernel: one gemm.
+    Patches,
+    /// Each input pixel times every tap's kernel, `[N * H * W, k * k * out]` (one gemm), then
+    /// each output sums the taps that reach it (a scatter-add).
+    Taps,
+}
+
+impl ConvMethod {
+    /// The one with the smaller intermediate matrix: taps for a stride-1 layer whose patches
+    /// overlap (the small trunk's k2 s1 layer reads each pixel 4 times), patches otherwise.
+    pub fn cheaper(geom: &ConvGeometry, out_channels: usize) -> Self {
+        if geom.height * geom.width * out_channels < geom.positions() * geom.channels {
+            ConvMethod::Taps
+        } else {
+            ConvMethod::Patches
+        }
+    }
+}
+
+/// `conv` over pixel rows `[N * H * W, C]` of geometry `geom`: pixel rows `[N * OH * OW, out]`,
+/// by the cheaper [`ConvMethod`]. `scale` multiplies the input (a trunk's input scale), folded
+/// into the small kernel.
+pub fn conv_rows<B: Backend>(conv: &Conv2d<B>, rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry, scale: f32) -> Tensor<B, 2> {
+    let method = ConvMethod::cheaper(geom, conv.weight.dims()[0]);
+    conv_rows_with(conv, rows, batch, geom, scale, method)
+}
+
+/// [`conv_rows`] by a given method.
+pub fn conv_rows_with<B: Backend>(
+    conv: &Conv2d<B>,
+    rows: Tensor<B, 2>,
+    batch: usize,
+    geom: &ConvGeometry,
+    scale: f32,
+    method: ConvMethod,
+) -> Tensor<B, 2> {
+    let out = conv.weight.dims()[0];
+    let mut y = match method {
+        ConvMethod::Taps => tap_sum(tap_products(conv, rows, scale), batch, geom, out),
+        ConvMethod::Patches => {
+            let w = weight_matrix(conv.weight.val());
+            row_patches(rows, batch, geom).matmul(if scale != 1.0 { w.mul_scalar(scale) } else { w })
+        }
+    };
+    if let Some(bias) = &conv.bias {
+        y = y + bias.val().unsqueeze_dim(0);
+    }
+    y
+}
+
+/// The patches of pixel rows `[N * H * W, C]`: `[N * positions, patch_width]`, one row gather
+/// (taps in the zero padding read a zero row appended for them).
+fn row_patches<B: Backend>(rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry) -> Tensor<B, 2> {
+    let [count, c] = rows.dims();
+    let per_sample = geom.height * geom.width;
+    assert_eq!((count, c), (batch * per_sample, geom.channels), "pixel rows match the geometry");
+    let taps: Vec<Option<usize>> = geom.taps().map(|t| t.map(|(y, x)| y * geom.width + x)).collect();
+    let mut index = Vec::with_capacity(batch * taps.len());
+    for b in 0..batch {
+        let base = b * per_sample;
+        index.extend(taps.iter().map(|t| t.map_or(count, |p| base + p) as i64));
+    }
+    let rows = if geom.pad > 0 { Tensor::cat(vec![rows.clone(), Tensor::zeros([1, c], &rows.device())], 0) } else { rows };
+    let len = index.len();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &rows.device());
+    rows.select(0, index).reshape([batch * geom.positions(), geom.patch_width()])
+}
+
+/// Every pixel row times every tap's kernel: `[M, C] -> [M * k * k, out]` (row `m * k * k + t`
+/// is pixel m's contribution through tap t = (ky, kx)).
+fn tap_products<B: Backend>(conv: &Conv2d<B>, rows: Tensor<B, 2>, scale: f32) -> Tensor<B, 2> {
+    let [out, cin, kh, kw] = conv.weight.dims();
+    let mut w = conv.weight.val().permute([1, 2, 3, 0]).reshape([cin, kh * kw * out]);
+    if scale != 1.0 {
+        w = w.mul_scalar(scale);
+    }
+    let m = rows.dims()[0];
+    rows.matmul(w).reshape([m * kh * kw, out])
+}
+
+/// Sums the tap products into the outputs they reach: `[N * H * W * k * k, out] -> [N * OH * OW,
+/// out]`. Products that reach no output (the stride skips them) go to a spare row, cut off.
+fn tap_sum<B: Backend>(products: Tensor<B, 2>, batch: usize, geom: &ConvGeometry, out: usize) -> Tensor<B, 2> {
+    let (k, s, p) = (geom.kernel, geom.stride, geom.pad);
+    let positions = geom.positions();
+    let spare = batch * positions;
+    let target = |pos: usize, tap: usize| -> Option<usize> {
+        let (y, x, ky, kx) = (pos / geom.width, pos % geom.width, tap / k, tap % k);
+        let (dy, dx) = ((y + p).checked_sub(ky)?, (x + p).checked_sub(kx)?);
+        let (oy, ox) = (dy / s, dx / s);
+        (dy % s == 0 && dx % s == 0 && oy < geom.out_height && ox < geom.out_width).then_some(oy * geom.out_width + ox)
+    };
+    let per_sample: Vec<Option<usize>> =
+        (0..geom.height * geom.width).flat_map(|pos| (0..k * k).map(move |tap| (pos, tap))).map(|(pos, tap)| target(pos, tap)).collect();
+    let mut index = Vec::with_capacity(batch * per_sample.len());
+    for b in 0..batch {
+        index.extend(per_sample.iter().map(|t| t.map_or(spare, |o| b * positions + o) as i64));
+    }
+    let len = index.len();
+    let device = products.device();
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &device);
+    Tensor::zeros([spare + 1, out], &device)
+        .select_assign(0, index, products, IndexingUpdateOp::Add)
+        .narrow(0, 0, spare)
+}
+
+/// A `[out, in, k, k]` kernel as the `[k * k * in, out]` matrix that multiplies patches.
+pub fn weight_matrix<B: Backend>(weight: Tensor<B, 4>) -> Tensor<B, 2> {
+    let [out, cin, kh, kw] = weight.dims();
+    weight.permute([2, 3, 1, 0]).reshape([kh * kw * cin, out])
+}
+
+/// Pixel rows `[N * P, C]` flattened per sample in NCHW order (`Conv2d`'s `[N, C, H, W]` then
+/// `flatten(1, 3)`): `[N, C * P]`.
+pub fn rows_to_flat_nchw<B: Backend>(rows: Tensor<B, 2>, batch: usize) -> Tensor<B, 2> {
+    let [count, c] = rows.dims();
+    let positions = count / batch;
+    rows.reshape([batch, positions, c]).swap_dims(1, 2).reshape([batch, c * positions])
+}
