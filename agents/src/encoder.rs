@@ -20,7 +20,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, silu};
-use crate::conv::{conv_rows, image_rows, rows_to_flat_nchw, ConvGeometry};
+use crate::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
 use m3ixup_envs::{DType, ModalityData, ModalitySpec, Obs, ObsSpace};
 use serde::{Deserialize, Serialize};
 
@@ -284,7 +284,8 @@ impl<B: Backend> ConvTrunk<B> {
         let [n, c, h, w] = x.dims();
         let conv = &self.convs[0];
         let geom = ConvGeometry::of(conv, c * self.block * self.block, h / self.block, w / self.block);
-        let rows = conv_rows(conv, image_rows(x, self.block), n, &geom, self.input_scale);
+        // Images are mostly empty (binary pixels): the first layer multiplies occupied rows only.
+        let rows = conv_rows_sparse(conv, image_rows(x, self.block), n, &geom, self.input_scale);
         FirstLayer::Rows { rows, batch: n, height: geom.out_height, width: geom.out_width }
     }
 

@@ -119,6 +119,10 @@ enum What {
         /// Runs per config, interleaved.
         #[arg(long, default_value_t = 2)]
         rounds: usize,
+        /// Print one JSON object per config (name, env-steps/s, every update's seconds) instead
+        /// of the table (bench/ppo-vs-sb3.sh reads it).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -127,7 +131,7 @@ enum What {
 fn main() -> anyhow::Result<()> {
     m3ixup::alloc::keep_freed_memory();
     match Cli::parse().what {
-        What::Ppo { config, variants, updates, rounds, device } => {
+        What::Ppo { config, variants, updates, rounds, json, device } => {
             anyhow::ensure!(updates >= 2, "--updates must be at least 2 (the first is warm-up)");
             let mut names = vec!["the config".to_string()];
             let mut configs: Vec<PpoConfig> = vec![load(Some(config.as_path()), &[])?];
@@ -140,6 +144,20 @@ fn main() -> anyhow::Result<()> {
                 c.validate()?;
             }
             let timings = device.run(PpoTimings { configs: &configs, updates, rounds })?;
+            if json {
+                for (name, t) in names.iter().zip(&timings) {
+                    let row = serde_json::json!({
+                        "config": name,
+                        "device": device.device.to_string(),
+                        "env_steps_per_sec": t.env_steps_per_sec(),
+                        "transitions_per_update": t.transitions,
+                        "rollout_seconds": t.rollout_seconds,
+                        "learn_seconds": t.learn_seconds,
+                    });
+                    println!("{row}");
+                }
+                return Ok(());
+            }
             println!(
                 "PPO training throughput, {} on {} ({}): {rounds} interleaved run(s) of {updates} updates per config, \
                  the first update of each left out",

@@ -7,7 +7,7 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
-use m3ixup_agents::conv::{conv_rows_with, image_rows, rows_to_flat_nchw, ConvGeometry, ConvMethod};
+use m3ixup_agents::conv::{conv_rows_sparse, conv_rows_with, image_rows, occupied_rows, rows_to_flat_nchw, ConvGeometry, ConvMethod};
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
 use m3ixup_agents::encoder::Trunk;
 use m3ixup_agents::{EncoderConfig, PixelTrunk};
@@ -50,7 +50,7 @@ fn both_formulations_match_conv2d_in_value_and_every_gradient() {
             let [_, _, oh, ow] = reference.dims();
             let geom = ConvGeometry::of(&conv, c, size, size);
             assert_eq!((geom.out_height, geom.out_width), (oh, ow));
-            let ours = conv_rows_with(&conv, to_rows(x.clone()), 3, &geom, scale, method);
+            let ours = conv_rows_with(&conv, to_rows(x.clone()), 3, &geom, scale, method, None);
             let expected = to_rows(reference.clone());
             let case = format!("{method:?} c{c} {size}x{size} -> {out} k{k} s{s} p{p}");
             assert!(max_abs_diff(&values(ours.clone()), &values(expected)) < 1e-4, "{case}: values");
@@ -141,4 +141,39 @@ fn rows_flatten_in_conv2d_order() {
     // Sample 0: channel 0 holds rows 0..6's first values (0, 2, ..., 10), then channel 1.
     assert_eq!(&flat[..12], &[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 1.0, 3.0, 5.0, 7.0, 9.0, 11.0]);
     assert_eq!(flat[12], 12.0);
+}
+
+#[test]
+fn mostly_empty_inputs_skip_their_zero_rows_with_the_same_result() {
+    // Binary images light few pixels: rows that are all zero are skipped (both methods), and the
+    // output and the kernel's gradients are those of the dense convolution.
+    for &(c, size, out, k, s, p, bias) in LAYERS {
+        let (conv, x) = seeded::<Ad, _>(9, |device| {
+            let conv: Conv2d<Ad> = Conv2dConfig::new([c, out], [k, k])
+                .with_stride([s, s])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(bias)
+                .init(device);
+            let x = Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device);
+            // Keep about one pixel in eight (whole rows: every channel of a pixel together).
+            let keep = Tensor::<Ad, 4>::random([3, 1, size, size], Distribution::Uniform(0.0, 1.0), device).lower_elem(0.125).float();
+            (conv, x * keep)
+        });
+        let geom = ConvGeometry::of(&conv, c, size, size);
+        let rows = to_rows(x.clone());
+        let occupied = occupied_rows(&rows).expect("most rows are empty");
+        assert!(!occupied.is_empty() && occupied.len() * 4 < rows.dims()[0], "{} occupied", occupied.len());
+        let reference = to_rows(conv.forward(x.mul_scalar(0.5)));
+        let g_ref = (reference.clone() * reference.clone()).sum().backward();
+        for method in [ConvMethod::Patches, ConvMethod::Taps] {
+            let case = format!("{method:?} c{c} {size}x{size} -> {out} k{k} s{s} p{p}");
+            let ours = conv_rows_with(&conv, rows.clone(), 3, &geom, 0.5, method, Some(&occupied));
+            assert!(max_abs_diff(&values(ours.clone()), &values(reference.clone())) < 1e-4, "{case}: values");
+            let g = (ours.clone() * ours).sum().backward();
+            let (a, b) = (conv.weight.val().grad(&g).map(values).unwrap(), conv.weight.val().grad(&g_ref).map(values).unwrap());
+            assert!(max_abs_diff(&a, &b) < 1e-3 * b.iter().fold(1.0f32, |m, v| m.max(v.abs())), "{case}: weight gradient");
+        }
+        let auto = conv_rows_sparse(&conv, rows, 3, &geom, 0.5);
+        assert!(max_abs_diff(&values(auto), &values(reference)) < 1e-4, "c{c} k{k}: the automatic choice");
+    }
 }
