@@ -92,17 +92,19 @@ pub fn soft_nce<B: Backend>(
     assert_eq!(perm.len(), b, "the permutation must cover the batch");
     let device = z_joint.device();
     let s = masked_similarity(z_joint, z_tilde, tau); // [2B, 2B]
-    let log_p = s.clone() - row_logsumexp(s); // [2B, 2B]
-                                              // Column of the lambda target of each row: B+k for row k, k for row B+k.
+    let lse = row_logsumexp(s.clone()); // [2B, 1]
+    // log p of a target = its logit - the row's log-sum-exp: gather the two target columns
+    // first, so no full [2B, 2B] log-softmax is built.
+    // Column of the lambda target of each row: B+k for row k, k for row B+k.
     let own: Vec<usize> = (0..b).map(|k| b + k).chain(0..b).collect();
-    let own = log_p.clone().gather(1, index_tensor::<B>(&own, &device).reshape([2 * b, 1])).mean();
+    let own = (s.clone().gather(1, index_tensor::<B>(&own, &device).reshape([2 * b, 1])) - lse.clone()).mean();
     if lambda == 1.0 {
         return own.neg();
     }
     // Column of the 1 - lambda target: B + pi^-1(k) for row k, pi(k) for row B+k.
     let inv = inverse_permutation(perm);
     let other: Vec<usize> = inv.iter().map(|&j| b + j).chain(perm.iter().copied()).collect();
-    let other = log_p.gather(1, index_tensor::<B>(&other, &device).reshape([2 * b, 1])).mean();
+    let other = (s.gather(1, index_tensor::<B>(&other, &device).reshape([2 * b, 1])) - lse).mean();
     (own.mul_scalar(lambda) + other.mul_scalar(1.0 - lambda)).neg()
 }
 
@@ -111,7 +113,8 @@ fn masked_similarity<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, tau: f32) -> 
     let n = 2 * a.dims()[0];
     let device = a.device();
     let z = Tensor::cat(vec![a, b], 0); // [2B, d]
-    let s = z.clone().matmul(z.transpose()).div_scalar(tau); // [2B, 2B]
+    // 1/tau scales the [2B, d] factor rather than the [2B, 2B] product.
+    let s = z.clone().div_scalar(tau).matmul(z.transpose()); // [2B, 2B]
     s.mask_fill(Tensor::<B, 2, Bool>::diag_mask([n, n], 0, &device).bool_not(), MASKED)
 }
 
