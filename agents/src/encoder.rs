@@ -277,12 +277,19 @@ impl<B: Backend> ConvTrunk<B> {
         self.rest(self.first_layer(x))
     }
 
-    /// The first convolution before its activation. The convolutions run on pixel rows
-    /// ([`crate::conv`]): the space-to-depth is the gather that makes the first rows, and the
-    /// input scale is folded into the first kernel.
+    /// The first convolution before its activation. On flex the convolutions run on pixel rows
+    /// ([`crate::conv`]): the space-to-depth is the gather that makes the first rows, the input
+    /// scale is folded into the first kernel, and empty pixels are skipped. Other backends keep
+    /// their native convolution kernels (oneDNN, cuDNN, CubeCL's), which the gathers would
+    /// replace with more memory traffic.
     pub fn first_layer(&self, x: Tensor<B, 4>) -> FirstLayer<B> {
         let [n, c, h, w] = x.dims();
         let conv = &self.convs[0];
+        if !uses_pixel_rows::<B>(&x.device()) {
+            let x = if self.input_scale != 1.0 { x.mul_scalar(self.input_scale) } else { x };
+            let x = if self.block > 1 { space_to_depth(x, self.block) } else { x };
+            return FirstLayer::Image(conv.forward(x));
+        }
         let geom = ConvGeometry::of(conv, c * self.block * self.block, h / self.block, w / self.block);
         // Images are mostly empty (binary pixels): the first layer multiplies occupied rows only.
         let rows = conv_rows_sparse(conv, image_rows(x, self.block), n, &geom, self.input_scale);
@@ -291,17 +298,54 @@ impl<B: Backend> ConvTrunk<B> {
 
     /// The rest of the trunk after [`Self::first_layer`]: `[B, out_dim]`.
     pub fn rest(&self, first: FirstLayer<B>) -> Tensor<B, 2> {
-        let FirstLayer::Rows { mut rows, batch, mut height, mut width } = first else {
-            panic!("a conv trunk continues from pixel rows")
-        };
-        rows = self.act.apply(rows);
-        for conv in &self.convs[1..] {
-            let geom = ConvGeometry::of(conv, rows.dims()[1], height, width);
-            rows = self.act.apply(conv_rows(conv, rows, batch, &geom, 1.0));
-            (height, width) = (geom.out_height, geom.out_width);
+        match first {
+            FirstLayer::Rows { mut rows, batch, mut height, mut width } => {
+                rows = self.act.apply(rows);
+                for conv in &self.convs[1..] {
+                    let geom = ConvGeometry::of(conv, rows.dims()[1], height, width);
+                    rows = self.act.apply(conv_rows(conv, rows, batch, &geom, 1.0));
+                    (height, width) = (geom.out_height, geom.out_width);
+                }
+                rows_to_flat_nchw(rows, batch)
+            }
+            FirstLayer::Image(mut x) => {
+                x = self.act.apply(x);
+                for conv in &self.convs[1..] {
+                    x = self.act.apply(conv.forward(x));
+                }
+                x.flatten(1, 3)
+            }
+            FirstLayer::Vector(_) => panic!("a conv trunk continues from an image or pixel rows"),
         }
-        rows_to_flat_nchw(rows, batch)
     }
+}
+
+/// Whether conv trunks run on pixel rows ([`crate::conv`]) on this backend: on flex, whose own
+/// convolution backward is slow (README, "CPU learner speed"), not elsewhere.
+pub fn uses_pixel_rows<B: Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("flex")
+}
+
+/// `[B, C, H, W]` -> `[B, C * k * k, H / k, W / k]`: each k x k block of a channel becomes k * k
+/// channels (row-major within the block); rows and columns beyond a multiple of k are cropped.
+/// One gather, the same as [`image_rows`] but in NCHW order for a native `Conv2d`.
+pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>, k: usize) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let (h2, w2) = (h / k, w / k);
+    let mut index = Vec::with_capacity(c * k * k * h2 * w2);
+    for ch in 0..c {
+        for dy in 0..k {
+            for dx in 0..k {
+                for y in 0..h2 {
+                    for xx in 0..w2 {
+                        index.push(((ch * h + y * k + dy) * w + xx * k + dx) as i64);
+                    }
+                }
+            }
+        }
+    }
+    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [c * k * k * h2 * w2]), &x.device());
+    x.reshape([b, c * h * w]).select(1, index).reshape([b, c * k * k, h2, w2])
 }
 
 /// A trunk's first layer before its activation: the part of a trunk that is linear in the input
@@ -312,6 +356,8 @@ impl<B: Backend> ConvTrunk<B> {
 pub enum FirstLayer<B: Backend> {
     /// A conv trunk's pixel rows `[batch * height * width, channels]` (see [`crate::conv`]).
     Rows { rows: Tensor<B, 2>, batch: usize, height: usize, width: usize },
+    /// A conv trunk's first feature map `[batch, channels, height, width]` (native convolutions).
+    Image(Tensor<B, 4>),
     /// An MLP trunk's first linear layer, `[batch, width]`.
     Vector(Tensor<B, 2>),
 }
@@ -326,6 +372,7 @@ impl<B: Backend> FirstLayer<B> {
                 let mixed = crate::losses::mix(per_sample.clone(), per_sample, lambda, perm);
                 FirstLayer::Rows { rows: mixed.reshape([count, c]), batch: *batch, height: *height, width: *width }
             }
+            FirstLayer::Image(x) => FirstLayer::Image(crate::losses::mix(x.clone(), x.clone(), lambda, perm)),
             FirstLayer::Vector(x) => FirstLayer::Vector(crate::losses::mix(x.clone(), x.clone(), lambda, perm)),
         }
     }
