@@ -32,7 +32,7 @@ const LAYERS: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (3, 6, 5, 3, 1, 1, true),
 ];
 
-fn layer(c: usize, out: usize, k: usize, s: usize, p: usize, bias: bool, device: &<Ad as Backend>::Device) -> Conv2d<Ad> {
+fn layer<B: Backend>(c: usize, out: usize, k: usize, s: usize, p: usize, bias: bool, device: &B::Device) -> Conv2d<B> {
     Conv2dConfig::new([c, out], [k, k])
         .with_stride([s, s])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
@@ -45,7 +45,7 @@ fn both_formulations_match_conv2d_in_value_and_every_gradient() {
     for &(c, size, out, k, s, p, bias) in LAYERS {
         for method in [ConvMethod::Patches, ConvMethod::Taps] {
             let (conv, x) = seeded::<Ad, _>(7, |device| {
-                (layer(c, out, k, s, p, bias, device), Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device))
+                (layer::<Ad>(c, out, k, s, p, bias, device), Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device))
             });
             let x = x.require_grad();
             let scale = 0.5;
@@ -152,7 +152,7 @@ fn mostly_empty_inputs_skip_their_zero_rows_with_the_same_result() {
     // output and the kernel's gradients are those of the dense convolution.
     for &(c, size, out, k, s, p, bias) in LAYERS {
         let (conv, x) = seeded::<Ad, _>(9, |device| {
-            let conv = layer(c, out, k, s, p, bias, device);
+            let conv = layer::<Ad>(c, out, k, s, p, bias, device);
             let x = Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device);
             // Keep about one pixel in eight (whole rows: every channel of a pixel together).
             let keep = Tensor::<Ad, 4>::random([3, 1, size, size], Distribution::Uniform(0.0, 1.0), device).lower_elem(0.125).float();
