@@ -1,17 +1,20 @@
-//! Convolutions as one patch gather and one matrix product (im2col written in burn tensor ops).
+//! Convolutions as one gather and one matrix product (im2col written in burn tensor ops), for
+//! burn's CPU backend, flex (the conv trunks use this there: `encoder::uses_pixel_rows`; other
+//! backends keep their native convolution kernels).
 //!
-//! Why not `Conv2d::forward`: on burn 0.21's CPU backend (flex), a convolution's weight gradient
-//! goes through burn's generic `conv2d_weight_backward`, which reshapes a non-contiguous tensor
-//! that flex copies element by element, then runs a direct convolution; at this project's sizes
-//! that backward was 30% of a PPO run (README, "CPU learner speed"). Written as `select` then
-//! `matmul`, autodiff differentiates a gather (its gradient a row-wise scatter-add) and a gemm
-//! (two gemms), which every backend runs at gemm speed, and the pixels' gather needs no gradient
-//! at all. The parameters stay burn's `Conv2d` modules, so checkpoints are unchanged, and the
-//! function is the same one (tests compare with `Conv2d::forward`).
+//! Why not `Conv2d::forward` on flex: a convolution's weight gradient goes through burn's
+//! generic `conv2d_weight_backward`, which reshapes a non-contiguous tensor that flex copies
+//! element by element, then runs a direct convolution; at this project's sizes that backward was
+//! 30% of a PPO run (README, "CPU learner speed"). Written as `select` then `matmul`, autodiff
+//! differentiates a gather (its gradient a row-wise scatter-add) and a gemm (two gemms), and the
+//! pixels' gather needs no gradient at all. The parameters stay burn's `Conv2d` modules, so
+//! checkpoints are unchanged, and the function is the same one (tests compare with
+//! `Conv2d::forward`, values and gradients).
 //!
 //! Between layers, activations are *pixel rows* `[B * H * W, C]` (NHWC), so a patch is a gather
 //! of whole rows of C values. Patch columns are ordered `(ky, kx, c)`, and [`weight_matrix`]
-//! arranges a `[out, in, k, k]` kernel the same way.
+//! arranges a `[out, in, k, k]` kernel the same way. [`ConvMethod`] picks patches or taps per
+//! layer, and [`conv_rows_sparse`] skips the all-zero rows of mostly empty images.
 
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;

@@ -2,6 +2,7 @@
 //!
 //! - [`encoder`]: modality processors, joint processor and projection head built from an
 //!   observation space (GMC's model, M3IXUP.md section 1), with the missing-modality fallback;
+//! - [`conv`]: the conv trunks' convolutions on burn's CPU backend, as gathers and one gemm;
 //! - [`losses`]: the GMC InfoNCE, SoftNCE and the M3ixup terms as pure functions, and the
 //!   weighted total with its config and report (M3IXUP.md section 3);
 //! - [`run`]: the run directory of every training binary (config, metrics CSV and JSON lines,
