@@ -21,6 +21,8 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
+use crate::losses::index_tensor;
+
 /// One square convolution over an `channels x height x width` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -104,14 +106,13 @@ pub fn image_rows<B: Backend>(x: Tensor<B, 4>, block: usize) -> Tensor<B, 2> {
             for ch in 0..c {
                 for dy in 0..block {
                     for dx in 0..block {
-                        index.push(((ch * h + y * block + dy) * w + xx * block + dx) as i64);
+                        index.push((ch * h + y * block + dy) * w + xx * block + dx);
                     }
                 }
             }
         }
     }
-    let len = index.len();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [len]), &x.device());
+    let index = index_tensor(&index, &x.device());
     x.reshape([n, c * h * w]).select(1, index).reshape([n * h2 * w2, c * block * block])
 }
 
@@ -190,15 +191,11 @@ pub fn conv_rows_with<B: Backend>(
     };
     let mut y = match method {
         ConvMethod::Taps => {
-            let rows = if occupied.is_some() { rows.select(0, index_tensor(inputs.iter().copied(), &device)) } else { rows };
+            let rows = if occupied.is_some() { rows.select(0, index_tensor(inputs, &device)) } else { rows };
             // Each product row goes to the output its tap reaches, or to a spare row cut off after.
-            let per_pixel = geom.height * geom.width;
-            let targets = inputs.iter().flat_map(|&r| {
-                let (b, pos) = (r / per_pixel, r % per_pixel);
-                (0..geom.kernel * geom.kernel).map(move |tap| geom.tap_target(pos, tap).map_or(outputs, |o| b * geom.positions() + o))
-            });
+            let targets: Vec<usize> = tap_targets(geom, inputs).map(|t| t.unwrap_or(outputs)).collect();
             Tensor::zeros([outputs + 1, out], &device)
-                .select_assign(0, index_tensor(targets, &device), tap_products(conv, rows, scale), IndexingUpdateOp::Add)
+                .select_assign(0, index_tensor(&targets, &device), tap_products(conv, rows, scale), IndexingUpdateOp::Add)
                 .narrow(0, 0, outputs)
         }
         ConvMethod::Patches => {
@@ -208,18 +205,11 @@ pub fn conv_rows_with<B: Backend>(
                 None => row_patches(rows, batch, geom, None).matmul(w),
                 Some(_) => {
                     // The outputs some occupied pixel reaches; the others see zeros only.
-                    let per_pixel = geom.height * geom.width;
-                    let mut live: Vec<usize> = inputs
-                        .iter()
-                        .flat_map(|&r| {
-                            let (b, pos) = (r / per_pixel, r % per_pixel);
-                            (0..geom.kernel * geom.kernel).filter_map(move |tap| geom.tap_target(pos, tap).map(|o| b * geom.positions() + o))
-                        })
-                        .collect();
+                    let mut live: Vec<usize> = tap_targets(geom, inputs).flatten().collect();
                     live.sort_unstable();
                     live.dedup();
                     let y_live = row_patches(rows, batch, geom, Some(&live)).matmul(w);
-                    Tensor::zeros([outputs, out], &device).select_assign(0, index_tensor(live.into_iter(), &device), y_live, IndexingUpdateOp::Add)
+                    Tensor::zeros([outputs, out], &device).select_assign(0, index_tensor(&live, &device), y_live, IndexingUpdateOp::Add)
                 }
             }
         }
@@ -230,10 +220,14 @@ pub fn conv_rows_with<B: Backend>(
     y
 }
 
-fn index_tensor<B: Backend>(index: impl Iterator<Item = usize>, device: &B::Device) -> Tensor<B, 1, Int> {
-    let index: Vec<i64> = index.map(|i| i as i64).collect();
-    let len = index.len();
-    Tensor::from_data(TensorData::new(index, [len]), device)
+/// The output row (`sample * positions + position`) that each input pixel row of `inputs`
+/// reaches through each tap, in (input, tap) order; `None` where the stride skips it.
+fn tap_targets<'a>(geom: &'a ConvGeometry, inputs: &'a [usize]) -> impl Iterator<Item = Option<usize>> + 'a {
+    let per_pixel = geom.height * geom.width;
+    inputs.iter().flat_map(move |&r| {
+        let (b, pos) = (r / per_pixel, r % per_pixel);
+        (0..geom.kernel * geom.kernel).map(move |tap| geom.tap_target(pos, tap).map(|o| b * geom.positions() + o))
+    })
 }
 
 /// The patches of pixel rows `[N * H * W, C]`, one row gather: `[N * positions, patch_width]`,
@@ -253,7 +247,7 @@ fn row_patches<B: Backend>(rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry
         None => ((0..batch * geom.positions()).flat_map(patch).collect(), batch * geom.positions()),
     };
     let rows = if geom.pad > 0 { Tensor::cat(vec![rows.clone(), Tensor::zeros([1, c], &rows.device())], 0) } else { rows };
-    let index = index_tensor(index.into_iter(), &rows.device());
+    let index = index_tensor(&index, &rows.device());
     rows.select(0, index).reshape([n, geom.patch_width()])
 }
 

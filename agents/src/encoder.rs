@@ -338,13 +338,13 @@ pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>, k: usize) -> Tensor<B, 4> {
             for dx in 0..k {
                 for y in 0..h2 {
                     for xx in 0..w2 {
-                        index.push(((ch * h + y * k + dy) * w + xx * k + dx) as i64);
+                        index.push((ch * h + y * k + dy) * w + xx * k + dx);
                     }
                 }
             }
         }
     }
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [c * k * k * h2 * w2]), &x.device());
+    let index = crate::losses::index_tensor(&index, &x.device());
     x.reshape([b, c * h * w]).select(1, index).reshape([b, c * k * k, h2, w2])
 }
 

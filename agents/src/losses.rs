@@ -124,7 +124,8 @@ fn row_logsumexp<B: Backend>(s: Tensor<B, 2>) -> Tensor<B, 2> {
     (s - max.clone()).exp().sum_dim(1).log() + max
 }
 
-fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+/// Indices as a `[len]` Int tensor, for `select`, `gather` and `select_assign`.
+pub(crate) fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let data: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(data, [indices.len()]), device)
 }
