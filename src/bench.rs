@@ -67,7 +67,6 @@ pub fn vector_steps_per_sec(
     Ok((vector_steps * num_envs) as f64 / start.elapsed().as_secs_f64())
 }
 
-
 /// One row of the environment table.
 #[derive(Clone, Debug)]
 pub struct EnvThroughput {

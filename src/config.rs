@@ -25,7 +25,10 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> a
     // Through the text form, so that errors point at the offending key.
     let text = toml::to_string(&table)?;
     toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!("invalid config (from {source}{}):\n{e}", if overrides.is_empty() { String::new() } else { format!(" with --set {}", overrides.join(" --set ")) })
+        anyhow::anyhow!(
+            "invalid config (from {source}{}):\n{e}",
+            if overrides.is_empty() { String::new() } else { format!(" with --set {}", overrides.join(" --set ")) }
+        )
     })
 }
 
@@ -128,7 +131,8 @@ mod tests {
 
     #[test]
     fn overrides_parse_toml_values_and_bare_words_as_strings() {
-        let c: Config = load(None, &["train.lr=0.5".into(), "train.name=fast".into(), "train.steps=[1, 2]".into()]).unwrap();
+        let c: Config =
+            load(None, &["train.lr=0.5".into(), "train.name=fast".into(), "train.steps=[1, 2]".into()]).unwrap();
         assert_eq!(c.train, Train { lr: 0.5, name: "fast".into(), steps: vec![1, 2] });
     }
 

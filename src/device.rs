@@ -480,13 +480,12 @@ fn dispatch<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -> anyho
     match *spec {
         DeviceSpec::Flex => job.run::<burn::backend::Autodiff<burn::backend::Flex>>(Default::default()),
         #[cfg(feature = "tch")]
-        DeviceSpec::LibTorch => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
-            burn::backend::libtorch::LibTorchDevice::Cpu,
-        ),
+        DeviceSpec::LibTorch => {
+            job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(burn::backend::libtorch::LibTorchDevice::Cpu)
+        }
         #[cfg(feature = "tch")]
-        DeviceSpec::LibTorchCuda(n) => job.run::<burn::backend::Autodiff<burn::backend::LibTorch>>(
-            burn::backend::libtorch::LibTorchDevice::Cuda(n),
-        ),
+        DeviceSpec::LibTorchCuda(n) => job
+            .run::<burn::backend::Autodiff<burn::backend::LibTorch>>(burn::backend::libtorch::LibTorchDevice::Cuda(n)),
         #[cfg(feature = "cuda-base")]
         DeviceSpec::Cuda(n) => {
             job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(n))
@@ -562,8 +561,18 @@ mod tests {
             device: DeviceArgs,
         }
         use clap::Parser;
-        let cli = Cli::try_parse_from(["bin", "--device", "cuda:1", "--threads", "2", "--kernel-log", "k.log", "--kernel-cache", "kc"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "bin",
+            "--device",
+            "cuda:1",
+            "--threads",
+            "2",
+            "--kernel-log",
+            "k.log",
+            "--kernel-cache",
+            "kc",
+        ])
+        .unwrap();
         assert_eq!(
             cli.device,
             DeviceArgs {

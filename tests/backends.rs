@@ -198,7 +198,11 @@ pub mod checks {
     }
 
     /// The parameters of a fresh encoder, made on `B` with seed 0 (then moved to any backend).
-    pub fn fresh_encoder_bytes<B: AutodiffBackend>(config: &EncoderConfig, data: &SampleSet, device: &B::Device) -> Vec<u8> {
+    pub fn fresh_encoder_bytes<B: AutodiffBackend>(
+        config: &EncoderConfig,
+        data: &SampleSet,
+        device: &B::Device,
+    ) -> Vec<u8> {
         B::seed(device, 0);
         encoder_bytes(config.init::<B>(data.space(), device).unwrap().valid())
     }
@@ -297,17 +301,14 @@ fn encoder_records_move_between_flex_and_libtorch_unchanged() {
 /// binary has.
 #[test]
 fn binaries_refuse_an_unavailable_device_at_start() {
-    let runs = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("backends-refuse-{}", std::process::id()));
+    let runs =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("backends-refuse-{}", std::process::id()));
     for (bin, device) in [
         (env!("CARGO_BIN_EXE_train"), "cuda:7"),
         (env!("CARGO_BIN_EXE_train"), "libtorch-cuda:7"),
         (env!("CARGO_BIN_EXE_pretrain"), "cuda:7"),
     ] {
-        let out = std::process::Command::new(bin)
-            .args(["--device", device, "--runs-dir"])
-            .arg(&runs)
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(bin).args(["--device", device, "--runs-dir"]).arg(&runs).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{bin} --device {device}: {stderr}");
         assert!(stderr.contains(&format!("device `{device}`")), "{stderr}");

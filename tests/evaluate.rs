@@ -99,22 +99,33 @@ fn smoke_checkpoint(tag: &str, overrides: &[&str]) -> PathBuf {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let config: PpoConfig = load(Some(&path), &overrides).unwrap();
     let dir = fresh_dir(tag);
-    train::<Autodiff<Flex>>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+    train::<Autodiff<Flex>>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default())
+        .unwrap();
     dir
 }
 
 fn small_protocol() -> EvalConfig {
-    EvalConfig { episodes: 6, steps: 30, num_envs: 4, dropout_p: vec![0.5], noise_sigma: vec![0.2], ..EvalConfig::default() }
+    EvalConfig {
+        episodes: 6,
+        steps: 30,
+        num_envs: 4,
+        dropout_p: vec![0.5],
+        noise_sigma: vec![0.2],
+        ..EvalConfig::default()
+    }
 }
 
 #[test]
 fn a_smoke_checkpoint_evaluates_end_to_end_and_identical_seeds_give_identical_tables() {
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let dir = smoke_checkpoint("smoke", &[]);
-    let (agent, state, config) = load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
+    let (agent, state, config) =
+        load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
     let agents = [("smoke".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
     let protocol = small_protocol();
-    let run = || evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &protocol, &Default::default(), None).unwrap();
+    let run = || {
+        evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &protocol, &Default::default(), None).unwrap()
+    };
     let (a, b) = (run(), run());
     assert_eq!(a.rows, b.rows);
     assert_eq!(a.random_per_step_mean, b.random_per_step_mean);
@@ -139,15 +150,24 @@ fn incompatible_agents_unknown_modalities_and_bad_probabilities_fail_before_any_
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     // An agent trained with proprio as a third sensor does not fit the pixels + sound pendulum.
     let dir = smoke_checkpoint("proprio", &["env.params.proprio=true", "train.total_steps=64"]);
-    let (agent, state, _) = load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
+    let (agent, state, _) =
+        load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
     let agents = [("proprio".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
-    let err = evaluate::<Flex>(&agents, "multimodal-pendulum", &toml::Table::new(), &small_protocol(), &Default::default(), None)
-        .unwrap_err();
+    let err = evaluate::<Flex>(
+        &agents,
+        "multimodal-pendulum",
+        &toml::Table::new(),
+        &small_protocol(),
+        &Default::default(),
+        None,
+    )
+    .unwrap_err();
     assert!(matches!(err, EvalError::Invalid(_)), "{err}");
     assert!(err.to_string().contains("proprio"), "{err}");
 
     let bad_p = EvalConfig { dropout_p: vec![1.5], ..small_protocol() };
-    let err = evaluate::<Flex>(&agents, "multimodal-pendulum", &toml::Table::new(), &bad_p, &Default::default(), None).unwrap_err();
+    let err = evaluate::<Flex>(&agents, "multimodal-pendulum", &toml::Table::new(), &bad_p, &Default::default(), None)
+        .unwrap_err();
     assert!(err.to_string().contains("1.5"), "{err}");
 
     let space = state.observation_space.clone();

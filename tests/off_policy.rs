@@ -35,16 +35,28 @@ fn fresh_dir(tag: &str) -> PathBuf {
 }
 
 fn timeless(rows: &[Vec<(String, f64)>]) -> Vec<Vec<(String, u64)>> {
-    rows.iter().map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect()).collect()
+    rows.iter()
+        .map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect())
+        .collect()
 }
 
 fn tiny_protocol() -> EvalConfig {
-    EvalConfig { episodes: 2, steps: 10, num_envs: 2, workers: 0, dropout_p: vec![], noise_sigma: vec![], frozen: false, ..EvalConfig::default() }
+    EvalConfig {
+        episodes: 2,
+        steps: 10,
+        num_envs: 2,
+        workers: 0,
+        dropout_p: vec![],
+        noise_sigma: vec![],
+        frozen: false,
+        ..EvalConfig::default()
+    }
 }
 
 /// Pretrains the smoke encoder into `dir` (a few seconds).
 fn pretrained(dir: &Path) -> PathBuf {
-    let config: PretrainConfig = load(Some(&config_path("pretrain-smoke.toml")), &["train.epochs=1".to_string()]).unwrap();
+    let config: PretrainConfig =
+        load(Some(&config_path("pretrain-smoke.toml")), &["train.epochs=1".to_string()]).unwrap();
     pretrain::<Ad>(&config, &RunDir::at(dir).unwrap(), &Default::default(), &PretrainOptions::default()).unwrap();
     dir.to_path_buf()
 }
@@ -72,7 +84,8 @@ fn sac_smoke_trains_deterministically_checkpoints_and_evaluates() {
     let (agent, state, _) = sac::load_agent::<Flex>(&checkpoint, &device).unwrap();
     assert_eq!((state.algo.as_str(), state.global_step), ("sac", 64));
     let agents = [("sac".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
-    let report = evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &tiny_protocol(), &device, None).unwrap();
+    let report =
+        evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &tiny_protocol(), &device, None).unwrap();
     let labels: Vec<&str> = report.rows.iter().map(|r| r.condition.as_str()).collect();
     assert_eq!(labels, ["all", "pixels only", "sound only"]);
 }
@@ -94,14 +107,16 @@ fn ddpg_trains_on_the_pretrained_encoder_without_changing_it() {
     let checkpoint = latest_checkpoint(&dir).unwrap().unwrap();
     let (agent, state, _) = ddpg::load_agent::<Flex>(&checkpoint, &device).unwrap();
     let (original, _) = load_encoder::<Flex>(&encoder_dir, &device).unwrap();
-    let bytes = |e: &m3ixup::agents::M3ixupEncoder<Flex>| record_bytes(e.clone().into_record(), Path::new("-")).unwrap();
+    let bytes =
+        |e: &m3ixup::agents::M3ixupEncoder<Flex>| record_bytes(e.clone().into_record(), Path::new("-")).unwrap();
     assert_eq!(bytes(&agent.encoder), bytes(&original), "the frozen encoder changed");
     // The heads did learn: their weights moved from a fresh initialisation of the same seed.
     let critic = summary.rows.last().unwrap().iter().find(|(k, _)| k == "losses/critic").unwrap().1;
     assert!(critic.is_finite());
 
     let agents = [("ddpg".to_string(), &agent as &dyn Policy<Flex>, state.observation_space.clone())];
-    let report = evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &tiny_protocol(), &device, None).unwrap();
+    let report =
+        evaluate::<Flex>(&agents, &state.env_name, &config.env.params, &tiny_protocol(), &device, None).unwrap();
     assert_eq!(report.rows.len(), 3);
 }
 
@@ -110,9 +125,11 @@ fn a_pretrained_encoder_of_another_observation_space_is_rejected_naming_both() {
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let encoder_dir = pretrained(&fresh_dir("pretrained-other"));
     // The encoder saw pixels and sound; this environment adds proprioception.
-    let overrides = vec![format!("pretrained.path={:?}", encoder_dir.display().to_string()), "env.params.proprio=true".into()];
+    let overrides =
+        vec![format!("pretrained.path={:?}", encoder_dir.display().to_string()), "env.params.proprio=true".into()];
     let config: DdpgConfig = load(Some(&config_path("ddpg-smoke.toml")), &overrides).unwrap();
-    let err = ddpg::train::<Ad>(&config, &RunDir::at(fresh_dir("ddpg-other")).unwrap(), &Default::default(), false).unwrap_err();
+    let err = ddpg::train::<Ad>(&config, &RunDir::at(fresh_dir("ddpg-other")).unwrap(), &Default::default(), false)
+        .unwrap_err();
     let e = err.to_string();
     assert!(e.contains("pretrained.path") && e.contains("trained on") && e.contains("proprio"), "{e}");
 }
@@ -144,7 +161,11 @@ fn every_shipped_off_policy_config_loads_and_validates() {
         let e = if file.starts_with("sac") {
             load::<SacConfig>(Some(&config_path(file)), &[set.to_string()]).unwrap().validate().unwrap_err().to_string()
         } else {
-            load::<DdpgConfig>(Some(&config_path(file)), &[set.to_string()]).unwrap().validate().unwrap_err().to_string()
+            load::<DdpgConfig>(Some(&config_path(file)), &[set.to_string()])
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
         };
         assert!(e.contains(field), "{set}: {e}");
     }

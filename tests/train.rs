@@ -37,7 +37,9 @@ fn fresh_dir(tag: &str) -> PathBuf {
 
 /// The rows without wall-clock figures, values as bits (so NaN equals NaN).
 fn timeless(rows: &[Vec<(String, f64)>]) -> Vec<Vec<(String, u64)>> {
-    rows.iter().map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect()).collect()
+    rows.iter()
+        .map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect())
+        .collect()
 }
 
 #[test]
@@ -84,7 +86,8 @@ fn the_same_seed_with_inline_workers_gives_identical_metrics() {
     let mut results = Vec::new();
     for tag in ["det-a", "det-b"] {
         let dir = fresh_dir(tag);
-        let summary = train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+        let summary =
+            train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
         results.push(timeless(&summary.rows));
         fs::remove_dir_all(dir).unwrap();
     }
@@ -92,7 +95,8 @@ fn the_same_seed_with_inline_workers_gives_identical_metrics() {
     // A different seed gives a different run.
     let dir = fresh_dir("det-c");
     let other = smoke(&["train.total_steps=64", "train.seed=8"]);
-    let summary = train::<Ad>(&other, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+    let summary =
+        train::<Ad>(&other, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
     assert_ne!(timeless(&summary.rows), results[0]);
     fs::remove_dir_all(dir).unwrap();
 }
@@ -104,7 +108,8 @@ fn rollout_inference_on_a_cpu_copy_of_the_weights_gives_the_same_run_as_on_the_l
     for inference in ["learner", "cpu"] {
         let config = smoke(&["train.total_steps=128", &format!("rollout.inference={inference}")]);
         let dir = fresh_dir(&format!("inference-{inference}"));
-        let summary = train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+        let summary =
+            train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
         assert_eq!(summary.updates, 2, "the copy is refreshed after the first update");
         results.push(timeless(&summary.rows));
         fs::remove_dir_all(dir).unwrap();
@@ -118,12 +123,15 @@ fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and
     let config = smoke(&["train.total_steps=192"]); // 3 updates
     let dir = fresh_dir("resume");
     let run = RunDir::at(&dir).unwrap();
-    let first = train::<Ad>(&config, &run, &Default::default(), &TrainOptions { max_updates: Some(1), ..Default::default() }).unwrap();
+    let first =
+        train::<Ad>(&config, &run, &Default::default(), &TrainOptions { max_updates: Some(1), ..Default::default() })
+            .unwrap();
     assert_eq!((first.updates, first.global_step), (1, 64));
     // The run's own config.toml is what a resume reads.
     let saved: PpoConfig = load(Some(&dir.join("config.toml")), &[]).unwrap();
     assert_eq!(saved, config);
-    let resumed = train::<Ad>(&saved, &run, &Default::default(), &TrainOptions { resume: true, ..Default::default() }).unwrap();
+    let resumed =
+        train::<Ad>(&saved, &run, &Default::default(), &TrainOptions { resume: true, ..Default::default() }).unwrap();
     assert_eq!((resumed.updates, resumed.global_step), (3, 192));
     let steps: Vec<f64> = resumed.rows.iter().map(|r| r[0].1).collect();
     assert_eq!(steps, vec![128.0, 192.0], "the resumed process logs updates 2 and 3");
@@ -132,7 +140,8 @@ fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and
     assert_eq!(logged, ["64", "128", "192"]);
     // A resume with another config is refused.
     let other = smoke(&["train.total_steps=192", "ppo.learning_rate=0.01"]);
-    let err = train::<Ad>(&other, &run, &Default::default(), &TrainOptions { resume: true, ..Default::default() }).unwrap_err();
+    let err = train::<Ad>(&other, &run, &Default::default(), &TrainOptions { resume: true, ..Default::default() })
+        .unwrap_err();
     assert!(err.to_string().contains("config differs"), "{err}");
     fs::remove_dir_all(dir).unwrap();
 }
@@ -155,10 +164,13 @@ fn bad_configs_fail_before_training_naming_the_field() {
         };
         assert!(err.contains(field), "{overrides:?}: {err}");
     }
-    let err = load::<PpoConfig>(Some(&config_path("ppo-smoke.toml")), &["aux.kind=\"gmc\"".into(), "aux.terms=[\"input\"]".into()])
-        .unwrap()
-        .validate()
-        .unwrap_err();
+    let err = load::<PpoConfig>(
+        Some(&config_path("ppo-smoke.toml")),
+        &["aux.kind=\"gmc\"".into(), "aux.terms=[\"input\"]".into()],
+    )
+    .unwrap()
+    .validate()
+    .unwrap_err();
     assert!(err.to_string().contains("aux.terms"), "{err}");
 }
 

@@ -60,7 +60,10 @@ impl Default for ActorCriticConfig {
 impl ActorCriticConfig {
     pub fn validate(&self) -> Result<(), EncoderError> {
         if self.hidden.contains(&0) {
-            return Err(EncoderError::InvalidConfig { field: "hidden".into(), reason: "widths must be positive".into() });
+            return Err(EncoderError::InvalidConfig {
+                field: "hidden".into(),
+                reason: "widths must be positive".into(),
+            });
         }
         if !self.log_std_init.is_finite() {
             return Err(EncoderError::InvalidConfig {
@@ -325,13 +328,15 @@ mod tests {
     fn host_log_probabilities_match_the_learner_s() {
         let device = Default::default();
         let space = ObsSpace::new([("proprio", m3ixup_envs::ModalitySpec::vector(&[(-1.0, 1.0); 3]))]).unwrap();
-        for action_space in [ActionSpace::Box { low: vec![-2.0, 0.0], high: vec![2.0, 1.0] }, ActionSpace::Discrete(4)] {
+        for action_space in [ActionSpace::Box { low: vec![-2.0, 0.0], high: vec![2.0, 1.0] }, ActionSpace::Discrete(4)]
+        {
             let mut config = ActorCriticConfig::default();
             config.log_std_init = -0.3;
             let ac = config.init::<Flex>(&EncoderConfig::default(), &space, &action_space, &device).unwrap();
             let k = action_space.policy_outputs();
             let policy: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.37).sin()).collect();
-            let chosen = choose_actions(&action_space, &policy, &ac.log_std_values(), false, &mut StdRng::seed_from_u64(1));
+            let chosen =
+                choose_actions(&action_space, &policy, &ac.log_std_values(), false, &mut StdRng::seed_from_u64(1));
             let cols = if ac.is_continuous() { k } else { 1 };
             let (lp, entropy) = ac.log_prob_entropy(
                 Tensor::from_data(TensorData::new(policy, [3, k]), &device),
@@ -354,7 +359,8 @@ mod tests {
 
     #[test]
     fn deterministic_actions_are_the_mode() {
-        let chosen = choose_actions(&ActionSpace::Discrete(3), &[0.1, 2.0, -1.0], &[], true, &mut StdRng::seed_from_u64(0));
+        let chosen =
+            choose_actions(&ActionSpace::Discrete(3), &[0.1, 2.0, -1.0], &[], true, &mut StdRng::seed_from_u64(0));
         assert_eq!(chosen.env, BatchActions::Discrete(vec![1]));
         let space = ActionSpace::Box { low: vec![-2.0], high: vec![2.0] };
         let chosen = choose_actions(&space, &[0.25], &[0.0], true, &mut StdRng::seed_from_u64(0));

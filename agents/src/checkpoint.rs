@@ -69,10 +69,16 @@ impl TrainError {
         let loss = aux.effective().map_err(|e| TrainError::config("aux", e.to_string()))?;
         loss.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
         if aux.gmc_with_other_terms() {
-            return Err(TrainError::config("aux.terms", "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\""));
+            return Err(TrainError::config(
+                "aux.terms",
+                "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"",
+            ));
         }
         if aux.kind == LossKind::M3ixup && !LossTerm::ALL.iter().any(|&t| loss.enabled(t)) {
-            return Err(TrainError::config("aux.terms", "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss"));
+            return Err(TrainError::config(
+                "aux.terms",
+                "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss",
+            ));
         }
         Ok(loss)
     }
@@ -150,8 +156,10 @@ pub fn write_checkpoint(
         write_atomic(&path, bytes).map_err(TrainError::io(format!("cannot write {}", path.display())))?;
     }
     let state_path = dir.join(STATE_FILE);
-    let text = toml::to_string(state).map_err(|e| TrainError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
-    write_atomic(&state_path, text.as_bytes()).map_err(TrainError::io(format!("cannot write {}", state_path.display())))?;
+    let text = toml::to_string(state)
+        .map_err(|e| TrainError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
+    write_atomic(&state_path, text.as_bytes())
+        .map_err(TrainError::io(format!("cannot write {}", state_path.display())))?;
     let pointer = run.file(CHECKPOINT_POINTER);
     write_atomic(&pointer, format!("dir = \"{name}\"\n").as_bytes())
         .map_err(TrainError::io(format!("cannot write {}", pointer.display())))?;
@@ -182,4 +190,3 @@ pub fn load_checkpoint_state(dir: &Path) -> Result<CheckpointState, TrainError> 
     let text = std::fs::read_to_string(&path).map_err(TrainError::io(format!("cannot read {}", path.display())))?;
     toml::from_str(&text).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
 }
-

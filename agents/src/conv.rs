@@ -47,7 +47,10 @@ impl ConvGeometry {
     /// what trunks never build (non-square or dilated kernels, groups, asymmetric padding).
     pub fn of<B: Backend>(conv: &Conv2d<B>, channels: usize, height: usize, width: usize) -> Self {
         let [_, cin, kh, kw] = conv.weight.dims();
-        assert!(cin == channels && kh == kw && conv.groups == 1 && conv.dilation == [1, 1], "a plain square convolution");
+        assert!(
+            cin == channels && kh == kw && conv.groups == 1 && conv.dilation == [1, 1],
+            "a plain square convolution"
+        );
         assert_eq!(conv.stride[0], conv.stride[1], "equal strides");
         let pad = match conv.padding {
             PaddingConfig2d::Valid => 0,
@@ -141,7 +144,13 @@ impl ConvMethod {
 /// `conv` over pixel rows `[N * H * W, C]` of geometry `geom`: pixel rows `[N * OH * OW, out]`,
 /// by the cheaper [`ConvMethod`]. `scale` multiplies the input (a trunk's input scale), folded
 /// into the small kernel.
-pub fn conv_rows<B: Backend>(conv: &Conv2d<B>, rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry, scale: f32) -> Tensor<B, 2> {
+pub fn conv_rows<B: Backend>(
+    conv: &Conv2d<B>,
+    rows: Tensor<B, 2>,
+    batch: usize,
+    geom: &ConvGeometry,
+    scale: f32,
+) -> Tensor<B, 2> {
     let method = ConvMethod::cheaper(geom, conv.weight.dims()[0]);
     conv_rows_with(conv, rows, batch, geom, scale, method, None)
 }
@@ -151,7 +160,13 @@ pub fn conv_rows<B: Backend>(conv: &Conv2d<B>, rows: Tensor<B, 2>, batch: usize,
 /// multiplied, which is exact because a zero row contributes nothing before the bias. One
 /// read-back of the rows' occupancy; dense inputs (more than half occupied) and inputs that need
 /// a gradient (a zero row's gradient is not zero) take [`conv_rows`].
-pub fn conv_rows_sparse<B: Backend>(conv: &Conv2d<B>, rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry, scale: f32) -> Tensor<B, 2> {
+pub fn conv_rows_sparse<B: Backend>(
+    conv: &Conv2d<B>,
+    rows: Tensor<B, 2>,
+    batch: usize,
+    geom: &ConvGeometry,
+    scale: f32,
+) -> Tensor<B, 2> {
     let method = ConvMethod::cheaper(geom, conv.weight.dims()[0]);
     let occupied = if rows.is_require_grad() { None } else { occupied_rows(&rows) };
     conv_rows_with(conv, rows, batch, geom, scale, method, occupied.as_deref())
@@ -195,7 +210,12 @@ pub fn conv_rows_with<B: Backend>(
             // Each product row goes to the output its tap reaches, or to a spare row cut off after.
             let targets: Vec<usize> = tap_targets(geom, inputs).map(|t| t.unwrap_or(outputs)).collect();
             Tensor::zeros([outputs + 1, out], &device)
-                .select_assign(0, index_tensor(&targets, &device), tap_products(conv, rows, scale), IndexingUpdateOp::Add)
+                .select_assign(
+                    0,
+                    index_tensor(&targets, &device),
+                    tap_products(conv, rows, scale),
+                    IndexingUpdateOp::Add,
+                )
                 .narrow(0, 0, outputs)
         }
         ConvMethod::Patches => {
@@ -209,7 +229,12 @@ pub fn conv_rows_with<B: Backend>(
                     live.sort_unstable();
                     live.dedup();
                     let y_live = row_patches(rows, batch, geom, Some(&live)).matmul(w);
-                    Tensor::zeros([outputs, out], &device).select_assign(0, index_tensor(&live, &device), y_live, IndexingUpdateOp::Add)
+                    Tensor::zeros([outputs, out], &device).select_assign(
+                        0,
+                        index_tensor(&live, &device),
+                        y_live,
+                        IndexingUpdateOp::Add,
+                    )
                 }
             }
         }
@@ -233,20 +258,28 @@ fn tap_targets<'a>(geom: &'a ConvGeometry, inputs: &'a [usize]) -> impl Iterator
 /// The patches of pixel rows `[N * H * W, C]`, one row gather: `[N * positions, patch_width]`,
 /// or only the listed output rows' (`sample * positions + position`). Taps in the zero padding
 /// read a zero row appended for them.
-fn row_patches<B: Backend>(rows: Tensor<B, 2>, batch: usize, geom: &ConvGeometry, outputs: Option<&[usize]>) -> Tensor<B, 2> {
+fn row_patches<B: Backend>(
+    rows: Tensor<B, 2>,
+    batch: usize,
+    geom: &ConvGeometry,
+    outputs: Option<&[usize]>,
+) -> Tensor<B, 2> {
     let [count, c] = rows.dims();
     let per_sample = geom.height * geom.width;
     let taps: Vec<Option<usize>> = geom.taps().map(|t| t.map(|(y, x)| y * geom.width + x)).collect();
     let per_output = geom.kernel * geom.kernel;
     let patch = |o: usize| {
         let (b, position) = (o / geom.positions(), o % geom.positions());
-        taps[position * per_output..(position + 1) * per_output].iter().map(move |t| t.map_or(count, |p| b * per_sample + p))
+        taps[position * per_output..(position + 1) * per_output]
+            .iter()
+            .map(move |t| t.map_or(count, |p| b * per_sample + p))
     };
     let (index, n): (Vec<usize>, usize) = match outputs {
         Some(list) => (list.iter().flat_map(|&o| patch(o)).collect(), list.len()),
         None => ((0..batch * geom.positions()).flat_map(patch).collect(), batch * geom.positions()),
     };
-    let rows = if geom.pad > 0 { Tensor::cat(vec![rows.clone(), Tensor::zeros([1, c], &rows.device())], 0) } else { rows };
+    let rows =
+        if geom.pad > 0 { Tensor::cat(vec![rows.clone(), Tensor::zeros([1, c], &rows.device())], 0) } else { rows };
     let index = index_tensor(&index, &rows.device());
     rows.select(0, index).reshape([n, geom.patch_width()])
 }

@@ -33,9 +33,15 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::Mlp;
-use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
+use crate::checkpoint::{
+    load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
+    STATE_FILE,
+};
 use crate::encoder::M3ixupEncoder;
-use crate::off_policy::{box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{
+    box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection,
+    RolloutSection, Tally,
+};
 use crate::optim::soft_update;
 use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
 use crate::replay::{next_observations, ReplayBuffer};
@@ -173,7 +179,10 @@ impl DdpgConfig {
         if self.replay.capacity < self.rollout.num_envs.max(d.batch_size) {
             return Err(TrainError::config(
                 "replay.capacity",
-                format!("{} holds less than one batch ({}) or one step of every environment", self.replay.capacity, d.batch_size),
+                format!(
+                    "{} holds less than one batch ({}) or one step of every environment",
+                    self.replay.capacity, d.batch_size
+                ),
             ));
         }
         check_range("ddpg.updates_per_step", d.updates_per_step, 0.0, 64.0, true)?;
@@ -204,7 +213,10 @@ pub struct DdpgCritic<B: Backend> {
 
 impl<B: Backend> DdpgCritic<B> {
     pub fn new(latent: usize, action: usize, hidden: &[usize], device: &B::Device) -> Self {
-        Self { first: LinearConfig::new(latent, hidden[0]).init(device), rest: Mlp::new(hidden[0] + action, &hidden[1..], 1, device) }
+        Self {
+            first: LinearConfig::new(latent, hidden[0]).init(device),
+            rest: Mlp::new(hidden[0] + action, &hidden[1..], 1, device),
+        }
     }
 
     /// `[N]`.
@@ -241,13 +253,21 @@ impl<B: Backend> DdpgAgent<B> {
     /// Actions in `[-1, 1]` for a batch of observations (host values, `[N * A]`).
     pub fn act(&self, space: &ObsSpace, obs: &BatchObs, device: &B::Device) -> Vec<f32> {
         let (x, presence) = batch_input::<B>(space, obs, device);
-        self.heads.action(self.encoder.encode(&x, &presence)).into_data().convert::<f32>().to_vec().expect("f32 actions")
+        self.heads
+            .action(self.encoder.encode(&x, &presence))
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 actions")
     }
 }
 
 impl DdpgHeads {
     pub fn init<B: Backend>(&self, latent: usize, action: usize, device: &B::Device) -> DdpgHeadsModule<B> {
-        let heads = DdpgHeadsModule { actor: Mlp::new(latent, &self.hidden, action, device), critic: DdpgCritic::new(latent, action, &self.hidden, device) };
+        let heads = DdpgHeadsModule {
+            actor: Mlp::new(latent, &self.hidden, action, device),
+            critic: DdpgCritic::new(latent, action, &self.hidden, device),
+        };
         heads.map(&mut crate::encoder::Materialize)
     }
 }
@@ -260,11 +280,14 @@ fn latents<B: Backend>(encoder: &M3ixupEncoder<B>, space: &ObsSpace, obs: &Batch
 }
 
 /// Loads the `pretrain` run at `path` and checks that it observes `space`.
-pub fn load_frozen_encoder<B: Backend>(path: &Path, space: &ObsSpace, device: &B::Device) -> Result<(M3ixupEncoder<B>, EncoderMeta), TrainError> {
+pub fn load_frozen_encoder<B: Backend>(
+    path: &Path,
+    space: &ObsSpace,
+    device: &B::Device,
+) -> Result<(M3ixupEncoder<B>, EncoderMeta), TrainError> {
     let (encoder, meta) = load_encoder::<B>(path, device)?;
-    meta.check_space(space).map_err(|reason| {
-        TrainError::config("pretrained.path", format!("{}: {reason}", path.display()))
-    })?;
+    meta.check_space(space)
+        .map_err(|reason| TrainError::config("pretrained.path", format!("{}: {reason}", path.display())))?;
     Ok((encoder, meta))
 }
 
@@ -275,7 +298,10 @@ pub fn load_frozen_encoder<B: Backend>(path: &Path, space: &ObsSpace, device: &B
 /// Builds the controller of a DDPG checkpoint and loads its weights. The checkpoint holds the
 /// frozen encoder as a `pretrain` run does (`encoder.mpk` and `encoder.toml`), so
 /// [`load_encoder`] reads it.
-pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpgAgent<B>, CheckpointState, DdpgConfig), TrainError> {
+pub fn load_agent<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(DdpgAgent<B>, CheckpointState, DdpgConfig), TrainError> {
     let state = load_checkpoint_state(dir)?;
     let config: DdpgConfig = toml::from_str(&state.config)
         .map_err(|e| TrainError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
@@ -291,7 +317,12 @@ pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(DdpgAge
 // ---------------------------------------------------------------------------------------------
 
 /// Trains DDPG on the frozen encoder as configured, writing metrics and checkpoints to `run`.
-pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::Device, verbose: bool) -> Result<OffPolicySummary, TrainError> {
+pub fn train<B: AutodiffBackend>(
+    config: &DdpgConfig,
+    run: &RunDir,
+    device: &B::Device,
+    verbose: bool,
+) -> Result<OffPolicySummary, TrainError> {
     config.validate()?;
     let started = Instant::now();
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
@@ -303,7 +334,8 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
 
     // 2. Environments, and the frozen encoder (on the inner backend: it never takes gradients).
     let num_envs = config.rollout.num_envs;
-    let vec_config = VecEnvConfig { num_envs, workers: config.rollout.workers, seed: t.seed, ..VecEnvConfig::default() };
+    let vec_config =
+        VecEnvConfig { num_envs, workers: config.rollout.workers, seed: t.seed, ..VecEnvConfig::default() };
     let (name, params) = (config.env.name.clone(), config.env.params.clone());
     let mut envs = VecEnv::new(vec_config, move |_| make(&name, &params))?;
     let obs_space = envs.observation_space().clone();
@@ -348,8 +380,15 @@ pub fn train<B: AutodiffBackend>(config: &DdpgConfig, run: &RunDir, device: &B::
         let squashed: Vec<f32> = if global_step < d.learning_starts {
             (0..num_envs * width).map(|_| rng.gen_range(-1.0f32..=1.0)).collect()
         } else {
-            let scale = 1.0 - (1.0 - d.noise_final) * (global_step as f64 / d.noise_anneal_steps.max(1) as f64).min(1.0);
-            let mean: Vec<f32> = heads.valid().action(tensor2(&z, latent_dim, device)).into_data().convert::<f32>().to_vec().expect("f32");
+            let scale =
+                1.0 - (1.0 - d.noise_final) * (global_step as f64 / d.noise_anneal_steps.max(1) as f64).min(1.0);
+            let mean: Vec<f32> = heads
+                .valid()
+                .action(tensor2(&z, latent_dim, device))
+                .into_data()
+                .convert::<f32>()
+                .to_vec()
+                .expect("f32");
             mean.iter()
                 .zip(noise.iter_mut())
                 .map(|(&m, n)| {

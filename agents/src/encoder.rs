@@ -15,12 +15,12 @@
 //! Inputs hold raw values as `f32` (u8 pixels converted on the learner, not rescaled): each trunk
 //! multiplies its input by a scale derived from the modality spec, see [`input_scale`].
 
+use crate::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, silu};
-use crate::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
 use m3ixup_envs::{DType, ModalityData, ModalitySpec, Obs, ObsSpace};
 use serde::{Deserialize, Serialize};
 

@@ -43,22 +43,47 @@ pub trait Policy<B: Backend> {
 }
 
 impl<B: Backend> Policy<B> for ActorCritic<B> {
-    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, deterministic: bool, rng: &mut StdRng, device: &B::Device) -> BatchActions {
+    fn act(
+        &self,
+        space: &ObsSpace,
+        action_space: &ActionSpace,
+        obs: &BatchObs,
+        deterministic: bool,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> BatchActions {
         let (x, presence) = batch_input::<B>(space, obs, device);
-        let policy: Vec<f32> = self.forward(&x, &presence).policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
+        let policy: Vec<f32> =
+            self.forward(&x, &presence).policy.into_data().convert::<f32>().to_vec().expect("f32 policy");
         choose_actions(action_space, &policy, &self.log_std_values(), deterministic, rng).env
     }
 }
 
 impl<B: Backend> Policy<B> for SacAgent<B> {
-    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, deterministic: bool, rng: &mut StdRng, device: &B::Device) -> BatchActions {
+    fn act(
+        &self,
+        space: &ObsSpace,
+        action_space: &ActionSpace,
+        obs: &BatchObs,
+        deterministic: bool,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> BatchActions {
         to_env_actions(action_space, &crate::sac::act(self, space, obs, deterministic, rng, device))
     }
 }
 
 /// DDPG's actor is deterministic: `deterministic` and `rng` do not apply.
 impl<B: Backend> Policy<B> for DdpgAgent<B> {
-    fn act(&self, space: &ObsSpace, action_space: &ActionSpace, obs: &BatchObs, _: bool, _: &mut StdRng, device: &B::Device) -> BatchActions {
+    fn act(
+        &self,
+        space: &ObsSpace,
+        action_space: &ActionSpace,
+        obs: &BatchObs,
+        _: bool,
+        _: &mut StdRng,
+        device: &B::Device,
+    ) -> BatchActions {
         to_env_actions(action_space, &DdpgAgent::act(self, space, obs, device))
     }
 }
@@ -117,7 +142,9 @@ impl Condition {
         };
         match self {
             Condition::All => Ok(()),
-            Condition::Only { modality } | Condition::Without { modality } | Condition::Frozen { modality } => known(modality),
+            Condition::Only { modality } | Condition::Without { modality } | Condition::Frozen { modality } => {
+                known(modality)
+            }
             Condition::PerStep { modality, p } => {
                 known(modality)?;
                 if (0.0..=1.0).contains(p) {
@@ -285,7 +312,8 @@ pub fn run_episodes<B: Backend>(
     params.remove("sensor_dropout");
     params.insert("max_episode_steps".into(), toml::Value::Integer(config.steps as i64));
     let num_envs = config.num_envs.min(config.episodes);
-    let vec = VecEnvConfig { num_envs, workers: config.workers.min(num_envs), seed: config.seed, ..VecEnvConfig::default() };
+    let vec =
+        VecEnvConfig { num_envs, workers: config.workers.min(num_envs), seed: config.seed, ..VecEnvConfig::default() };
     let name = env_name.to_string();
     let cond = condition.clone();
     let mut envs = VecEnv::new(vec, move |_| cond.wrap(make(&name, &params)?))?;
@@ -462,7 +490,9 @@ impl EvalReport {
             out.push_str(&format!("| {c} |"));
             for a in &self.agents {
                 match self.rows.iter().find(|r| r.agent == *a && r.condition == c) {
-                    Some(r) => out.push_str(&format!(" {:.3} ± {:.3} ({:.2}) |", r.per_step_mean, r.per_step_std, r.retention)),
+                    Some(r) => {
+                        out.push_str(&format!(" {:.3} ± {:.3} ({:.2}) |", r.per_step_mean, r.per_step_std, r.retention))
+                    }
                     None => out.push_str(" - |"),
                 }
             }
@@ -473,11 +503,20 @@ impl EvalReport {
 
     /// One CSV line per row.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("agent,condition,per_step_mean,per_step_std,return_mean,return_std,retention,random_per_step_mean\n");
+        let mut out = String::from(
+            "agent,condition,per_step_mean,per_step_std,return_mean,return_std,retention,random_per_step_mean\n",
+        );
         for r in &self.rows {
             out.push_str(&format!(
                 "{},{},{},{},{},{},{},{}\n",
-                r.agent, r.condition, r.per_step_mean, r.per_step_std, r.return_mean, r.return_std, r.retention, self.random_per_step_mean
+                r.agent,
+                r.condition,
+                r.per_step_mean,
+                r.per_step_std,
+                r.return_mean,
+                r.return_std,
+                r.retention,
+                self.random_per_step_mean
             ));
         }
         out
@@ -505,8 +544,15 @@ mod tests {
         assert_eq!(
             labels,
             [
-                "all", "pixels only", "sound only", "pixels p=0.3", "sound p=0.3", "pixels noise 0.1", "sound noise 0.1",
-                "pixels frozen", "sound frozen"
+                "all",
+                "pixels only",
+                "sound only",
+                "pixels p=0.3",
+                "sound p=0.3",
+                "pixels noise 0.1",
+                "sound noise 0.1",
+                "pixels frozen",
+                "sound frozen"
             ]
         );
     }

@@ -12,25 +12,25 @@
 
 pub use m3ixup_envs as envs;
 
+pub mod actor_critic;
+pub mod checkpoint;
 pub mod conv;
+pub mod ddpg;
 pub mod encoder;
 pub mod evaluate;
 pub mod losses;
 pub mod off_policy;
-pub mod pretrain;
-pub mod replay;
-pub mod actor_critic;
-pub mod checkpoint;
-pub mod ddpg;
 pub mod optim;
 pub mod ppo;
+pub mod pretrain;
+pub mod replay;
 pub mod rollout;
-pub mod sac;
 pub mod run;
+pub mod sac;
 pub mod storage;
 
 pub use encoder::{
-    EncoderConfig, EncoderError, Features, FirstLayer, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput, PixelTrunk,
-    Presence,
+    EncoderConfig, EncoderError, Features, FirstLayer, JointKind, M3ixupEncoder, ModalityTensor, MultimodalInput,
+    PixelTrunk, Presence,
 };
 pub use losses::{m3ixup_loss, LossConfigError, M3ixupLossConfig, M3ixupReport};

@@ -93,9 +93,9 @@ pub fn soft_nce<B: Backend>(
     let device = z_joint.device();
     let s = masked_similarity(z_joint, z_tilde, tau); // [2B, 2B]
     let lse = row_logsumexp(s.clone()); // [2B, 1]
-    // log p of a target = its logit - the row's log-sum-exp: gather the two target columns
-    // first, so no full [2B, 2B] log-softmax is built.
-    // Column of the lambda target of each row: B+k for row k, k for row B+k.
+                                        // log p of a target = its logit - the row's log-sum-exp: gather the two target columns
+                                        // first, so no full [2B, 2B] log-softmax is built.
+                                        // Column of the lambda target of each row: B+k for row k, k for row B+k.
     let own: Vec<usize> = (0..b).map(|k| b + k).chain(0..b).collect();
     let own = (s.clone().gather(1, index_tensor::<B>(&own, &device).reshape([2 * b, 1])) - lse.clone()).mean();
     if lambda == 1.0 {
@@ -113,7 +113,7 @@ fn masked_similarity<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, tau: f32) -> 
     let n = 2 * a.dims()[0];
     let device = a.device();
     let z = Tensor::cat(vec![a, b], 0); // [2B, d]
-    // 1/tau scales the [2B, d] factor rather than the [2B, 2B] product.
+                                        // 1/tau scales the [2B, d] factor rather than the [2B, 2B] product.
     let s = z.clone().div_scalar(tau).matmul(z.transpose()); // [2B, 2B]
     s.mask_fill(Tensor::<B, 2, Bool>::diag_mask([n, n], 0, &device).bool_not(), MASKED)
 }
@@ -843,7 +843,10 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     }
     if config.input.enabled {
         let first = &feats.first_layers;
-        terms.push((LossTerm::Input, input_mixup_loss_from_first_layers(encoder, first, z_m.clone(), draws.lambda, &draws.perm, tau)));
+        terms.push((
+            LossTerm::Input,
+            input_mixup_loss_from_first_layers(encoder, first, z_m.clone(), draws.lambda, &draws.perm, tau),
+        ));
     }
     if config.manifold.enabled {
         terms.push((

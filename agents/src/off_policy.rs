@@ -88,9 +88,11 @@ impl RolloutSection {
 
 impl OffPolicyTrain {
     pub fn validate(&self) -> Result<(), TrainError> {
-        for (field, v) in
-            [("train.total_steps", self.total_steps), ("train.log_every", self.log_every), ("train.checkpoint_every", self.checkpoint_every)]
-        {
+        for (field, v) in [
+            ("train.total_steps", self.total_steps),
+            ("train.log_every", self.log_every),
+            ("train.checkpoint_every", self.checkpoint_every),
+        ] {
             if v == 0 {
                 return Err(TrainError::config(field, "must be at least 1"));
             }
@@ -126,14 +128,22 @@ pub fn to_env_actions(space: &ActionSpace, squashed: &[f32]) -> BatchActions {
     let ActionSpace::Box { low, high } = space else { panic!("squashed actions need a Box space") };
     let w = low.len();
     BatchActions::Continuous(
-        squashed.chunks_exact(w).flat_map(|r| r.iter().enumerate().map(|(j, &v)| scale_to_bounds(v, low[j], high[j]))).collect(),
+        squashed
+            .chunks_exact(w)
+            .flat_map(|r| r.iter().enumerate().map(|(j, &v)| scale_to_bounds(v, low[j], high[j])))
+            .collect(),
     )
 }
 
 /// The TD target `reward_scale * r + gamma * (1 - terminated) * next_value` of a replay batch
 /// (`next_value`: `[N]`, at the next observation, without gradients). Truncated transitions
 /// bootstrap from their final observation; terminated ones do not.
-pub fn td_target<B: Backend>(batch: &ReplayBatch, next_value: Tensor<B, 1>, gamma: f64, reward_scale: f64) -> Tensor<B, 1> {
+pub fn td_target<B: Backend>(
+    batch: &ReplayBatch,
+    next_value: Tensor<B, 1>,
+    gamma: f64,
+    reward_scale: f64,
+) -> Tensor<B, 1> {
     let n = batch.len();
     let device = next_value.device();
     let rewards = Tensor::<B, 1>::from_data(TensorData::new(batch.rewards.clone(), [n]), &device);
@@ -189,7 +199,10 @@ impl Tally {
             ("charts/episodic_return".to_string(), mean(&self.returns)),
             ("charts/episodic_length".to_string(), mean(&self.lengths)),
             ("charts/episodes".to_string(), self.returns.len() as f64),
-            ("charts/reward_per_step".to_string(), if self.steps == 0 { f64::NAN } else { self.reward_sum / self.steps as f64 }),
+            (
+                "charts/reward_per_step".to_string(),
+                if self.steps == 0 { f64::NAN } else { self.reward_sum / self.steps as f64 },
+            ),
         ];
         row.extend(self.losses.iter().map(|(n, s, c)| (n.clone(), if *c == 0 { f64::NAN } else { s / *c as f64 })));
         let names: Vec<String> = self.losses.iter().map(|(n, _, _)| n.clone()).collect();
@@ -216,8 +229,15 @@ pub struct OffPolicySummary {
 
 impl OffPolicySummary {
     /// The summary of a run that logged `rows` and started at `started`.
-    pub fn new(run: &RunDir, global_step: u64, updates: usize, started: Instant, rows: Vec<Vec<(String, f64)>>) -> Self {
-        let last = |key: &str| rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
+    pub fn new(
+        run: &RunDir,
+        global_step: u64,
+        updates: usize,
+        started: Instant,
+        rows: Vec<Vec<(String, f64)>>,
+    ) -> Self {
+        let last =
+            |key: &str| rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
         let wall_seconds = started.elapsed().as_secs_f64();
         Self {
             run_dir: run.path().to_path_buf(),
@@ -239,13 +259,14 @@ pub(crate) fn progress(verbose: bool, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }
-
 
 #[cfg(test)]
 mod tests {

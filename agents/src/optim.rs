@@ -26,7 +26,8 @@ pub fn clip_grad_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     }
     let total: f64 = Tensor::cat(squares.sums, 0).sum().into_scalar().elem::<f64>().sqrt();
     if total.is_finite() && total > max_norm {
-        let mut scale = Scale::<B> { grads, factor: max_norm / (total + 1e-6), ids: Vec::new(), backend: std::marker::PhantomData };
+        let mut scale =
+            Scale::<B> { grads, factor: max_norm / (total + 1e-6), ids: Vec::new(), backend: std::marker::PhantomData };
         module.visit(&mut scale);
     }
     total
@@ -100,7 +101,11 @@ mod tests {
 /// Polyak averaging: every parameter of `target` becomes `tau * online + (1 - tau) * target`.
 /// `target` is a copy of `online` made with `valid()` (so parameters match by id), on the inner
 /// backend: target networks take no gradients.
-pub fn soft_update<B: AutodiffBackend, M: AutodiffModule<B>>(online: &M, target: M::InnerModule, tau: f64) -> M::InnerModule {
+pub fn soft_update<B: AutodiffBackend, M: AutodiffModule<B>>(
+    online: &M,
+    target: M::InnerModule,
+    tau: f64,
+) -> M::InnerModule {
     let mut collect = CollectParams::<B> { values: HashMap::new() };
     online.visit(&mut collect);
     target.map(&mut Blend::<B::InnerBackend> { values: collect.values, tau })

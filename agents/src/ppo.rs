@@ -21,10 +21,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use burn::backend::Flex;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::backend::Flex;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,22 +34,19 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::vector::BatchObs;
-use m3ixup_envs::{
-    make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH,
-    INFO_EPISODE_RETURN,
-};
+use m3ixup_envs::{make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
-use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
-use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
-use crate::optim::clip_grad_norm;
-use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
-use crate::rollout::{gae, Rollout};
 pub use crate::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
     OPTIMIZER_FILE, STATE_FILE,
 };
 use crate::checkpoint::{load_record, record_bytes, write_checkpoint};
+use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
+use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
+use crate::optim::clip_grad_norm;
+use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
+use crate::rollout::{gae, Rollout};
 use crate::run::RunDir;
 use crate::storage::{batch_input, DeviceObs};
 
@@ -237,7 +234,10 @@ impl PpoConfig {
             return bad("rollout.num_envs", "must be at least 1".into());
         }
         if r.workers > r.num_envs {
-            return bad("rollout.workers", format!("{} workers for {} environments: at most num_envs", r.workers, r.num_envs));
+            return bad(
+                "rollout.workers",
+                format!("{} workers for {} environments: at most num_envs", r.workers, r.num_envs),
+            );
         }
         if r.steps == 0 {
             return bad("rollout.steps", "must be at least 1".into());
@@ -270,7 +270,12 @@ impl PpoConfig {
         positive("ppo.clip_coef", p.clip_coef)?;
         positive("ppo.reward_scale", p.reward_scale)?;
         positive("ppo.max_grad_norm", p.max_grad_norm)?;
-        for (field, v) in [("ppo.vf_coef", p.vf_coef), ("ppo.ent_coef", p.ent_coef), ("ppo.aux_weight", p.aux_weight), ("ppo.target_kl", p.target_kl)] {
+        for (field, v) in [
+            ("ppo.vf_coef", p.vf_coef),
+            ("ppo.ent_coef", p.ent_coef),
+            ("ppo.aux_weight", p.aux_weight),
+            ("ppo.target_kl", p.target_kl),
+        ] {
             non_negative(field, v)?;
         }
         if p.update_epochs == 0 {
@@ -431,7 +436,10 @@ pub fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
 }
 
 /// Builds the agent of a checkpoint from its config and loads its weights.
-pub fn load_agent<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ActorCritic<B>, CheckpointState, PpoConfig), PpoError> {
+pub fn load_agent<B: Backend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(ActorCritic<B>, CheckpointState, PpoConfig), PpoError> {
     let state = load_checkpoint_state(dir)?;
     let config: PpoConfig = toml::from_str(&state.config)
         .map_err(|e| PpoError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
@@ -554,9 +562,11 @@ pub fn train<B: AutodiffBackend>(
     let bar = if options.verbose {
         let bar = ProgressBar::new(num_updates as u64 * batch_size as u64);
         bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_position(global_step);
         bar
@@ -584,7 +594,9 @@ pub fn train<B: AutodiffBackend>(
         // device or on a CPU copy (`rollout.inference`).
         let policy = match r.inference {
             InferenceDevice::Learner => RolloutPolicy::Learner(agent.valid(), device.clone()),
-            InferenceDevice::Cpu => RolloutPolicy::Cpu(cpu_copy(&agent, cpu_policy.take(), config, &obs_space, &action_space)?),
+            InferenceDevice::Cpu => {
+                RolloutPolicy::Cpu(cpu_copy(&agent, cpu_policy.take(), config, &obs_space, &action_space)?)
+            }
         };
         let log_std = agent.log_std_values();
         rollout.clear();
@@ -605,8 +617,10 @@ pub fn train<B: AutodiffBackend>(
             let truncated: Vec<usize> = (0..r.num_envs).filter(|&i| step.truncated[i] && !step.terminated[i]).collect();
             let mut trunc_values = vec![0.0f32; r.num_envs];
             if !truncated.is_empty() {
-                let finals: Vec<_> =
-                    truncated.iter().map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation")).collect();
+                let finals: Vec<_> = truncated
+                    .iter()
+                    .map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation"))
+                    .collect();
                 let vf = policy.values_of(&obs_space, &finals)?;
                 for (&i, v) in truncated.iter().zip(vf) {
                     trunc_values[i] = v;
@@ -657,8 +671,8 @@ pub fn train<B: AutodiffBackend>(
                 }
                 let mb = on_device.minibatch(&rollout, mb_idx, device);
                 let aux_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
-                let draws = (aux_on && aux_rows >= 2)
-                    .then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
+                let draws =
+                    (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
                 let loss = ppo_loss(&agent, &mb, p, &aux, draws);
                 let parts: Vec<f32> = Tensor::cat(
                     vec![
@@ -741,10 +755,7 @@ pub fn train<B: AutodiffBackend>(
         }
         let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
         bar.set_position(global_step);
-        bar.set_message(format!(
-            "sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}",
-            mean(&recent)
-        ));
+        bar.set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}", mean(&recent)));
         rows.push(row);
     }
     bar.finish_and_clear();
@@ -776,7 +787,12 @@ impl<B: Backend> RolloutPolicy<B> {
     /// The values and policy outputs (logits or action means) of a whole vector-environment
     /// batch, on the host: one forward pass.
     fn outputs(&self, space: &ObsSpace, obs: &BatchObs) -> (Vec<f32>, Vec<f32>) {
-        fn run<C: Backend>(policy: &ActorCritic<C>, space: &ObsSpace, obs: &BatchObs, device: &C::Device) -> (Vec<f32>, Vec<f32>) {
+        fn run<C: Backend>(
+            policy: &ActorCritic<C>,
+            space: &ObsSpace,
+            obs: &BatchObs,
+            device: &C::Device,
+        ) -> (Vec<f32>, Vec<f32>) {
             let (x, presence) = batch_input::<C>(space, obs, device);
             host_outputs(policy, &x, &presence)
         }
@@ -788,7 +804,12 @@ impl<B: Backend> RolloutPolicy<B> {
 
     /// The values of single observations (final observations of truncated episodes).
     fn values_of(&self, space: &ObsSpace, obs: &[Obs]) -> Result<Vec<f32>, PpoError> {
-        fn run<C: Backend>(policy: &ActorCritic<C>, space: &ObsSpace, obs: &[Obs], device: &C::Device) -> Result<Vec<f32>, PpoError> {
+        fn run<C: Backend>(
+            policy: &ActorCritic<C>,
+            space: &ObsSpace,
+            obs: &[Obs],
+            device: &C::Device,
+        ) -> Result<Vec<f32>, PpoError> {
             let (x, presence) = MultimodalInput::<C>::from_obs(space, obs, device)?;
             Ok(host_outputs(policy, &x, &presence).0)
         }
@@ -799,7 +820,11 @@ impl<B: Backend> RolloutPolicy<B> {
     }
 }
 
-fn host_outputs<C: Backend>(policy: &ActorCritic<C>, x: &MultimodalInput<C>, presence: &Presence) -> (Vec<f32>, Vec<f32>) {
+fn host_outputs<C: Backend>(
+    policy: &ActorCritic<C>,
+    x: &MultimodalInput<C>,
+    presence: &Presence,
+) -> (Vec<f32>, Vec<f32>) {
     let out = policy.forward(x, presence);
     let values = out.value.into_data().convert::<f32>().to_vec().expect("f32 values");
     let policy = out.policy.into_data().convert::<f32>().to_vec().expect("f32 policy outputs");
@@ -851,7 +876,10 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
     /// The rows `indices` as a minibatch: one small index upload, row selections on the device.
     fn minibatch(&self, rollout: &Rollout, indices: &[usize], device: &B::Device) -> Minibatch<B> {
         let rows_of = |idx: &[usize]| {
-            Tensor::<B, 1, Int>::from_data(TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [idx.len()]), device)
+            Tensor::<B, 1, Int>::from_data(
+                TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [idx.len()]),
+                device,
+            )
         };
         let rows = rows_of(indices);
         let complete: Vec<usize> = indices.iter().copied().filter(|&i| rollout.obs.complete(i)).collect();
@@ -917,7 +945,15 @@ impl LossSums {
 
     fn metrics(&self, aux_terms: &[LossTerm]) -> Vec<(String, f64)> {
         let n = self.count.max(1) as f64;
-        let names = ["losses/total", "losses/policy", "losses/value", "losses/entropy", "losses/aux", "losses/approx_kl", "losses/clip_fraction"];
+        let names = [
+            "losses/total",
+            "losses/policy",
+            "losses/value",
+            "losses/entropy",
+            "losses/aux",
+            "losses/approx_kl",
+            "losses/clip_fraction",
+        ];
         let mut out: Vec<(String, f64)> = names.iter().zip(self.parts).map(|(k, s)| (k.to_string(), s / n)).collect();
         out.push(("losses/grad_norm".into(), self.grad_norm / n));
         // Per-term auxiliary losses and mixup draws (`losses/m3ixup_gmc`, `m3ixup/lambda`, ...),
@@ -969,11 +1005,11 @@ mod tests {
         let agent = ActorCriticConfig::default().init::<Ad>(&encoder, &space, &action_space, &device).unwrap();
         let idx: Vec<usize> = (0..12).collect();
         let host: Vec<Vec<f32>> = vec![
-            (0..12).map(|i| (i as f32 * 0.7).sin()).collect(),        // actions
-            (0..12).map(|i| -1.0 - 0.1 * i as f32).collect(),         // old log-probs
-            (0..12).map(|i| 0.3 * (i as f32).cos()).collect(),        // old values
-            (0..12).map(|i| (i as f32 - 5.5) * 0.2).collect(),        // advantages
-            (0..12).map(|i| 0.1 * i as f32 - 0.4).collect(),          // returns
+            (0..12).map(|i| (i as f32 * 0.7).sin()).collect(), // actions
+            (0..12).map(|i| -1.0 - 0.1 * i as f32).collect(),  // old log-probs
+            (0..12).map(|i| 0.3 * (i as f32).cos()).collect(), // old values
+            (0..12).map(|i| (i as f32 - 5.5) * 0.2).collect(), // advantages
+            (0..12).map(|i| 0.1 * i as f32 - 0.4).collect(),   // returns
         ];
         let t = |v: &Vec<f32>| Tensor::<Ad, 1>::from_data(TensorData::new(v.clone(), [12]), &device);
         let complete: Vec<usize> = idx.iter().copied().filter(|&i| store.complete(i)).collect();

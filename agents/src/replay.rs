@@ -128,10 +128,14 @@ impl ReplayBuffer {
         frame_stack: usize,
     ) -> Result<Self, ReplayError> {
         if num_envs == 0 || frame_stack == 0 {
-            return Err(ReplayError::Invalid(format!("num_envs ({num_envs}) and frame_stack ({frame_stack}) must be at least 1")));
+            return Err(ReplayError::Invalid(format!(
+                "num_envs ({num_envs}) and frame_stack ({frame_stack}) must be at least 1"
+            )));
         }
         if capacity < num_envs {
-            return Err(ReplayError::Invalid(format!("capacity {capacity} is less than one transition per sub-environment ({num_envs})")));
+            return Err(ReplayError::Invalid(format!(
+                "capacity {capacity} is less than one transition per sub-environment ({num_envs})"
+            )));
         }
         let mut frame_numel = Vec::with_capacity(space.len());
         for (name, spec) in space.iter() {
@@ -163,15 +167,7 @@ impl ReplayBuffer {
                 actions: VecDeque::with_capacity(per_env * action_width),
             })
             .collect();
-        Ok(Self {
-            space: space.clone(),
-            k: frame_stack,
-            frame_numel,
-            action_width,
-            per_env,
-            slots,
-            streams,
-        })
+        Ok(Self { space: space.clone(), k: frame_stack, frame_numel, action_width, per_env, slots, streams })
     }
 
     pub fn space(&self) -> &ObsSpace {
@@ -242,7 +238,8 @@ impl ReplayBuffer {
         obs: &BatchObs,
     ) -> Result<(), ReplayError> {
         let n = self.streams.len();
-        if actions.len() != n * self.action_width || rewards.len() != n || terminated.len() != n || truncated.len() != n {
+        if actions.len() != n * self.action_width || rewards.len() != n || terminated.len() != n || truncated.len() != n
+        {
             return Err(ReplayError::Invalid(format!(
                 "a step of {n} sub-environments needs {} action values and {n} rewards and flags, got {}, {}, {}, {}",
                 n * self.action_width,
@@ -255,9 +252,9 @@ impl ReplayBuffer {
         self.check_batch(next_obs, "next_obs")?;
         self.check_batch(obs, "obs")?;
         for env in 0..n {
-            let current = self.streams[env]
-                .current
-                .ok_or_else(|| ReplayError::Invalid("add before reset: the buffer has no current observation".into()))?;
+            let current = self.streams[env].current.ok_or_else(|| {
+                ReplayError::Invalid("add before reset: the buffer has no current observation".into())
+            })?;
             let start = self.streams[env].episode_start[self.slot(current)];
             let frame = self.push_frame(env, next_obs, env, start)?;
             let stream = &mut self.streams[env];
@@ -369,7 +366,10 @@ impl ReplayBuffer {
         if a >= self.slots as u64 {
             let overwritten = a - self.slots as u64;
             while let Some(front) = self.streams[env].transitions.front().copied() {
-                let oldest = front.frame.saturating_sub(self.k as u64 - 1).max(self.streams[env].episode_start[self.slot(front.frame)]);
+                let oldest = front
+                    .frame
+                    .saturating_sub(self.k as u64 - 1)
+                    .max(self.streams[env].episode_start[self.slot(front.frame)]);
                 if oldest > overwritten {
                     break;
                 }
@@ -415,7 +415,12 @@ impl ReplayBuffer {
                             true
                         }
                     }
-                    _ => return Err(ReplayError::Invalid(format!("modality `{}` changed its dtype", self.space.name(m)))),
+                    _ => {
+                        return Err(ReplayError::Invalid(format!(
+                            "modality `{}` changed its dtype",
+                            self.space.name(m)
+                        )))
+                    }
                 };
                 if !same {
                     return Err(ReplayError::NotAFrameStack { env, modality: self.space.name(m).to_string(), k });
@@ -441,8 +446,12 @@ impl ReplayBuffer {
                 let abs = frame.saturating_sub((k - 1 - j) as u64).max(start);
                 let s = (abs % self.slots as u64) as usize;
                 match (&mut out.buffers[m], &stream.frames[m]) {
-                    (ModalityData::U8(dst), ModalityData::U8(src)) if present => dst.extend_from_slice(&src[s * n..(s + 1) * n]),
-                    (ModalityData::F32(dst), ModalityData::F32(src)) if present => dst.extend_from_slice(&src[s * n..(s + 1) * n]),
+                    (ModalityData::U8(dst), ModalityData::U8(src)) if present => {
+                        dst.extend_from_slice(&src[s * n..(s + 1) * n])
+                    }
+                    (ModalityData::F32(dst), ModalityData::F32(src)) if present => {
+                        dst.extend_from_slice(&src[s * n..(s + 1) * n])
+                    }
                     (ModalityData::U8(dst), _) => dst.extend(std::iter::repeat_n(0u8, n)),
                     (ModalityData::F32(dst), _) => dst.extend(std::iter::repeat_n(0.0f32, n)),
                 }

@@ -57,7 +57,9 @@ impl Rollout {
 
     pub fn clear(&mut self) {
         self.obs.clear();
-        for v in [&mut self.actions, &mut self.log_probs, &mut self.values, &mut self.rewards, &mut self.truncation_values] {
+        for v in
+            [&mut self.actions, &mut self.log_probs, &mut self.values, &mut self.rewards, &mut self.truncation_values]
+        {
             v.clear();
         }
         self.terminated.clear();
@@ -90,7 +92,12 @@ pub fn gae(
     let n = last_values.len();
     let len = rewards.len();
     assert!(n > 0 && len % n == 0, "{len} transitions do not split into steps of {n} environments");
-    for (name, l) in [("values", values.len()), ("terminated", terminated.len()), ("truncated", truncated.len()), ("truncation_values", truncation_values.len())] {
+    for (name, l) in [
+        ("values", values.len()),
+        ("terminated", terminated.len()),
+        ("truncated", truncated.len()),
+        ("truncation_values", truncation_values.len()),
+    ] {
         assert_eq!(l, len, "`{name}` has {l} entries, `rewards` {len}");
     }
     let steps = len / n;

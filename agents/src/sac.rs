@@ -38,10 +38,16 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::{Mlp, PolicyInput};
-use crate::checkpoint::{load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE, STATE_FILE};
+use crate::checkpoint::{
+    load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
+    STATE_FILE,
+};
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
-use crate::off_policy::{box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection, Tally};
+use crate::off_policy::{
+    box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection,
+    RolloutSection, Tally,
+};
 use crate::optim::soft_update;
 use crate::pretrain::{EnvSection, LossSection};
 use crate::replay::{next_observations, ReplayBuffer};
@@ -193,10 +199,15 @@ impl SacConfig {
         if self.replay.capacity < self.rollout.num_envs.max(s.batch_size) {
             return Err(TrainError::config(
                 "replay.capacity",
-                format!("{} holds less than one batch ({}) or one step of every environment", self.replay.capacity, s.batch_size),
+                format!(
+                    "{} holds less than one batch ({}) or one step of every environment",
+                    self.replay.capacity, s.batch_size
+                ),
             ));
         }
-        for (field, every) in [("sac.actor_every", s.actor_every), ("sac.target_every", s.target_every), ("sac.aux_every", s.aux_every)] {
+        for (field, every) in
+            [("sac.actor_every", s.actor_every), ("sac.target_every", s.target_every), ("sac.aux_every", s.aux_every)]
+        {
             if every == 0 {
                 return Err(TrainError::config(field, "must be at least 1"));
             }
@@ -204,7 +215,12 @@ impl SacConfig {
         check_range("sac.updates_per_step", s.updates_per_step, 0.0, 64.0, true)?;
         check_range("sac.gamma", s.gamma, 0.0, 1.0, false)?;
         check_range("sac.reward_scale", s.reward_scale, 0.0, f64::MAX, true)?;
-        for (field, v) in [("sac.critic_lr", s.critic_lr), ("sac.actor_lr", s.actor_lr), ("sac.alpha_lr", s.alpha_lr), ("sac.init_alpha", s.init_alpha)] {
+        for (field, v) in [
+            ("sac.critic_lr", s.critic_lr),
+            ("sac.actor_lr", s.actor_lr),
+            ("sac.alpha_lr", s.alpha_lr),
+            ("sac.init_alpha", s.init_alpha),
+        ] {
             check_range(field, v, 0.0, f64::MAX, true)?;
         }
         check_range("sac.critic_tau", s.critic_tau, 0.0, 1.0, true)?;
@@ -314,7 +330,10 @@ impl SacHeads {
         let agent = SacAgent {
             encoder,
             actor: Mlp::new(repr, &self.hidden, 2 * width, device),
-            critic: TwinQ { q1: Mlp::new(repr + width, &self.hidden, 1, device), q2: Mlp::new(repr + width, &self.hidden, 1, device) },
+            critic: TwinQ {
+                q1: Mlp::new(repr + width, &self.hidden, 1, device),
+                q2: Mlp::new(repr + width, &self.hidden, 1, device),
+            },
             policy_input_latent: self.policy_input == PolicyInput::Latent,
             log_std_min: sac.log_std_min,
             log_std_max: sac.log_std_max,
@@ -367,7 +386,12 @@ impl<B: Backend> SacAgent<B> {
     }
 }
 
-fn representation<B: Backend>(encoder: &M3ixupEncoder<B>, latent: bool, x: &MultimodalInput<B>, presence: &Presence) -> Tensor<B, 2> {
+fn representation<B: Backend>(
+    encoder: &M3ixupEncoder<B>,
+    latent: bool,
+    x: &MultimodalInput<B>,
+    presence: &Presence,
+) -> Tensor<B, 2> {
     if latent {
         encoder.encode(x, presence)
     } else {
@@ -407,7 +431,11 @@ pub fn act<B: Backend>(
 // ---------------------------------------------------------------------------------------------
 
 /// The temperature loss `-mean(log_alpha * (log_pi + target_entropy))` (`log_pi` detached).
-pub fn temperature_loss<B: Backend>(temperature: &Temperature<B>, log_pi: Tensor<B, 1>, target_entropy: f64) -> Tensor<B, 1> {
+pub fn temperature_loss<B: Backend>(
+    temperature: &Temperature<B>,
+    log_pi: Tensor<B, 1>,
+    target_entropy: f64,
+) -> Tensor<B, 1> {
     let n = log_pi.dims()[0];
     let alpha_term = temperature.log_alpha.val().expand([n]);
     (alpha_term * log_pi.add_scalar(target_entropy)).mean().neg()
@@ -566,11 +594,15 @@ pub const TARGET_FILE: &str = "target.mpk";
 pub const TEMPERATURE_FILE: &str = "temperature.mpk";
 
 /// Builds the agent of a SAC checkpoint from its config and loads its weights.
-pub fn load_agent<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Result<(SacAgent<B>, CheckpointState, SacConfig), TrainError> {
+pub fn load_agent<B: Backend>(
+    dir: &std::path::Path,
+    device: &B::Device,
+) -> Result<(SacAgent<B>, CheckpointState, SacConfig), TrainError> {
     let state = load_checkpoint_state(dir)?;
     let config: SacConfig = toml::from_str(&state.config)
         .map_err(|e| TrainError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
-    let agent = config.policy.init::<B>(&config.encoder, &config.sac, &state.observation_space, &state.action_space, device)?;
+    let agent =
+        config.policy.init::<B>(&config.encoder, &config.sac, &state.observation_space, &state.action_space, device)?;
     let record = load_record(&dir.join(AGENT_FILE), device)?;
     Ok((agent.load_record(record), state, config))
 }
@@ -581,7 +613,12 @@ pub fn load_agent<B: Backend>(dir: &std::path::Path, device: &B::Device) -> Resu
 
 /// Trains SAC (+ the auxiliary loss) as configured, writing metrics and checkpoints to `run`.
 /// `verbose` shows a progress bar.
-pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::Device, verbose: bool) -> Result<OffPolicySummary, TrainError> {
+pub fn train<B: AutodiffBackend>(
+    config: &SacConfig,
+    run: &RunDir,
+    device: &B::Device,
+    verbose: bool,
+) -> Result<OffPolicySummary, TrainError> {
     config.validate()?;
     let started = Instant::now();
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
@@ -598,7 +635,8 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
 
     // 2. Environments (sub-environment i: seed + i) and the replay buffer.
     let num_envs = config.rollout.num_envs;
-    let vec_config = VecEnvConfig { num_envs, workers: config.rollout.workers, seed: t.seed, ..VecEnvConfig::default() };
+    let vec_config =
+        VecEnvConfig { num_envs, workers: config.rollout.workers, seed: t.seed, ..VecEnvConfig::default() };
     let (name, params) = (config.env.name.clone(), config.env.params.clone());
     let mut envs = VecEnv::new(vec_config, move |_| make(&name, &params))?;
     let obs_space = envs.observation_space().clone();
@@ -624,9 +662,16 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
     let bar = progress(verbose, t.total_steps);
     let mut obs = envs.reset(Some(t.seed))?.clone();
     replay.reset(&obs)?;
-    let (mut global_step, mut owed, mut next_log, mut next_checkpoint) = (0u64, 0.0f64, t.log_every, t.checkpoint_every);
-    let mut tally =
-        Tally::with_losses(&["losses/critic", "losses/q_mean", "losses/aux", "losses/actor", "losses/alpha", "charts/entropy"]);
+    let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =
+        (0u64, 0.0f64, t.log_every, t.checkpoint_every);
+    let mut tally = Tally::with_losses(&[
+        "losses/critic",
+        "losses/q_mean",
+        "losses/aux",
+        "losses/actor",
+        "losses/alpha",
+        "charts/entropy",
+    ]);
     let mut rows = Vec::new();
     let mut update_seconds = 0.0f64;
     while global_step < t.total_steps {
@@ -676,7 +721,8 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
         if global_step >= next_log || global_step >= t.total_steps {
             next_log += t.log_every;
             let elapsed = started.elapsed().as_secs_f64();
-            let mut row = vec![("global_step".to_string(), global_step as f64), ("update".to_string(), learner.updates as f64)];
+            let mut row =
+                vec![("global_step".to_string(), global_step as f64), ("update".to_string(), learner.updates as f64)];
             row.extend(tally.take_row());
             row.push(("charts/alpha".into(), learner.temperature.alpha()));
             row.push(("charts/aux_terms".into(), aux_terms.len() as f64));
@@ -702,7 +748,11 @@ pub fn train<B: AutodiffBackend>(config: &SacConfig, run: &RunDir, device: &B::D
 
 /// Writes `checkpoints/step-N/`: the agent, its targets and its temperature (no optimiser or
 /// replay state: off-policy runs are not resumed).
-fn save<B, OC, OA, OT>(run: &RunDir, learner: &SacLearner<B, OC, OA, OT>, state: &CheckpointState) -> Result<(), TrainError>
+fn save<B, OC, OA, OT>(
+    run: &RunDir,
+    learner: &SacLearner<B, OC, OA, OT>,
+    state: &CheckpointState,
+) -> Result<(), TrainError>
 where
     B: AutodiffBackend,
     OC: Optimizer<SacAgent<B>, B>,
@@ -753,11 +803,19 @@ mod tests {
     #[test]
     fn squashed_samples_stay_in_bounds_with_the_tanh_corrected_log_probability() {
         let device = Default::default();
-        let space = ObsSpace::new([("state", m3ixup_envs::ModalitySpec::uniform(&[3], m3ixup_envs::DType::F32, -1.0, 1.0))]).unwrap();
+        let space =
+            ObsSpace::new([("state", m3ixup_envs::ModalitySpec::uniform(&[3], m3ixup_envs::DType::F32, -1.0, 1.0))])
+                .unwrap();
         let action_space = ActionSpace::Box { low: vec![-2.0], high: vec![2.0] };
         let heads = SacHeads { hidden: vec![8], ..SacHeads::default() };
-        let agent = heads.init::<Flex>(&EncoderConfig::default(), &SacSection::default(), &space, &action_space, &device).unwrap();
-        let repr = Tensor::<Flex, 2>::random([5, agent.encoder.feature_dim()], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let agent = heads
+            .init::<Flex>(&EncoderConfig::default(), &SacSection::default(), &space, &action_space, &device)
+            .unwrap();
+        let repr = Tensor::<Flex, 2>::random(
+            [5, agent.encoder.feature_dim()],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &device,
+        );
         let noise = Tensor::<Flex, 2>::from_data(TensorData::new(vec![0.0f32, 0.5, -0.5, 3.0, -3.0], [5, 1]), &device);
         let s = agent.sample(repr.clone(), noise.clone());
         let a: Vec<f32> = s.action.clone().into_data().to_vec().unwrap();
@@ -770,7 +828,9 @@ mod tests {
         let lp: Vec<f32> = s.log_prob.into_data().to_vec().unwrap();
         for i in 0..5 {
             let u = mean[i] as f64 + (log_std[i] as f64).exp() * eps[i] as f64;
-            let expected = -0.5 * (eps[i] as f64).powi(2) - log_std[i] as f64 - 0.5 * (2.0 * std::f64::consts::PI).ln()
+            let expected = -0.5 * (eps[i] as f64).powi(2)
+                - log_std[i] as f64
+                - 0.5 * (2.0 * std::f64::consts::PI).ln()
                 - (1.0 - u.tanh().powi(2) + 1e-6).ln();
             assert!((lp[i] as f64 - expected).abs() < 1e-3, "row {i}: {} vs {expected}", lp[i]);
             assert!((a[i] as f64 - u.tanh()).abs() < 1e-5);

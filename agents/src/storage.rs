@@ -160,7 +160,9 @@ impl<B: Backend> DeviceObs<B> {
                         TensorData::new(v.iter().map(|&b| b as f32).collect::<Vec<_>>(), shape),
                         device,
                     )),
-                    ModalityData::F32(v) => DeviceModality::Floats(Tensor::from_data(TensorData::new(v.clone(), shape), device)),
+                    ModalityData::F32(v) => {
+                        DeviceModality::Floats(Tensor::from_data(TensorData::new(v.clone(), shape), device))
+                    }
                 }
             })
             .collect();
@@ -195,10 +197,13 @@ impl<B: Backend> DeviceObs<B> {
 
 /// A whole vector-environment batch as the learner's input (one copy per modality, no per-element
 /// work), for batched inference during rollouts.
-pub fn batch_input<B: Backend>(space: &ObsSpace, batch: &BatchObs, device: &B::Device) -> (MultimodalInput<B>, Presence) {
+pub fn batch_input<B: Backend>(
+    space: &ObsSpace,
+    batch: &BatchObs,
+    device: &B::Device,
+) -> (MultimodalInput<B>, Presence) {
     let n = batch.num_envs();
-    let modalities =
-        (0..space.len()).map(|m| modality_tensor(space, m, batch.buffers[m].clone(), n, device)).collect();
+    let modalities = (0..space.len()).map(|m| modality_tensor(space, m, batch.buffers[m].clone(), n, device)).collect();
     let k = space.len();
     let rows: Vec<Vec<bool>> = (0..n).map(|i| batch.env_present(i).to_vec()).collect();
     (MultimodalInput::new(modalities), presence_of(&rows, n, k))

@@ -135,7 +135,8 @@ fn rollout(env: &mut dyn Env, seed: u64, steps: usize) -> Result<(Trajectory, Ch
         if done {
             report.terminated_episodes += terminated as usize;
             report.truncated_episodes += (truncated && !terminated) as usize;
-            let (obs, _) = env.reset(None).map_err(|e| format!("failed to reset after the episode ended at step {t}: {e}"))?;
+            let (obs, _) =
+                env.reset(None).map_err(|e| format!("failed to reset after the episode ended at step {t}: {e}"))?;
             check_obs(&obs, &format!("at the reset after step {t}"))?;
             trajectory.observations.push(obs);
             (episode_return, episode_length) = (0.0, 0);
@@ -172,7 +173,12 @@ fn check_bad_actions(env: &mut dyn Env, seed: u64) -> Result<usize, String> {
                 return Err(format!("rejected {what} ({action:?}) with a different error than InvalidAction: {other}"))
             }
             Ok(Ok(_)) => return Err(format!("accepted {what} ({action:?}) instead of rejecting it")),
-            Err(panic) => return Err(format!("panicked on {what} ({action:?}) instead of rejecting it: {}", panic_message(&*panic))),
+            Err(panic) => {
+                return Err(format!(
+                    "panicked on {what} ({action:?}) instead of rejecting it: {}",
+                    panic_message(&*panic)
+                ))
+            }
         }
     }
     Ok(bad.len())

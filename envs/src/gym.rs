@@ -34,7 +34,9 @@ use pyo3::types::{PyBytes, PyDict, PyModule};
 use serde::Deserialize;
 
 use crate::registry::EnvFactory;
-use crate::{validate_action, Action, ActionSpace, DType, Env, EnvError, Info, ModalityData, ModalitySpec, Obs, ObsSpace, Step};
+use crate::{
+    validate_action, Action, ActionSpace, DType, Env, EnvError, Info, ModalityData, ModalitySpec, Obs, ObsSpace, Step,
+};
 
 /// The registry family: `gym:<id>`.
 pub const FAMILY: &str = "gym";
@@ -139,7 +141,8 @@ type Outcome = (f64, bool, bool);
 
 /// The helper's `reset`/`step` result: one `bytes` per modality, the frame (bytes, height,
 /// width), the numeric info, and the step's outcome (None for a reset).
-type HelperResult<'py> = (Vec<Bound<'py, PyBytes>>, Option<(Bound<'py, PyBytes>, usize, usize)>, HashMap<String, f64>, Option<Outcome>);
+type HelperResult<'py> =
+    (Vec<Bound<'py, PyBytes>>, Option<(Bound<'py, PyBytes>, usize, usize)>, HashMap<String, f64>, Option<Outcome>);
 
 /// What one `reset` or `step` call returns, copied out of Python.
 struct RawObs {
@@ -152,7 +155,8 @@ impl GymEnv {
     /// Makes the Gymnasium environment `config.id` and maps its spaces.
     pub fn new(config: GymConfig) -> Result<Self, EnvError> {
         let name = format!("{FAMILY}:{}", config.id);
-        let invalid = |param: &str, reason: String| EnvError::InvalidParam { env: name.clone(), param: param.into(), reason };
+        let invalid =
+            |param: &str, reason: String| EnvError::InvalidParam { env: name.clone(), param: param.into(), reason };
         if config.id.is_empty() {
             return Err(invalid("id", "missing: select `gym:<id>` or set `id = \"Pendulum-v1\"`".into()));
         }
@@ -173,7 +177,8 @@ impl GymEnv {
             let env = helper.call_method1("make", (&config.id, kwargs, config.pixels))?;
             let layout = helper.call_method1("layout", (&env, config.proprio))?;
             let entries: Vec<LayoutEntry> = helper.call_method1("layout_specs", (&layout,))?.extract()?;
-            let action: (String, usize, Vec<f32>, Vec<f32>) = helper.call_method1("action_layout", (&env,))?.extract()?;
+            let action: (String, usize, Vec<f32>, Vec<f32>) =
+                helper.call_method1("action_layout", (&env,))?.extract()?;
             Ok((helper.unbind(), env.unbind(), layout.unbind(), entries, action))
         });
         let (helper, env, layout, entries, action) = made.map_err(|e| python_error(&name, "gymnasium.make", e))?;
@@ -192,7 +197,11 @@ impl GymEnv {
             .collect();
         if config.pixels {
             let channels = if config.grayscale { 1 } else { 3 };
-            modalities.push(("pixels".into(), ModalitySpec::uniform(&[channels, height, width], DType::U8, 0.0, 255.0), Source::Pixels));
+            modalities.push((
+                "pixels".into(),
+                ModalitySpec::uniform(&[channels, height, width], DType::U8, 0.0, 255.0),
+                Source::Pixels,
+            ));
         }
         let obs_space = ObsSpace::new(modalities.iter().map(|(n, s, _)| (n.clone(), s.clone())))
             .map_err(|e| EnvError::InvalidSpace(format!("`{name}` observation space: {e}")))?;
@@ -213,7 +222,11 @@ impl GymEnv {
     }
 
     /// One call into the helper, under the GIL only while Python runs and its bytes are copied.
-    fn call(&self, what: &str, args: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>) -> Result<(RawObs, Option<Outcome>), EnvError> {
+    fn call(
+        &self,
+        what: &str,
+        args: impl FnOnce(Python<'_>) -> PyResult<Bound<'_, PyAny>>,
+    ) -> Result<(RawObs, Option<Outcome>), EnvError> {
         Python::attach(|py| -> PyResult<_> {
             let result = args(py)?;
             let (state, frame, info, outcome): HelperResult<'_> = result.extract()?;
@@ -280,7 +293,9 @@ impl Env for GymEnv {
 
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         let (raw, _) = self.call("reset", |py| {
-            self.helper.bind(py).call_method1("reset", (self.env.bind(py), seed, self.layout.bind(py), self.pixels.is_some()))
+            self.helper
+                .bind(py)
+                .call_method1("reset", (self.env.bind(py), seed, self.layout.bind(py), self.pixels.is_some()))
         })?;
         self.observation(raw)
     }
@@ -292,13 +307,18 @@ impl Env for GymEnv {
                 Action::Continuous(values) => values.into_pyobject(py)?.into_any(),
                 Action::Discrete(a) => a.into_pyobject(py)?.into_any(),
             };
-            self.helper.bind(py).call_method1("step", (self.env.bind(py), action, self.layout.bind(py), self.pixels.is_some()))
+            self.helper
+                .bind(py)
+                .call_method1("step", (self.env.bind(py), action, self.layout.bind(py), self.pixels.is_some()))
         })?;
-        let (reward, terminated, truncated) =
-            outcome.ok_or_else(|| EnvError::Other { env: self.name.clone(), message: "step returned no outcome".into() })?;
+        let (reward, terminated, truncated) = outcome
+            .ok_or_else(|| EnvError::Other { env: self.name.clone(), message: "step returned no outcome".into() })?;
         let (obs, info) = self.observation(raw)?;
         if !reward.is_finite() {
-            return Err(EnvError::Other { env: self.name.clone(), message: format!("step returned the reward {reward}") });
+            return Err(EnvError::Other {
+                env: self.name.clone(),
+                message: format!("step returned the reward {reward}"),
+            });
         }
         Ok(Step { obs, reward, terminated, truncated, info })
     }
@@ -424,10 +444,7 @@ pub fn exec(code: &str) -> Result<(), EnvError> {
 /// Makes the embedded interpreter see the user's Python packages (once per process).
 fn ensure_python(env: &str) -> Result<(), EnvError> {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    READY
-        .get_or_init(adopt_user_python)
-        .clone()
-        .map_err(|message| EnvError::Other { env: env.to_string(), message })
+    READY.get_or_init(adopt_user_python).clone().map_err(|message| EnvError::Other { env: env.to_string(), message })
 }
 
 /// The user's Python: `M3IXUP_PYTHON`, else `$VIRTUAL_ENV/bin/python`, else `python3` on `PATH`.

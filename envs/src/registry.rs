@@ -20,7 +20,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::de::DeserializeOwned;
 
-use crate::builtin::{self, MultimodalPendulum, PendulumConfig, PixelCartPole, PixelCartPoleConfig, Reacher, ReacherConfig};
+use crate::builtin::{
+    self, MultimodalPendulum, PendulumConfig, PixelCartPole, PixelCartPoleConfig, Reacher, ReacherConfig,
+};
 use crate::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, TimeLimit};
 use crate::{Env, EnvError};
 
@@ -68,8 +70,10 @@ impl Registry {
     pub fn with_builtins() -> Self {
         let mut registry = Self::new();
         let two_frames = |steps| EnvDefaults { frame_stack: 2, max_episode_steps: Some(steps) };
-        registry.register_typed(builtin::pendulum::NAME, two_frames(200), |c: PendulumConfig| MultimodalPendulum::new(c));
-        registry.register_typed(builtin::cartpole::NAME, two_frames(500), |c: PixelCartPoleConfig| PixelCartPole::new(c));
+        registry
+            .register_typed(builtin::pendulum::NAME, two_frames(200), |c: PendulumConfig| MultimodalPendulum::new(c));
+        registry
+            .register_typed(builtin::cartpole::NAME, two_frames(500), |c: PixelCartPoleConfig| PixelCartPole::new(c));
         registry.register_typed(builtin::reacher::NAME, two_frames(50), |c: ReacherConfig| Reacher::new(c));
         #[cfg(feature = "python")]
         registry.register_family(crate::gym::FAMILY, EnvDefaults::default(), crate::gym::factory());
@@ -136,8 +140,11 @@ impl Registry {
     pub fn make(&self, name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
         let (entry, id) = self.lookup(name).ok_or_else(|| self.unknown(name))?;
         let wrapper = WrapperParams::parse(name, params, entry.defaults)?;
-        let mut own: toml::Table =
-            params.iter().filter(|(k, _)| !WRAPPER_KEYS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut own: toml::Table = params
+            .iter()
+            .filter(|(k, _)| !WRAPPER_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let Some(id) = id {
             match own.get("id") {
                 Some(toml::Value::String(given)) if given != id => {
@@ -209,13 +216,16 @@ impl WrapperParams {
         };
         let sensor_dropout = match params.get("sensor_dropout") {
             None => None,
-            Some(v) => Some(v.clone().try_into::<DropoutMode>().map_err(|e| invalid("sensor_dropout", e.message().to_string()))?),
+            Some(v) => Some(
+                v.clone().try_into::<DropoutMode>().map_err(|e| invalid("sensor_dropout", e.message().to_string()))?,
+            ),
         };
         Ok(Self { frame_stack, max_episode_steps, sensor_dropout })
     }
 
     fn apply(self, env: Box<dyn Env>) -> Result<Box<dyn Env>, EnvError> {
-        let mut env: Box<dyn Env> = if self.frame_stack > 1 { Box::new(FrameStack::new(env, self.frame_stack)?) } else { env };
+        let mut env: Box<dyn Env> =
+            if self.frame_stack > 1 { Box::new(FrameStack::new(env, self.frame_stack)?) } else { env };
         if let Some(steps) = self.max_episode_steps {
             env = Box::new(TimeLimit::new(env, steps)?);
         }

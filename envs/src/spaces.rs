@@ -70,12 +70,7 @@ impl ModalitySpec {
     pub fn stacked(&self, k: usize) -> Self {
         let mut shape = self.shape.clone();
         shape[0] *= k;
-        Self {
-            shape,
-            dtype: self.dtype,
-            low: self.low.repeat(k),
-            high: self.high.repeat(k),
-        }
+        Self { shape, dtype: self.dtype, low: self.low.repeat(k), high: self.high.repeat(k) }
     }
 
     /// Checks that the spec is internally consistent.
@@ -109,8 +104,7 @@ pub struct ObsSpace {
 impl ObsSpace {
     /// Builds a space from `(name, spec)` pairs in any order; it is stored sorted by name.
     pub fn new(modalities: impl IntoIterator<Item = (impl Into<String>, ModalitySpec)>) -> Result<Self, EnvError> {
-        let mut modalities: Vec<(String, ModalitySpec)> =
-            modalities.into_iter().map(|(n, s)| (n.into(), s)).collect();
+        let mut modalities: Vec<(String, ModalitySpec)> = modalities.into_iter().map(|(n, s)| (n.into(), s)).collect();
         modalities.sort_by(|a, b| a.0.cmp(&b.0));
         if modalities.is_empty() {
             return Err(EnvError::InvalidSpace("an observation space needs at least one modality".into()));
@@ -234,9 +228,9 @@ impl ActionSpace {
     /// A uniformly random valid action.
     pub fn sample(&self, rng: &mut impl rand::Rng) -> Action {
         match self {
-            ActionSpace::Box { low, high } => Action::Continuous(
-                low.iter().zip(high).map(|(&l, &h)| sample_in(l, h, rng)).collect(),
-            ),
+            ActionSpace::Box { low, high } => {
+                Action::Continuous(low.iter().zip(high).map(|(&l, &h)| sample_in(l, h, rng)).collect())
+            }
             ActionSpace::Discrete(n) => Action::Discrete(rng.gen_range(0..*n as i64)),
         }
     }
@@ -252,7 +246,9 @@ impl ActionSpace {
                         high.len()
                     )));
                 }
-                if let Some(i) = (0..low.len()).find(|&i| !low[i].is_finite() || !high[i].is_finite() || low[i] > high[i]) {
+                if let Some(i) =
+                    (0..low.len()).find(|&i| !low[i].is_finite() || !high[i].is_finite() || low[i] > high[i])
+                {
                     return Err(EnvError::InvalidSpace(format!(
                         "Box action dimension {i}: bounds [{}, {}] must be finite with low <= high",
                         low[i], high[i]

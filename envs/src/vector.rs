@@ -42,12 +42,7 @@ pub struct VecEnvConfig {
 
 impl Default for VecEnvConfig {
     fn default() -> Self {
-        Self {
-            num_envs: 1,
-            workers: 0,
-            seed: 0,
-            step_timeout: Duration::from_secs(60),
-        }
+        Self { num_envs: 1, workers: 0, seed: 0, step_timeout: Duration::from_secs(60) }
     }
 }
 
@@ -55,11 +50,7 @@ impl VecEnvConfig {
     /// Checks the values; the error names the offending field.
     pub fn validate(&self) -> Result<(), EnvError> {
         let bad = |param: &str, reason: String| {
-            Err(EnvError::InvalidParam {
-                env: "VecEnv".into(),
-                param: param.into(),
-                reason,
-            })
+            Err(EnvError::InvalidParam { env: "VecEnv".into(), param: param.into(), reason })
         };
         if self.num_envs == 0 {
             return bad("num_envs", "must be at least 1".into());
@@ -67,10 +58,7 @@ impl VecEnvConfig {
         if self.workers > self.num_envs {
             return bad(
                 "workers",
-                format!(
-                    "{} workers for {} environments: must be at most num_envs",
-                    self.workers, self.num_envs
-                ),
+                format!("{} workers for {} environments: must be at most num_envs", self.workers, self.num_envs),
             );
         }
         if self.step_timeout.is_zero() {
@@ -95,10 +83,7 @@ impl BatchObs {
     /// Zero observations of `space` for `num_envs` environments, every modality present.
     pub fn zeros(space: &ObsSpace, num_envs: usize) -> Self {
         Self {
-            buffers: space
-                .iter()
-                .map(|(_, s)| ModalityData::zeros(s.dtype, num_envs * s.numel()))
-                .collect(),
+            buffers: space.iter().map(|(_, s)| ModalityData::zeros(s.dtype, num_envs * s.numel())).collect(),
             present: vec![true; num_envs * space.len()],
         }
     }
@@ -148,10 +133,7 @@ impl BatchObs {
                 }
             })
             .collect();
-        Obs {
-            data,
-            present: self.env_present(i).to_vec(),
-        }
+        Obs { data, present: self.env_present(i).to_vec() }
     }
 }
 
@@ -218,7 +200,9 @@ impl BatchActions {
                     .map(|(&l, &h)| crate::spaces::sample_in(l, h, rng))
                     .collect(),
             ),
-            ActionSpace::Discrete(n) => BatchActions::Discrete((0..num_envs).map(|_| rng.gen_range(0..*n as i64)).collect()),
+            ActionSpace::Discrete(n) => {
+                BatchActions::Discrete((0..num_envs).map(|_| rng.gen_range(0..*n as i64)).collect())
+            }
         }
     }
 
@@ -309,12 +293,8 @@ impl VecEnv {
         let mut envs = envs.into_iter();
         let mut local = None;
         for (worker, (first, end)) in chunk_bounds(n, venv.config.workers).enumerate() {
-            let chunk = Chunk::new(
-                first,
-                envs.by_ref().take(end - first).collect(),
-                &venv.obs_space,
-                &venv.action_space,
-            );
+            let chunk =
+                Chunk::new(first, envs.by_ref().take(end - first).collect(), &venv.obs_space, &venv.action_space);
             let rows = ChunkRows::new(&mut venv.batch, &mut venv.actions, first, end);
             if worker == 0 {
                 local = Some((chunk, rows));
@@ -378,10 +358,7 @@ impl VecEnv {
         }
         self.actions
             .load(actions, self.config.num_envs)
-            .map_err(|reason| EnvError::InvalidAction {
-                env: self.name.clone(),
-                reason,
-            })?;
+            .map_err(|reason| EnvError::InvalidAction { env: self.name.clone(), reason })?;
         self.dispatch(Job::Step)?;
         Ok(&self.batch)
     }
@@ -478,7 +455,10 @@ enum Backend {
     /// more in context switches than it gives. A never-returning environment in the local chunk
     /// blocks the caller, as it would inline; failures and panics there are caught as anywhere.
     /// `local` is `None` only while `VecEnv::new` builds the pool.
-    Threads { local: Option<(Chunk, ChunkRows)>, pool: Pool },
+    Threads {
+        local: Option<(Chunk, ChunkRows)>,
+        pool: Pool,
+    },
 }
 
 /// The main thread's handle on one worker thread.
@@ -520,12 +500,7 @@ struct Pool {
 impl Pool {
     fn new(capacity: usize) -> Self {
         let (done_tx, done) = bounded(1);
-        Self {
-            workers: Vec::with_capacity(capacity),
-            busy: Arc::new(AtomicUsize::new(0)),
-            done_tx,
-            done,
-        }
+        Self { workers: Vec::with_capacity(capacity), busy: Arc::new(AtomicUsize::new(0)), done_tx, done }
     }
 
     fn spawn(
@@ -538,23 +513,11 @@ impl Pool {
     ) -> Result<(), EnvError> {
         let (commands, command_rx) = bounded(1);
         let (reply_tx, replies) = bounded(1);
-        let link = Link {
-            worker,
-            first,
-            end,
-            replies: reply_tx,
-            busy: self.busy.clone(),
-            done: self.done_tx.clone(),
-        };
+        let link = Link { worker, first, end, replies: reply_tx, busy: self.busy.clone(), done: self.done_tx.clone() };
         let thread = std::thread::Builder::new()
             .name(format!("vecenv-worker-{worker}"))
             .spawn(move || worker_loop(chunk, rows, command_rx, link))
-            .map_err(|e| EnvError::Worker {
-                worker,
-                first,
-                end,
-                cause: format!("cannot spawn the thread: {e}"),
-            })?;
+            .map_err(|e| EnvError::Worker { worker, first, end, cause: format!("cannot spawn the thread: {e}") })?;
         self.workers.push(Worker {
             index: worker,
             first,
@@ -614,12 +577,7 @@ impl Pool {
                 _ => "the worker thread has exited".to_string(),
             };
             w.answering = false;
-            first_error.get_or_insert(EnvError::Worker {
-                worker: w.index,
-                first: w.first,
-                end: w.end,
-                cause,
-            });
+            first_error.get_or_insert(EnvError::Worker { worker: w.index, first: w.first, end: w.end, cause });
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -714,12 +672,7 @@ impl Chunk {
             ActionSpace::Box { low, .. } => Action::Continuous(vec![0.0; low.len()]),
             ActionSpace::Discrete(_) => Action::Discrete(0),
         };
-        Self {
-            first,
-            envs,
-            space: space.clone(),
-            action,
-        }
+        Self { first, envs, space: space.clone(), action }
     }
 
     /// The one chunk-stepping routine, shared by the inline and threaded paths. Stops at the
@@ -787,27 +740,15 @@ fn guarded<T>(index: usize, call: impl FnOnce() -> Result<T, EnvError>) -> Resul
     // AssertUnwindSafe: after a panic the environment is never used again (the VecEnv is poisoned).
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(EnvError::SubEnv {
-            index,
-            cause: e.to_string(),
-        }),
-        Err(payload) => Err(EnvError::SubEnv {
-            index,
-            cause: format!("panicked: {}", panic_message(&*payload)),
-        }),
+        Ok(Err(e)) => Err(EnvError::SubEnv { index, cause: e.to_string() }),
+        Err(payload) => Err(EnvError::SubEnv { index, cause: format!("panicked: {}", panic_message(&*payload)) }),
     }
 }
-
 
 /// Checks what the batch buffers rely on: modality count, dtypes and lengths (not bounds:
 /// `check_env` covers those, and checking them every step would cost).
 fn check_obs(space: &ObsSpace, index: usize, obs: &Obs) -> Result<(), EnvError> {
-    let bad = |why: String| {
-        Err(EnvError::SubEnv {
-            index,
-            cause: format!("returned a malformed observation: {why}"),
-        })
-    };
+    let bad = |why: String| Err(EnvError::SubEnv { index, cause: format!("returned a malformed observation: {why}") });
     if obs.data.len() != space.len() || obs.present.len() != space.len() {
         return bad(format!(
             "{} modalities and {} presence flags, the space declares {}",
@@ -852,10 +793,9 @@ impl Default for StagedActions {
 impl StagedActions {
     fn zeros(space: &ActionSpace, num_envs: usize) -> Self {
         match space {
-            ActionSpace::Box { low, .. } => StagedActions::Continuous {
-                values: vec![0.0; num_envs * low.len()],
-                dim: low.len(),
-            },
+            ActionSpace::Box { low, .. } => {
+                StagedActions::Continuous { values: vec![0.0; num_envs * low.len()], dim: low.len() }
+            }
             ActionSpace::Discrete(_) => StagedActions::Discrete(vec![0; num_envs]),
         }
     }
@@ -1055,10 +995,9 @@ impl ChunkRows {
         // the caller's contract.
         unsafe {
             let actions = match self.actions {
-                RawActions::Continuous(p, dim) => ActionsIn::Continuous {
-                    values: slice::from_raw_parts(p, n * dim),
-                    dim,
-                },
+                RawActions::Continuous(p, dim) => {
+                    ActionsIn::Continuous { values: slice::from_raw_parts(p, n * dim), dim }
+                }
                 RawActions::Discrete(p) => ActionsIn::Discrete(slice::from_raw_parts(p, n)),
             };
             let obs = self

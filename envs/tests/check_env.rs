@@ -14,7 +14,10 @@ fn every_builtin_environment_passes_check_env() {
             let mut env = make(&name, &toml::Table::new()).unwrap();
             let report = check_env(env.as_mut(), seed, 600).unwrap_or_else(|e| panic!("{e}"));
             assert!(report.rejected_actions >= 3);
-            assert!(report.terminated_episodes + report.truncated_episodes >= 1, "{name}: no episode ended in 600 steps");
+            assert!(
+                report.terminated_episodes + report.truncated_episodes >= 1,
+                "{name}: no episode ended in 600 steps"
+            );
         }
     }
 }

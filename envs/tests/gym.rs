@@ -47,7 +47,9 @@ fn pendulum_maps_render_frames_to_pixels_and_its_state_to_proprio() {
 
 #[test]
 fn grayscale_and_rectangular_image_size() {
-    let env = make("gym:Pendulum-v1", &params("pixels = true\ngrayscale = true\nimage_size = [24, 40]\nproprio = false")).unwrap();
+    let env =
+        make("gym:Pendulum-v1", &params("pixels = true\ngrayscale = true\nimage_size = [24, 40]\nproprio = false"))
+            .unwrap();
     let space = env.observation_space();
     assert_eq!(space.names().collect::<Vec<_>>(), ["pixels"]);
     assert_eq!(space.spec(0).shape, vec![1, 24, 40]);
@@ -58,7 +60,8 @@ fn gym_environments_pass_check_env() {
     let mut pendulum = make("gym:Pendulum-v1", &params("pixels = true\nimage_size = 16")).unwrap();
     let report = check_env(pendulum.as_mut(), 0, 250).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.truncated_episodes >= 1, "Pendulum-v1 is cut at 200 steps");
-    let mut cartpole = make("gym", &params("id = \"CartPole-v1\"\nsensor_dropout = { mode = \"per-step\", p = 0.3 }")).unwrap();
+    let mut cartpole =
+        make("gym", &params("id = \"CartPole-v1\"\nsensor_dropout = { mode = \"per-step\", p = 0.3 }")).unwrap();
     let report = check_env(cartpole.as_mut(), 1, 300).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.terminated_episodes >= 1);
     assert!(report.rejected_actions >= 3);
@@ -143,7 +146,10 @@ fn an_exception_in_step_is_an_error_with_the_python_message() {
 fn an_unmappable_observation_space_is_an_error() {
     gym::exec(FIXTURES).unwrap();
     let text = message(make("gym:m3ixup-test/TupleObs-v0", &toml::Table::new()).err().unwrap());
-    assert!(text.contains("gym:m3ixup-test/TupleObs-v0") && text.contains("Tuple") && text.contains("cannot be mapped"), "{text}");
+    assert!(
+        text.contains("gym:m3ixup-test/TupleObs-v0") && text.contains("Tuple") && text.contains("cannot be mapped"),
+        "{text}"
+    );
 }
 
 #[test]

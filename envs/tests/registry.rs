@@ -47,7 +47,10 @@ fn an_unknown_environment_name_lists_the_registered_ones() {
     let err = make("multimodal-pendulm", &toml::Table::new()).err().unwrap();
     assert!(matches!(err, EnvError::UnknownEnv { .. }));
     let text = err.to_string();
-    assert!(text.contains("multimodal-pendulm") && text.contains("multimodal-pendulum") && text.contains("reacher"), "{text}");
+    assert!(
+        text.contains("multimodal-pendulm") && text.contains("multimodal-pendulum") && text.contains("reacher"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -105,7 +108,11 @@ fn a_family_is_selected_as_family_colon_id() {
         Ok(Box::new(Counter::new(Some(limit))) as Box<dyn m3ixup_envs::Env>)
     });
     registry.register_family("count", EnvDefaults::default(), factory);
-    assert!(registry.contains("count:5") && !registry.contains("count:") && !registry.names().contains(&"count".to_string()));
+    assert!(
+        registry.contains("count:5")
+            && !registry.contains("count:")
+            && !registry.names().contains(&"count".to_string())
+    );
     let mut env = registry.make("count:2", &toml::Table::new()).unwrap();
     env.reset(Some(0)).unwrap();
     env.step(&Action::Continuous(vec![0.0])).unwrap();

@@ -49,10 +49,7 @@ mod vector {
             let action_space = if discrete {
                 ActionSpace::Discrete(3)
             } else {
-                ActionSpace::Box {
-                    low: vec![-1.0; 2],
-                    high: vec![1.0; 2],
-                }
+                ActionSpace::Box { low: vec![-1.0; 2], high: vec![1.0; 2] }
             };
             Self {
                 space,
@@ -153,28 +150,17 @@ mod vector {
     }
 
     fn config(num_envs: usize, workers: usize) -> VecEnvConfig {
-        VecEnvConfig {
-            num_envs,
-            workers,
-            seed: 7,
-            step_timeout: Duration::from_secs(10),
-        }
+        VecEnvConfig { num_envs, workers, seed: 7, step_timeout: Duration::from_secs(10) }
     }
 
     fn counters(num_envs: usize, workers: usize) -> VecEnv {
-        VecEnv::new(config(num_envs, workers), |i| {
-            Ok(Box::new(Counter::new(len_of(i), false)) as Box<dyn Env>)
-        })
-        .unwrap()
+        VecEnv::new(config(num_envs, workers), |i| Ok(Box::new(Counter::new(len_of(i), false)) as Box<dyn Env>))
+            .unwrap()
     }
 
     /// Deterministic actions that differ per step and per environment.
     fn actions(num_envs: usize, step: usize) -> BatchActions {
-        BatchActions::Continuous(
-            (0..num_envs * 2)
-                .map(|k| ((k * 7 + step * 3) % 11) as f32 / 10.0 - 0.5)
-                .collect(),
-        )
+        BatchActions::Continuous((0..num_envs * 2).map(|k| ((k * 7 + step * 3) % 11) as f32 / 10.0 - 0.5).collect())
     }
 
     fn env_action(batch: &BatchActions, i: usize) -> Action {
@@ -235,10 +221,7 @@ mod vector {
                     }
                 }
             }
-            assert!(
-                seen[0] > 0 && seen[1] > 0,
-                "both terminated and truncated endings were exercised: {seen:?}"
-            );
+            assert!(seen[0] > 0 && seen[1] > 0, "both terminated and truncated endings were exercised: {seen:?}");
         }
     }
 
@@ -322,10 +305,7 @@ mod vector {
     }
 
     fn faulty(n: usize, workers: usize, bad: usize, fault: Fault, timeout: Duration) -> VecEnv {
-        let cfg = VecEnvConfig {
-            step_timeout: timeout,
-            ..config(n, workers)
-        };
+        let cfg = VecEnvConfig { step_timeout: timeout, ..config(n, workers) };
         VecEnv::new(cfg, move |i| {
             let env = Counter::new(100, false);
             Ok(Box::new(if i == bad { env.with_fault(fault) } else { env }) as Box<dyn Env>)
@@ -383,18 +363,7 @@ mod vector {
         let start = Instant::now();
         let e = venv.step(&actions(7, 0)).unwrap_err();
         let waited = start.elapsed();
-        assert!(
-            matches!(
-                e,
-                EnvError::Worker {
-                    worker: 1,
-                    first: 3,
-                    end: 5,
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, EnvError::Worker { worker: 1, first: 3, end: 5, .. }), "{e:?}");
         assert!(waited >= timeout && waited < timeout * 5, "waited {waited:?}");
         assert_poisoned(&mut venv);
         let start = Instant::now();
@@ -419,19 +388,14 @@ mod vector {
         let mut venv = VecEnv::new(config(4, 2), |_| Ok(Box::new(Counter::new(3, true)) as Box<dyn Env>)).unwrap();
         venv.reset(Some(0)).unwrap();
         let e = venv.step(&BatchActions::Discrete(vec![0; 3])).unwrap_err();
-        assert!(
-            e.to_string().contains("expected 4") && e.to_string().contains("got 3"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("expected 4") && e.to_string().contains("got 3"), "{e}");
     }
 
     #[test]
     fn discrete_actions_reach_their_own_env() {
         for workers in [0, 2] {
-            let mut venv = VecEnv::new(config(4, workers), |_| {
-                Ok(Box::new(Counter::new(50, true)) as Box<dyn Env>)
-            })
-            .unwrap();
+            let mut venv =
+                VecEnv::new(config(4, workers), |_| Ok(Box::new(Counter::new(50, true)) as Box<dyn Env>)).unwrap();
             venv.reset(Some(0)).unwrap();
             let step = venv.step(&BatchActions::Discrete(vec![2, 0, 1, 2])).unwrap();
             let hundreds: Vec<i64> = step.rewards.iter().map(|r| (*r / 100.0).floor() as i64).collect();
@@ -444,10 +408,7 @@ mod vector {
         let mut venv = VecEnv::new(config(3, 1), |_| Ok(Box::new(Counter::new(5, true)) as Box<dyn Env>)).unwrap();
         venv.reset(Some(0)).unwrap();
         let e = venv.step(&BatchActions::Discrete(vec![0, 1, 7])).unwrap_err();
-        assert!(
-            matches!(&e, EnvError::SubEnv { index: 2, cause } if cause.contains("0..3")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, EnvError::SubEnv { index: 2, cause } if cause.contains("0..3")), "{e:?}");
     }
 
     #[test]
@@ -460,18 +421,9 @@ mod vector {
         };
         assert_eq!(err(config(0, 0)), "num_envs");
         assert_eq!(err(config(2, 3)), "workers");
-        assert_eq!(
-            err(VecEnvConfig {
-                step_timeout: Duration::ZERO,
-                ..config(2, 1)
-            }),
-            "step_timeout"
-        );
+        assert_eq!(err(VecEnvConfig { step_timeout: Duration::ZERO, ..config(2, 1) }), "step_timeout");
         let d = VecEnvConfig::default();
-        assert_eq!(
-            (d.num_envs, d.workers, d.seed, d.step_timeout),
-            (1, 0, 0, Duration::from_secs(60))
-        );
+        assert_eq!((d.num_envs, d.workers, d.seed, d.step_timeout), (1, 0, 0, Duration::from_secs(60)));
         let venv = VecEnv::new(d, make).unwrap();
         assert_eq!((venv.num_envs(), venv.workers()), (1, 0));
     }
@@ -562,16 +514,10 @@ mod vector {
     #[test]
     #[ignore]
     fn throughput_two_workers_vs_inline() {
-        let work: usize = std::env::var("BUSY_WORK")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(20_000);
+        let work: usize = std::env::var("BUSY_WORK").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
         let sps = |workers: usize| {
             let mut venv = VecEnv::new(config(16, workers), |i| {
-                Ok(Box::new(Busy {
-                    inner: Counter::new(200 + i, false),
-                    work,
-                }) as Box<dyn Env>)
+                Ok(Box::new(Busy { inner: Counter::new(200 + i, false), work }) as Box<dyn Env>)
             })
             .unwrap();
             venv.reset(Some(0)).unwrap();
@@ -587,9 +533,6 @@ mod vector {
             (steps * 16) as f64 / start.elapsed().as_secs_f64()
         };
         let (one, two) = (sps(0), sps(2));
-        println!(
-            "inline {one:.0} env-steps/s, 2 workers {two:.0} env-steps/s, speed-up {:.2}x",
-            two / one
-        );
+        println!("inline {one:.0} env-steps/s, 2 workers {two:.0} env-steps/s, speed-up {:.2}x", two / one);
     }
 }

@@ -1,7 +1,9 @@
 //! Behaviour of the wrappers: frame stacking, time limit, episode statistics, sensor dropout,
 //! sensor noise and frozen sensors.
 
-use m3ixup_envs::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, SensorNoise, StaleSensor, TimeLimit};
+use m3ixup_envs::wrappers::{
+    DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, SensorNoise, StaleSensor, TimeLimit,
+};
 use m3ixup_envs::{Action, Env, ModalityData, Obs, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 mod common;
@@ -34,7 +36,8 @@ fn time_limit_truncates_exactly_at_the_limit_and_restarts_counting_at_reset() {
     let mut env = TimeLimit::new(Counter::new(None), 3).unwrap();
     for _ in 0..2 {
         env.reset(None).unwrap();
-        let flags: Vec<(bool, bool)> = (0..3).map(|_| env.step(&act(0.0)).map(|s| (s.terminated, s.truncated)).unwrap()).collect();
+        let flags: Vec<(bool, bool)> =
+            (0..3).map(|_| env.step(&act(0.0)).map(|s| (s.terminated, s.truncated)).unwrap()).collect();
         assert_eq!(flags, vec![(false, false), (false, false), (false, true)]);
     }
     assert!(TimeLimit::new(Counter::new(None), 0).is_err());
@@ -66,7 +69,8 @@ fn episode_statistics_report_return_and_length_on_the_last_step_only() {
 
 #[test]
 fn fixed_sensor_dropout_clears_the_named_modality_and_its_flag_and_keeps_shapes() {
-    let mut env = SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["image".into()] }).unwrap();
+    let mut env =
+        SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["image".into()] }).unwrap();
     env.reset(Some(1)).unwrap();
     for _ in 0..3 {
         let obs = env.step(&act(0.0)).unwrap().obs;
@@ -79,7 +83,8 @@ fn fixed_sensor_dropout_clears_the_named_modality_and_its_flag_and_keeps_shapes(
 
 #[test]
 fn sensor_dropout_rejects_unknown_modalities_and_bad_probabilities() {
-    let err = SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["sound".into()] }).err().unwrap();
+    let err =
+        SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["sound".into()] }).err().unwrap();
     let text = err.to_string();
     assert!(text.contains("sound") && text.contains("image") && text.contains("vec"), "{text}");
     for p in [-0.1, 1.5, f64::NAN] {
@@ -126,7 +131,14 @@ fn per_episode_dropout_holds_one_mask_per_episode_and_never_drops_every_modality
 
 #[test]
 fn per_step_dropout_drops_each_modality_with_probability_p() {
-    let count_missing = |p| masks(DropoutMode::PerStep { p, modalities: vec![] }, 3, 20, 99).concat().concat().iter().filter(|&&x| !x).count();
+    let count_missing = |p| {
+        masks(DropoutMode::PerStep { p, modalities: vec![] }, 3, 20, 99)
+            .concat()
+            .concat()
+            .iter()
+            .filter(|&&x| !x)
+            .count()
+    };
     assert_eq!(count_missing(0.0), 0);
     assert_eq!(count_missing(1.0), 20 * 100 * 2);
     let missing = count_missing(0.3) as f64 / (20.0 * 100.0 * 2.0);
@@ -185,7 +197,8 @@ fn sensor_noise_on_floats_has_the_requested_scale_and_stays_in_bounds() {
     // Sound values lie in [0, 1]; with sigma 0.02 the noise is rarely clipped.
     let (noisy, clean) = noisy_and_clean_values("sound", 0.02, 3, 200);
     assert!(noisy.iter().all(|&v| (0.0..=1.0).contains(&v)));
-    let diffs: Vec<f64> = noisy.iter().zip(&clean).filter(|(_, c)| **c > 0.1 && **c < 0.9).map(|(n, c)| n - c).collect();
+    let diffs: Vec<f64> =
+        noisy.iter().zip(&clean).filter(|(_, c)| **c > 0.1 && **c < 0.9).map(|(n, c)| n - c).collect();
     assert!(diffs.len() > 500, "{} unclipped values", diffs.len());
     let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
     let std = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / diffs.len() as f64).sqrt();
@@ -207,7 +220,8 @@ fn stale_sensor_repeats_the_episodes_first_observation_of_that_modality_only() {
     let params = toml::Table::new();
     let mut env = StaleSensor::new(m3ixup_envs::make("multimodal-pendulum", &params).unwrap(), "sound").unwrap();
     let (first, _) = env.reset(Some(1)).unwrap();
-    let (sound, pixels) = (env.observation_space().require("sound").unwrap(), env.observation_space().require("pixels").unwrap());
+    let (sound, pixels) =
+        (env.observation_space().require("sound").unwrap(), env.observation_space().require("pixels").unwrap());
     let mut pixels_changed = false;
     for _ in 0..10 {
         let obs = env.step(&act(1.0)).unwrap().obs;

@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use m3ixup_envs::error::panic_message;
 use m3ixup_envs::{
-    make, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv, EnvError, Info, ModalityData, Obs, ObsSpace,
-    VecEnv as RustVecEnv, VecEnvConfig,
+    make, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv, EnvError, Info,
+    ModalityData, Obs, ObsSpace, VecEnv as RustVecEnv, VecEnvConfig,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -112,7 +112,9 @@ fn space_spec<'py>(py: Python<'py>, space: &ObsSpace) -> PyResult<Bound<'py, PyL
 
 fn action_spec<'py>(py: Python<'py>, space: &ActionSpace) -> PyResult<Bound<'py, PyAny>> {
     Ok(match space {
-        ActionSpace::Box { low, high } => ("box", PyArray1::from_slice(py, low), PyArray1::from_slice(py, high)).into_pyobject(py)?.into_any(),
+        ActionSpace::Box { low, high } => {
+            ("box", PyArray1::from_slice(py, low), PyArray1::from_slice(py, high)).into_pyobject(py)?.into_any()
+        }
         ActionSpace::Discrete(n) => ("discrete", *n).into_pyobject(py)?.into_any(),
     })
 }
@@ -269,7 +271,12 @@ fn check_batch(space: &ActionSpace, actions: &BatchActions, n: usize) -> PyResul
 }
 
 /// A batch as `{modality: array [num_envs, ..shape]}` and presence `[num_envs, modalities]`.
-fn batch_dict<'py>(py: Python<'py>, space: &ObsSpace, batch: &BatchObs, n: usize) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+fn batch_dict<'py>(
+    py: Python<'py>,
+    space: &ObsSpace,
+    batch: &BatchObs,
+    n: usize,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
     let dict = PyDict::new(py);
     for (m, (name, spec)) in space.iter().enumerate() {
         let mut shape = vec![n];
@@ -284,7 +291,13 @@ fn batch_dict<'py>(py: Python<'py>, space: &ObsSpace, batch: &BatchObs, n: usize
 impl VecEnv {
     #[new]
     #[pyo3(signature = (name, params=None, num_envs=1, workers=0, seed=0))]
-    fn new(name: &str, params: Option<&Bound<'_, PyDict>>, num_envs: usize, workers: usize, seed: u64) -> PyResult<Self> {
+    fn new(
+        name: &str,
+        params: Option<&Bound<'_, PyDict>>,
+        num_envs: usize,
+        workers: usize,
+        seed: u64,
+    ) -> PyResult<Self> {
         let params = params_table(params)?;
         let config = VecEnvConfig { num_envs, workers, seed, ..VecEnvConfig::default() };
         let venv = guarded(name, || RustVecEnv::new(config, |_| make(name, &params)))?;
@@ -366,7 +379,8 @@ impl VecEnv {
                 objects.set_item(i, item)?;
             }
             infos.set_item("final_obs", objects)?;
-            infos.set_item("_final_obs", PyArray1::from_vec(py, step.final_obs.iter().map(Option::is_some).collect()))?;
+            infos
+                .set_item("_final_obs", PyArray1::from_vec(py, step.final_obs.iter().map(Option::is_some).collect()))?;
         }
         (
             obs,

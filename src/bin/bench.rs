@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use burn::tensor::backend::AutodiffBackend;
-use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
 use m3ixup::agents::ppo::PpoConfig;
+use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
 use m3ixup::bench::{env_table, ppo_update_timing, train_step_timing, PpoTiming, StepTiming};
 use m3ixup::config::load;
 use m3ixup::device::{BackendJob, DeviceArgs, DeviceSpec, Threads};

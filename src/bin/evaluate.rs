@@ -20,8 +20,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use m3ixup::agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
 use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
 use m3ixup::agents::pretrain::EnvSection;
-use m3ixup::agents::{ddpg, ppo, sac};
 use m3ixup::agents::run::write_atomic;
+use m3ixup::agents::{ddpg, ppo, sac};
 use m3ixup::device::{BackendJob, DeviceArgs};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
 
@@ -119,7 +119,10 @@ fn load<B: Backend>(dir: &Path, label: String, device: &B::Device) -> anyhow::Re
             let (a, s, c) = ddpg::load_agent::<B>(dir, device)?;
             (Box::new(a), s, c.env)
         }
-        other => bail!("{}: algo `{other}` is not one `evaluate` knows (ppo, sac, ddpg-frozen)", dir.join(STATE_FILE).display()),
+        other => bail!(
+            "{}: algo `{other}` is not one `evaluate` knows (ppo, sac, ddpg-frozen)",
+            dir.join(STATE_FILE).display()
+        ),
     };
     Ok(Loaded { label, policy, state, env })
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::evaluate::{EvalReport, Episodes};
+use m3ixup::agents::evaluate::{Episodes, EvalReport};
 use m3ixup::agents::run::write_atomic;
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
@@ -80,7 +80,6 @@ fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
         .filter_map(|&(x, r)| lengths.iter().find(|&&(lx, _)| lx == x).map(|&(_, l)| (x, r / l)))
         .collect())
 }
-
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

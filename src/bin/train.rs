@@ -47,7 +47,9 @@ impl AnyConfig {
             Some(toml::Value::String(a)) if a == "ppo" => Ok(Self::Ppo(load(path, overrides)?)),
             Some(toml::Value::String(a)) if a == "sac" => Ok(Self::Sac(load(path, overrides)?)),
             Some(toml::Value::String(a)) if a == "ddpg-frozen" => Ok(Self::Ddpg(load(path, overrides)?)),
-            Some(other) => bail!("config {where_}: `algo = {other}` is not an algorithm `train` knows (expected {})", Self::ALGOS),
+            Some(other) => {
+                bail!("config {where_}: `algo = {other}` is not an algorithm `train` knows (expected {})", Self::ALGOS)
+            }
         }
     }
 
@@ -116,24 +118,44 @@ impl BackendJob for Train<'_> {
             AnyConfig::Ppo(c) => {
                 let s = train::<B>(c, self.run, &device, self.options).with_context(context)?;
                 println!("{} updates", s.updates);
-                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+                Summary {
+                    global_step: s.global_step,
+                    wall_seconds: s.wall_seconds,
+                    sps: s.sps,
+                    last_reward_per_step: s.last_reward_per_step,
+                    recent_return: s.recent_return,
+                }
             }
             AnyConfig::Sac(c) => {
                 let s = sac::train::<B>(c, self.run, &device, verbose).with_context(context)?;
                 println!("{} gradient updates", s.updates);
-                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+                Summary {
+                    global_step: s.global_step,
+                    wall_seconds: s.wall_seconds,
+                    sps: s.sps,
+                    last_reward_per_step: s.last_reward_per_step,
+                    recent_return: s.recent_return,
+                }
             }
             AnyConfig::Ddpg(c) => {
                 let s = ddpg::train::<B>(c, self.run, &device, verbose).with_context(context)?;
                 println!("{} gradient updates", s.updates);
-                Summary { global_step: s.global_step, wall_seconds: s.wall_seconds, sps: s.sps, last_reward_per_step: s.last_reward_per_step, recent_return: s.recent_return }
+                Summary {
+                    global_step: s.global_step,
+                    wall_seconds: s.wall_seconds,
+                    sps: s.sps,
+                    last_reward_per_step: s.last_reward_per_step,
+                    recent_return: s.recent_return,
+                }
             }
         })
     }
 }
 
 #[derive(Parser)]
-#[command(about = "Train an agent (PPO or SAC with the M3ixup auxiliary loss, or DDPG on a frozen pretrained encoder) from a TOML config")]
+#[command(
+    about = "Train an agent (PPO or SAC with the M3ixup auxiliary loss, or DDPG on a frozen pretrained encoder) from a TOML config"
+)]
 struct Cli {
     /// Config file (TOML). Without it, the built-in defaults.
     #[arg(long)]
@@ -208,16 +230,11 @@ fn main() -> anyhow::Result<()> {
 
     let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
     println!("device: {} ({})", cli.device.device, cli.device.device.describe());
-    let summary =
-        cli.device.run(Train { config: &config, run: &run, options: &options })?;
+    let summary = cli.device.run(Train { config: &config, run: &run, options: &options })?;
 
     println!(
         "{} env steps in {:.1} s ({:.0} env steps/s); last reward/step {:.3}, recent episodic return {:.1}",
-        summary.global_step,
-        summary.wall_seconds,
-        summary.sps,
-        summary.last_reward_per_step,
-        summary.recent_return
+        summary.global_step, summary.wall_seconds, summary.sps, summary.last_reward_per_step, summary.recent_return
     );
     println!("checkpoint: {}", run.file("checkpoint.toml").display());
 
@@ -230,7 +247,10 @@ fn main() -> anyhow::Result<()> {
             title: &format!("{} on {}: training reward per step", config.algo(), config.env_name()),
             x_label: "environment steps",
             y_label: "reward per step",
-            series: &[Series::new("per metrics row", points.clone()), Series::new("10-row average", moving_average(&points, 10))],
+            series: &[
+                Series::new("per metrics row", points.clone()),
+                Series::new("10-row average", moving_average(&points, 10)),
+            ],
         },
     )?;
     println!("learning curve: {}", curve.display());

@@ -7,9 +7,11 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
-use m3ixup_agents::conv::{conv_rows_sparse, conv_rows_with, image_rows, occupied_rows, rows_to_flat_nchw, ConvGeometry, ConvMethod};
-use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::conv::{
+    conv_rows_sparse, conv_rows_with, image_rows, occupied_rows, rows_to_flat_nchw, ConvGeometry, ConvMethod,
+};
 use m3ixup_agents::encoder::Trunk;
+use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
 use m3ixup_agents::{EncoderConfig, PixelTrunk};
 
 use crate::common::*;
@@ -45,7 +47,10 @@ fn both_formulations_match_conv2d_in_value_and_every_gradient() {
     for &(c, size, out, k, s, p, bias) in LAYERS {
         for method in [ConvMethod::Patches, ConvMethod::Taps] {
             let (conv, x) = seeded::<Ad, _>(7, |device| {
-                (layer::<Ad>(c, out, k, s, p, bias, device), Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device))
+                (
+                    layer::<Ad>(c, out, k, s, p, bias, device),
+                    Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device),
+                )
             });
             let x = x.require_grad();
             let scale = 0.5;
@@ -59,7 +64,8 @@ fn both_formulations_match_conv2d_in_value_and_every_gradient() {
             assert!(max_abs_diff(&values(ours.clone()), &values(expected)) < 1e-4, "{case}: values");
 
             // The same upstream gradient through both: gradients of x, W and b must agree.
-            let upstream = seeded::<Ad, _>(8, |d| Tensor::<Ad, 2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), d));
+            let upstream =
+                seeded::<Ad, _>(8, |d| Tensor::<Ad, 2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), d));
             let g_ours = (ours * upstream.clone()).sum().backward();
             let g_ref = (to_rows(reference) * upstream).sum().backward();
             let pairs = [
@@ -104,7 +110,13 @@ fn image_rows_is_a_space_to_depth_then_nhwc() {
 
 /// The conv trunk as it was written before pixel rows: an explicit space-to-depth, then
 /// `Conv2d::forward` and the activation per layer, then `flatten`.
-fn reference_trunk<B: Backend>(convs: &[Conv2d<B>], x: Tensor<B, 4>, scale: f32, block: usize, relu_act: bool) -> Tensor<B, 2> {
+fn reference_trunk<B: Backend>(
+    convs: &[Conv2d<B>],
+    x: Tensor<B, 4>,
+    scale: f32,
+    block: usize,
+    relu_act: bool,
+) -> Tensor<B, 2> {
     let [n, c, h, w] = x.dims();
     let rows = image_rows(x.mul_scalar(scale), block); // checked against its definition above
     let mut x = rows.reshape([n, h / block, w / block, c * block * block]).permute([0, 3, 1, 2]);
@@ -120,7 +132,8 @@ fn conv_trunks_compute_the_space_to_depth_conv2d_stack() {
     for (kind, block, relu_act, size) in
         [(PixelTrunk::Small, 4, true, 60), (PixelTrunk::Gmc, 1, false, 12), (PixelTrunk::Nature, 1, true, 40)]
     {
-        let space = ObsSpace::new([("pixels", ModalitySpec::uniform(&[2, size, size], DType::U8, 0.0, 255.0))]).unwrap();
+        let space =
+            ObsSpace::new([("pixels", ModalitySpec::uniform(&[2, size, size], DType::U8, 0.0, 255.0))]).unwrap();
         let config = EncoderConfig { pixel_trunk: kind, ..EncoderConfig::default() };
         let enc = encoder::<Inner>(&space, &config, 11);
         let (x, _) = batch::<Inner>(&space, 3, 12);
@@ -155,7 +168,9 @@ fn mostly_empty_inputs_skip_their_zero_rows_with_the_same_result() {
             let conv = layer::<Ad>(c, out, k, s, p, bias, device);
             let x = Tensor::<Ad, 4>::random([3, c, size, size], Distribution::Normal(0.0, 1.0), device);
             // Keep about one pixel in eight (whole rows: every channel of a pixel together).
-            let keep = Tensor::<Ad, 4>::random([3, 1, size, size], Distribution::Uniform(0.0, 1.0), device).lower_elem(0.125).float();
+            let keep = Tensor::<Ad, 4>::random([3, 1, size, size], Distribution::Uniform(0.0, 1.0), device)
+                .lower_elem(0.125)
+                .float();
             (conv, x * keep)
         });
         let geom = ConvGeometry::of(&conv, c, size, size);
@@ -169,8 +184,12 @@ fn mostly_empty_inputs_skip_their_zero_rows_with_the_same_result() {
             let ours = conv_rows_with(&conv, rows.clone(), 3, &geom, 0.5, method, Some(&occupied));
             assert!(max_abs_diff(&values(ours.clone()), &values(reference.clone())) < 1e-4, "{case}: values");
             let g = (ours.clone() * ours).sum().backward();
-            let (a, b) = (conv.weight.val().grad(&g).map(values).unwrap(), conv.weight.val().grad(&g_ref).map(values).unwrap());
-            assert!(max_abs_diff(&a, &b) < 1e-3 * b.iter().fold(1.0f32, |m, v| m.max(v.abs())), "{case}: weight gradient");
+            let (a, b) =
+                (conv.weight.val().grad(&g).map(values).unwrap(), conv.weight.val().grad(&g_ref).map(values).unwrap());
+            assert!(
+                max_abs_diff(&a, &b) < 1e-3 * b.iter().fold(1.0f32, |m, v| m.max(v.abs())),
+                "{case}: weight gradient"
+            );
         }
         let auto = conv_rows_sparse(&conv, rows, 3, &geom, 0.5);
         assert!(max_abs_diff(&values(auto), &values(reference)) < 1e-4, "c{c} k{k}: the automatic choice");

@@ -1,11 +1,12 @@
 //! The GMC loss, SoftNCE and the M3ixup terms.
 
 use burn::prelude::*;
-use m3ixup_agents::losses::{
-    gmc_infonce, info_nce, inner_step, input_mixup_loss, input_mixup_loss_from_first_layers, m3ixup_loss, m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce,
-    AdaptMode, ExploreStart, LossTerm, M3ixupLossConfig, MixupDraws, StepDirection,
-};
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::losses::{
+    gmc_infonce, info_nce, inner_step, input_mixup_loss, input_mixup_loss_from_first_layers, m3ixup_loss,
+    m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce, AdaptMode, ExploreStart, LossTerm, M3ixupLossConfig,
+    MixupDraws, StepDirection,
+};
 use m3ixup_agents::{EncoderConfig, JointKind, PixelTrunk};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -318,7 +319,10 @@ fn input_mixup_from_first_layers_equals_mixing_the_raw_inputs() {
 }
 
 /// Every float parameter's gradient in `module` (empty where it has none), in visit order.
-fn param_grads<M: burn::module::Module<Ad>>(module: &M, grads: &<Ad as burn::tensor::backend::AutodiffBackend>::Gradients) -> Vec<Vec<f32>> {
+fn param_grads<M: burn::module::Module<Ad>>(
+    module: &M,
+    grads: &<Ad as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<Vec<f32>> {
     struct Collect<'a> {
         grads: &'a <Ad as burn::tensor::backend::AutodiffBackend>::Gradients,
         out: Vec<Vec<f32>>,

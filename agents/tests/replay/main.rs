@@ -2,7 +2,9 @@
 //! sampling, and `terminated` kept apart from `truncated`.
 
 use m3ixup_agents::replay::{next_observations, ReplayBuffer};
-use m3ixup_envs::{frame_stack, make, BatchActions, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
+use m3ixup_envs::{
+    frame_stack, make, BatchActions, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -191,7 +193,10 @@ fn memory_per_transition_is_one_frame_not_a_stack() {
     // The module documentation's figure: 1.06 x (3,600 + 24 + 12) + 20 = 3,887 bytes.
     let slots = (2500 + 2500 / 16 + k + 1) as f64 / 2500.0;
     let documented = slots * (3600.0 + 6.0 * 4.0 + 2.0 * 2.0 + 8.0) + 16.0 + 4.0;
-    assert!((per_transition - documented).abs() < 1.0, "{per_transition} bytes per transition, documented {documented}");
+    assert!(
+        (per_transition - documented).abs() < 1.0,
+        "{per_transition} bytes per transition, documented {documented}"
+    );
     assert!(per_transition < 3_900.0, "{per_transition}");
     // Stored stacks would take about twice as much: 1.06 x (7,248 + 12) + 20 = 7,739 bytes.
     let stacks = whole.bytes() as f64 / capacity as f64;

@@ -25,7 +25,10 @@ impl Counter {
     }
 
     pub fn obs(&self) -> Obs {
-        Obs::new(vec![ModalityData::U8(vec![self.t as u8; 4]), ModalityData::F32(vec![self.t as f32, -(self.t as f32)])])
+        Obs::new(vec![
+            ModalityData::U8(vec![self.t as u8; 4]),
+            ModalityData::F32(vec![self.t as f32, -(self.t as f32)]),
+        ])
     }
 }
 
@@ -52,14 +55,12 @@ impl Env for Counter {
     }
 }
 
-
 /// Parameters of [`Counter`] when it is registered by name.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct CounterConfig {
     pub terminate_at: Option<u32>,
 }
-
 
 /// A way for an environment to break the contract.
 #[derive(Clone, Copy, Debug, PartialEq)]
