@@ -1,4 +1,4 @@
-"""PyTorch reference for `bench encoders --gmc-only`: GMC's encoder (M3IXUP.md section 1; the
+"""PyTorch reference for `bench encoders --gmc-only`: GMC's encoder (docs/M3IXUP.md section 1; the
 Rust `EncoderConfig::default()`) and the GMC loss on multimodal-pendulum shaped inputs, one
 training step (batch assembly from uint8/float32 arrays, forward, loss, backward, Adam) timed as
 the Rust benchmark times it. Prints one JSON object.

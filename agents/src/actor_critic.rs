@@ -1,4 +1,4 @@
-//! The actor-critic that owns the M3ixup encoder (DESIGN.md, "Learning").
+//! The actor-critic that owns the M3ixup encoder (docs/DESIGN.md, "Learning").
 //!
 //! ```text
 //!   observation ──encoder──> r ──actor MLP──> mean (Box) or logits (Discrete)

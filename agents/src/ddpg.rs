@@ -1,5 +1,5 @@
 //! DDPG (Lillicrap et al. 2016) on a frozen pretrained encoder: the paper's reinforcement-learning
-//! protocol (M3IXUP.md section 4), after `pretrain` with the GMC or the M3ixup loss.
+//! protocol (docs/M3IXUP.md section 4), after `pretrain` with the GMC or the M3ixup loss.
 //!
 //! The encoder of a `pretrain` run is loaded and never trained: each observation becomes its
 //! latent (z_M with every modality present; the mean of the present z_u otherwise) once, when

@@ -1,4 +1,4 @@
-//! Multimodal encoders built from the observation space (M3IXUP.md section 1, GMC's model).
+//! Multimodal encoders built from the observation space (docs/M3IXUP.md section 1, GMC's model).
 //!
 //! ```text
 //!   x_u ──f_u──> h_u ──┐                      (one modality-specific processor per modality)
@@ -71,7 +71,7 @@ pub enum JointKind {
     SharedTrunk,
 }
 
-/// Encoder architecture. Defaults are GMC's (M3IXUP.md section 1).
+/// Encoder architecture. Defaults are GMC's (docs/M3IXUP.md section 1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncoderConfig {
@@ -213,7 +213,7 @@ struct ConvLayer {
     bias: bool,
 }
 
-/// GMC (M3IXUP.md section 1): k4 s2 p1, no bias, 32 then 64 channels.
+/// GMC (docs/M3IXUP.md section 1): k4 s2 p1, no bias, 32 then 64 channels.
 const GMC_CONVS: &[ConvLayer] = &[
     ConvLayer { out: 32, kernel: 4, stride: 2, pad: 1, bias: false },
     ConvLayer { out: 64, kernel: 4, stride: 2, pad: 1, bias: false },
@@ -771,7 +771,7 @@ impl<B: Backend> M3ixupEncoder<B> {
         self.head.forward(h)
     }
 
-    /// The latent for the policy, `[B, latent_dim]` (M3IXUP.md section 1): rows with every
+    /// The latent for the policy, `[B, latent_dim]` (docs/M3IXUP.md section 1): rows with every
     /// modality present get z_M; other rows the mean of the z_u of their present modalities (not
     /// renormalised); rows with no modality present get zeros.
     pub fn encode(&self, x: &MultimodalInput<B>, presence: &Presence) -> Tensor<B, 2> {

@@ -1,4 +1,4 @@
-//! Sensor-failure robustness evaluation (M3IXUP.md section 4): agents trained once with every
+//! Sensor-failure robustness evaluation (docs/M3IXUP.md section 4): agents trained once with every
 //! sensor are run, without learning, under a matrix of conditions: every sensor, one sensor
 //! alone, one sensor removed, one sensor dropped per step with probability p, Gaussian noise on
 //! one sensor, one sensor frozen. The score of an episode is its mean per-step reward.

@@ -1,10 +1,10 @@
 //! M3ixup encoders, losses and actor-critic agents on burn.
 //!
 //! - [`encoder`]: modality processors, joint processor and projection head built from an
-//!   observation space (GMC's model, M3IXUP.md section 1), with the missing-modality fallback;
+//!   observation space (GMC's model, docs/M3IXUP.md section 1), with the missing-modality fallback;
 //! - [`conv`]: the conv trunks' convolutions on burn's CPU backend, as gathers and one gemm;
 //! - [`losses`]: the GMC InfoNCE, SoftNCE and the M3ixup terms as pure functions, and the
-//!   weighted total with its config and report (M3IXUP.md section 3);
+//!   weighted total with its config and report (docs/M3IXUP.md section 3);
 //! - [`run`]: the run directory of every training binary (config, metrics CSV and JSON lines,
 //!   atomic checkpoint writes);
 //! - [`pretrain`]: offline pretraining of the encoders on random-policy data (the paper's

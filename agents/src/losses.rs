@@ -1,4 +1,4 @@
-//! The GMC contrastive loss and the M3ixup terms (M3IXUP.md sections 1 and 3).
+//! The GMC contrastive loss and the M3ixup terms (docs/M3IXUP.md sections 1 and 3).
 //!
 //! Shapes: `B` is the batch size, `d` the latent size, `F` the feature width (h), `n` the number
 //! of modalities. Latents z are L2-normalised rows. Every loss returns a `[1]` tensor.
@@ -74,7 +74,7 @@ pub fn info_nce<B: Backend>(z_joint: Tensor<B, 2>, z_other: Tensor<B, 2>, tau: f
     (row_logsumexp(s) - pos).mean()
 }
 
-/// SoftNCE (M3IXUP.md section 3): the GMC term with `z_tilde` (a mixed view) in place of `z_u`
+/// SoftNCE (docs/M3IXUP.md section 3): the GMC term with `z_tilde` (a mixed view) in place of `z_u`
 /// and soft targets. With `Lg` the row log-softmax of `S = [z_M; z~][z_M; z~]^T / tau` (diagonal
 /// removed), the targets put, for every k, `lambda` on `(k, B+k)` and `(B+k, k)`, `1 - lambda` on
 /// `(k, B+pi^-1(k))` and `(B+k, pi(k))`; the loss is `-(1/2B) sum T * Lg`. With `lambda = 1` or
@@ -167,7 +167,7 @@ pub struct InnerStep<B: AutodiffBackend> {
     pub loss_after: Tensor<B::InnerBackend, 1>,
 }
 
-/// Normalised gradient steps on a detached copy of `start` (M3IXUP.md section 3, L_adapt and
+/// Normalised gradient steps on a detached copy of `start` (docs/M3IXUP.md section 3, L_adapt and
 /// L_mix): `v <- v -/+ eta * ||start_k|| * G_k / ||G_k||` per row k, where G is the gradient with
 /// respect to v of `SoftNCE(z_target, g(v); lambda, pi)`, with g the head's parameters detached
 /// and `z_target` detached (stop-grad z_M). `v` starts as a fresh autodiff leaf
@@ -194,7 +194,7 @@ pub fn inner_step<B: AutodiffBackend>(
         StepDirection::Descend => -1.0,
         StepDirection::Ascend => 1.0,
     };
-    // eta is relative to each sample's norm, so the step is scale-free (M3IXUP.md: 0.05 * ||h||).
+    // eta is relative to each sample's norm, so the step is scale-free (docs/M3IXUP.md: 0.05 * ||h||).
     let radius = start.clone().square().sum_dim(1).sqrt().mul_scalar(eta * sign); // [B, 1]
     let mut v = start;
     let mut loss_before = None;
@@ -532,7 +532,7 @@ impl Default for ExploreConfig {
     }
 }
 
-/// The M3ixup loss (M3IXUP.md section 3). Defaults: every term on with weight 1, alpha 1,
+/// The M3ixup loss (docs/M3IXUP.md section 3). Defaults: every term on with weight 1, alpha 1,
 /// tau 0.3, eta 0.05, one inner step. An unknown key (including an unknown term name) is a
 /// deserialisation error naming it; [`validate`](Self::validate) checks the values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -797,7 +797,7 @@ pub fn m3ixup_loss<B: AutodiffBackend, R: Rng + ?Sized>(
     m3ixup_loss_with_draws(encoder, batch, config, draws)
 }
 
-/// The weighted M3ixup loss for given draws (M3IXUP.md section 3):
+/// The weighted M3ixup loss for given draws (docs/M3IXUP.md section 3):
 ///
 /// - L_GMC = sum_u InfoNCE(z_M, z_u);
 /// - L_in = sum_u SoftNCE(z_M, g(f_u(mix(x_u, x_u, lambda, pi))); lambda, pi);

@@ -1,5 +1,5 @@
 //! PPO (Schulman et al. 2017) whose encoder is the M3ixup encoder, with the M3ixup loss as an
-//! auxiliary term of the same update (M3IXUP.md section 4, "this project's main mode").
+//! auxiliary term of the same update (docs/M3IXUP.md section 4, "this project's main mode").
 //!
 //! The loop ([`train`]) reads top to bottom like CleanRL's `ppo_continuous_action.py`: seeding,
 //! environments, agent and optimiser, then per update a rollout with one batched forward pass

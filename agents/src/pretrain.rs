@@ -1,4 +1,4 @@
-//! Offline pretraining of the encoders: the paper's protocol (M3IXUP.md sections 1 and 4, GMC's
+//! Offline pretraining of the encoders: the paper's protocol (docs/M3IXUP.md sections 1 and 4, GMC's
 //! training).
 //!
 //! 1. Collect `data.samples` observations from the environment with a uniform random policy
@@ -142,7 +142,7 @@ impl Default for TrainConfig {
 pub enum LossKind {
     /// The GMC InfoNCE alone (the `[loss.gmc]` weight and `tau` apply; every other term is off).
     Gmc,
-    /// The weighted M3ixup total (M3IXUP.md section 3) with the terms as configured.
+    /// The weighted M3ixup total (docs/M3IXUP.md section 3) with the terms as configured.
     #[default]
     M3ixup,
     /// No representation loss (an RL agent's `[aux]` without auxiliary loss; `pretrain`
@@ -703,7 +703,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let mut metrics = run.metrics().map_err(PretrainError::io("cannot create the metrics files"))?;
     let (data, train) = (&config.data, &config.train);
 
-    // Seeding (DESIGN.md): data.seed drives the environments, the random policy and the split;
+    // Seeding (docs/DESIGN.md): data.seed drives the environments, the random policy and the split;
     // train.seed the network initialisation (the backend's one global RNG, seeded once, here),
     // the minibatch order and the mixup draws.
     B::seed(device, train.seed);

@@ -1,4 +1,4 @@
-//! The run directory shared by every training binary (DESIGN.md, "Runs").
+//! The run directory shared by every training binary (docs/DESIGN.md, "Runs").
 //!
 //! ```text
 //! runs/<name>/            name given, or <kind>-<UTC timestamp>

@@ -1,4 +1,4 @@
-//! The built-in multimodal environments (see ENVIRONMENTS.md). Each emits single frames; the
+//! The built-in multimodal environments (see docs/ENVIRONMENTS.md). Each emits single frames; the
 //! registry adds frame stacking, the time limit and episode statistics.
 
 pub mod cartpole;

@@ -1,5 +1,5 @@
 //! `multimodal-pendulum`: Gymnasium's Pendulum-v1 seen through a camera and three microphones
-//! (GMC's multimodal pendulum, the M3ixup paper's scenario). See ENVIRONMENTS.md.
+//! (GMC's multimodal pendulum, the M3ixup paper's scenario). See docs/ENVIRONMENTS.md.
 //!
 //! Emits single frames and never ends an episode by itself: the registry adds frame stacking,
 //! the time limit and episode statistics.
@@ -35,7 +35,7 @@ const AXLE_RADIUS: f64 = 0.05;
 
 const SOURCE_HZ: f64 = 440.0;
 const SOUND_SPEED: f64 = 20.0;
-/// Microphone positions in the (height, left) frame, in ENVIRONMENTS.md's order.
+/// Microphone positions in the (height, left) frame, in docs/ENVIRONMENTS.md's order.
 pub const MICROPHONES: [(f64, f64); 3] = [(-2.2, 2.2), (-2.2, -2.2), (2.2, 0.0)];
 // The tip moves at |v| = l |thdot| <= 8, so the radial speed |s| <= 8 and
 // f = 440 * 20 / (20 - s) lies in [440 * 20 / 28, 440 * 20 / 12] = [314.29, 733.33] Hz.
