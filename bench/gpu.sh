@@ -31,16 +31,21 @@
 #   learner samples/s   transitions x update epochs / learning seconds (gradient passes per second)
 #   GPU memory          peak memory.used of that GPU during the run minus before it (nvidia-smi)
 #   warm-up             the first update's wall seconds (rollout + learning)
+#   first update at     seconds from the process start to the end of the first update (loading
+#                       the libraries, CUDA context, model, first rollout and update): the
+#                       process's wall time minus the later updates' rollout + learning seconds
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
 cuda_bins=() tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
-cpu_devices="flex" sets=() out="" case_timeout=900
+cpu_devices="flex" sets=() out="" case_timeout=900 inferences="learner cpu" cubecl_devices="" caches="shared"
 usage() { sed -n '2,33p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --cuda-bin) cuda_bins+=("$2"); shift 2 ;;
+        --cuda-bin|--cubecl-bin) cuda_bins+=("$2"); shift 2 ;;
+        --cubecl-devices) cubecl_devices="$2"; shift 2 ;;  # devices for the CubeCL binaries (default: cuda:N per GPU)
+        --caches) caches="$2"; shift 2 ;;  # "shared" (one kernel cache per binary) or "cold warm" (each case twice)
         --tch-bin) tch_bin="$2"; shift 2 ;;
         --libtorch) libtorch="$2"; shift 2 ;;
         --nvrtc) nvrtc="$2"; shift 2 ;;
@@ -50,6 +55,7 @@ while [ $# -gt 0 ]; do
         --set) sets+=(--set "$2"); shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --case-timeout) case_timeout="$2"; shift 2 ;;  # seconds per device run (a stuck one is stopped)
+        --inference) inferences="$2"; shift 2 ;;  # GPU cases' rollout.inference settings: "learner cpu" (default), "learner"
         -h|--help) usage 0 ;;
         *) echo "unknown argument $1" >&2; usage 2 ;;
     esac
@@ -93,21 +99,29 @@ for d in $cpu_devices; do
         libtorch) [ -n "$tch_bin" ] && cases+=("$tch_bin libtorch learner") ;;
     esac
 done
-for g in "${gpus[@]}"; do
+if [ -z "$cubecl_devices" ]; then
+    for g in "${gpus[@]}"; do cubecl_devices+=" cuda:$g"; done
+fi
+for dev in $cubecl_devices; do
     for cuda_bin in "${cuda_bins[@]}"; do
-        for inference in learner cpu; do cases+=("$cuda_bin cuda:$g $inference"); done
+        for inference in $inferences; do
+            for cache in $caches; do cases+=("$cuda_bin $dev $inference $cache"); done
+        done
     done
+done
+for g in "${gpus[@]}"; do
     if [ -n "$tch_bin" ]; then
-        for inference in learner cpu; do cases+=("$tch_bin libtorch-cuda:$g $inference"); done
+        for inference in $inferences; do cases+=("$tch_bin libtorch-cuda:$g $inference"); done
     fi
 done
 
 gpu_mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$1" 2>/dev/null | head -1; }
 
-# What a CUDA run's kernel log says: kernels compiled, autotunes started, when the last
-# compilation started (seconds since the start) and the log's last line.
+# What a CubeCL run's kernel log says (bench/kernel_log.py: kernels compiled, autotunes and the
+# seconds they took, the last event); without python3, counts from grep.
 kernel_summary() {
     [ -s "$1" ] || { echo "no kernel log"; return; }
+    if command -v python3 >/dev/null 2>&1; then python3 "$here/kernel_log.py" --one-line "$1"; return; fi
     local compiled tuned last_compile last_line
     compiled="$(grep -c '\[Compiling kernel\]' "$1" || true)"
     tuned="$(grep -c ' Tuning ' "$1" || true)"
@@ -125,18 +139,22 @@ csv_mean() {
 results=()
 ref_sps=""
 for c in "${cases[@]}"; do
-    read -r bin dev inference <<< "$c"
+    read -r bin dev inference cache <<< "$c"
     build="$(basename "$bin")"
-    name="$build-$(echo "$dev" | tr ':' '-')-inference-$inference"
+    name="$build-$(echo "$dev" | tr ':' '-')-inference-$inference${cache:+-$cache}"
     label="$dev, inference on $inference"
     kernel_args=()
     case "$dev" in
-        cuda:*)
-            label="$dev ($build), inference on $inference"
-            kernel_args=(--kernel-log "$out/$name.kernels.log" --kernel-cache "$out/kernel-cache/$build") ;;
+        cuda*|wgpu*)
+            label="$dev ($build), inference on $inference${cache:+, $cache cache}"
+            # "shared": one cache per binary; "cold": an empty one per case, which "warm" reuses.
+            cache_dir="$out/kernel-cache/$build"
+            [ "$cache" != shared ] && cache_dir="$out/kernel-cache/$build-$(echo "$dev" | tr ':' '-')-$inference"
+            [ "$cache" = cold ] && rm -rf "$cache_dir"
+            kernel_args=(--kernel-log "$out/$name.kernels.log" --kernel-cache "$cache_dir") ;;
     esac
     log="$out/$name.log"
-    gpu=""; case "$dev" in *:*) gpu="${dev##*:}" ;; esac
+    gpu=""; case "$dev" in cuda:*|libtorch-cuda:*) gpu="${dev##*:}" ;; esac
     base=""; peak_file="$out/$name.mem"; : > "$peak_file"; poll=""
     if [ -n "$gpu" ]; then
         base="$(gpu_mem "$gpu")"
@@ -145,21 +163,23 @@ for c in "${cases[@]}"; do
     fi
     echo "== $label ($bin)"
     set +e
+    t0="$(date +%s.%N)"
     timeout "$case_timeout" "$bin" --config "$config" --device "$dev" --max-updates "$updates" --runs-dir "$out/runs" \
         --run-name "$name" --quiet --set rollout.inference="$inference" "${kernel_args[@]}" "${sets[@]}" > "$log" 2>&1
     rc=$?
+    wall="$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')"
     set -e
     [ -n "$poll" ] && kill "$poll" 2>/dev/null && wait "$poll" 2>/dev/null || true
     if [ $rc -eq 124 ]; then
         done_updates="$(($(wc -l < "$out/runs/$name/metrics.csv" 2>/dev/null || echo 1) - 1))"
         echo "   stopped after ${case_timeout}s with $done_updates of $updates updates done (log: $log)"
         [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
-        results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | | |")
+        results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | | | |")
         continue
     elif [ $rc -ne 0 ]; then
         echo "   failed or unavailable (exit $rc): $(grep -m1 -i 'error\|device\|panicked' "$log" | cut -c1-300)"
         [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
-        results+=("| $label | unavailable | | | | | |")
+        results+=("| $label | unavailable | | | | | | |")
         continue
     fi
     csv="$out/runs/$name/metrics.csv"
@@ -169,6 +189,8 @@ for c in "${cases[@]}"; do
     warmup_s="$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "time/rollout_seconds") r = i; if ($i == "time/learn_seconds") l = i }; next }
         NR == 2 { printf "%.1f", $r + $l }' "$csv")"
     learn_s="$(csv_mean "$csv" time/learn_seconds)"
+    first_at="$(awk -F, -v wall="$wall" 'NR == 1 { for (i = 1; i <= NF; i++) { if ($i == "time/rollout_seconds") r = i; if ($i == "time/learn_seconds") l = i }; next }
+        NR > 2 { later += $r + $l } END { printf "%.1f", wall - later }' "$csv")"
     sps="$(awk -v b="$batch" -v r="$rollout_s" -v l="$learn_s" 'BEGIN { printf "%.0f", b / (r + l) }')"
     lsps="$(awk -v b="$batch" -v e="$epochs" -v l="$learn_s" 'BEGIN { printf "%.0f", b * e / l }')"
     mem="-"
@@ -178,14 +200,14 @@ for c in "${cases[@]}"; do
     fi
     [ -z "$gpu" ] && [ -z "$ref_sps" ] && ref_sps="$sps" ref_dev="$dev"
     speedup="$(awk -v s="$sps" -v r="$ref_sps" 'BEGIN { if (r > 0) printf "%.2fx", s / r; else print "-" }')"
-    echo "   env-steps/s $sps, learner samples/s $lsps, rollout ${rollout_s}s + learning ${learn_s}s per update, GPU memory $mem, first update ${warmup_s}s"
+    echo "   env-steps/s $sps, learner samples/s $lsps, rollout ${rollout_s}s + learning ${learn_s}s per update, GPU memory $mem, first update ${warmup_s}s, done ${first_at}s after the start"
     [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
-    results+=("| $label | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem | $warmup_s |")
+    results+=("| $label | $sps | $speedup | $lsps | $rollout_s / $learn_s | $mem | $warmup_s | $first_at |")
 done
 
 echo
 echo "PPO + M3ixup ($(basename "$config")), $updates updates, first left out; $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
-echo "| device | env-steps/s | vs ${ref_dev:-CPU} | learner samples/s | s/update rollout / learning | GPU memory (peak - idle) | first update, s |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+echo "| device | env-steps/s | vs ${ref_dev:-CPU} | learner samples/s | s/update rollout / learning | GPU memory (peak - idle) | first update, s | first update done, s after start |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 printf '%s\n' "${results[@]}"

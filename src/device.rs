@@ -10,7 +10,8 @@
 //! | `flex` | `Autodiff<Flex>`, burn's pure-Rust CPU backend | always |
 //! | `libtorch` | `Autodiff<LibTorch>` on the CPU | `tch` |
 //! | `libtorch-cuda:N` | `Autodiff<LibTorch>` on CUDA device N | `tch` |
-//! | `cuda:N` | `Autodiff<Cuda>`, burn's CubeCL CUDA backend, on device N | `cuda` (fusion + autotune) or `cuda-base`, `cuda-fusion`, `cuda-autotune` ([`CUDA_KERNELS`]) |
+//! | `cuda:N` | `Autodiff<Cuda>`, burn's CubeCL CUDA backend, on device N | `cuda` (fusion + autotune) or `cuda-base`, `cuda-fusion`, `cuda-autotune` ([`CUBECL_KERNELS`]) |
+//! | `wgpu`, `wgpu:cpu`, `wgpu:discrete:N`, `wgpu:integrated:N`, `wgpu:virtual:N` | `Autodiff<Wgpu>`, burn's CubeCL wgpu backend (Vulkan, Metal, DirectX 12), on wgpu's preferred adapter or the one named | `wgpu` (fusion + autotune) or `wgpu-base`, `wgpu-fusion`, `wgpu-autotune` |
 //!
 //! Asking for a device whose feature this binary was not built with, or for a GPU that is not
 //! there, fails before any work with an error that lists the features and devices this binary has.
@@ -34,10 +35,32 @@ pub enum DeviceSpec {
     LibTorchCuda(usize),
     /// burn's CubeCL CUDA backend on device N (feature `cuda`, an NVIDIA driver and NVRTC).
     Cuda(usize),
+    /// burn's CubeCL wgpu backend on a wgpu adapter (feature `wgpu`, a Vulkan, Metal or
+    /// DirectX 12 driver; on a machine without a GPU, a software one such as Mesa's lavapipe).
+    Wgpu(WgpuAdapter),
+}
+
+/// Which wgpu adapter `--device wgpu...` names, as burn's `WgpuDevice` does: by kind and index
+/// among the adapters of that kind (wgpu's order, on the platform's graphics API: Vulkan on
+/// Linux and Windows, Metal on macOS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WgpuAdapter {
+    /// `wgpu`: wgpu's preferred adapter (high-performance first); `CUBECL_WGPU_DEFAULT_DEVICE`
+    /// (e.g. `Cpu`, `DiscreteGpu(1)`) overrides it, as in CubeCL.
+    Default,
+    /// `wgpu:cpu`: a software adapter (Mesa's lavapipe, llvmpipe).
+    Cpu,
+    /// `wgpu:discrete:N`
+    Discrete(usize),
+    /// `wgpu:integrated:N`
+    Integrated(usize),
+    /// `wgpu:virtual:N`
+    Virtual(usize),
 }
 
 /// The accepted spellings, for help texts and errors.
-pub const DEVICE_SYNTAX: &str = "flex | libtorch | libtorch-cuda:N | cuda:N";
+pub const DEVICE_SYNTAX: &str =
+    "flex | libtorch | libtorch-cuda:N | cuda:N | wgpu[:cpu|:discrete:N|:integrated:N|:virtual:N]";
 
 impl DeviceSpec {
     /// The Cargo feature this device needs (`None`: always compiled in).
@@ -46,12 +69,23 @@ impl DeviceSpec {
             DeviceSpec::Flex => None,
             DeviceSpec::LibTorch | DeviceSpec::LibTorchCuda(_) => Some("tch"),
             DeviceSpec::Cuda(_) => Some("cuda"),
+            DeviceSpec::Wgpu(_) => Some("wgpu"),
         }
     }
 
-    /// Whether the device is a GPU.
+    /// Whether the device is a GPU (a wgpu software adapter is not).
     pub fn is_gpu(&self) -> bool {
-        matches!(self, DeviceSpec::LibTorchCuda(_) | DeviceSpec::Cuda(_))
+        match self {
+            DeviceSpec::LibTorchCuda(_) | DeviceSpec::Cuda(_) => true,
+            DeviceSpec::Wgpu(adapter) => *adapter != WgpuAdapter::Cpu,
+            DeviceSpec::Flex | DeviceSpec::LibTorch => false,
+        }
+    }
+
+    /// Whether burn runs the device through CubeCL, which compiles its kernels at run time (and
+    /// so takes `--kernel-log` and `--kernel-cache`).
+    pub fn is_cubecl(&self) -> bool {
+        matches!(self, DeviceSpec::Cuda(_) | DeviceSpec::Wgpu(_))
     }
 
     /// The backend's name, for logs and benchmark tables.
@@ -60,30 +94,91 @@ impl DeviceSpec {
             DeviceSpec::Flex => "Autodiff<Flex>",
             DeviceSpec::LibTorch | DeviceSpec::LibTorchCuda(_) => "Autodiff<LibTorch>",
             DeviceSpec::Cuda(_) => "Autodiff<Cuda>",
+            DeviceSpec::Wgpu(_) => "Autodiff<Wgpu>",
         }
     }
 
-    /// The backend's name and, for `cuda:N`, how this binary builds its kernels
-    /// ([`CUDA_KERNELS`]): for startup lines and benchmark tables.
+    /// The backend's name and, for CubeCL devices, how this binary builds its kernels
+    /// ([`CUBECL_KERNELS`]): for startup lines and benchmark tables.
     pub fn describe(&self) -> String {
-        match self {
-            DeviceSpec::Cuda(_) => format!("{}, {CUDA_KERNELS}", self.backend_name()),
-            _ => self.backend_name().to_string(),
+        if self.is_cubecl() {
+            format!("{}, {CUBECL_KERNELS}", self.backend_name())
+        } else {
+            self.backend_name().to_string()
         }
     }
 }
 
-/// How burn's CUDA backend makes its kernels in this binary: kernel fusion and autotuning
-/// (feature `cuda`), one of them (`cuda-fusion`, `cuda-autotune`) or neither (`cuda-base`).
-pub const CUDA_KERNELS: &str = if cfg!(all(feature = "cuda-fusion", feature = "cuda-autotune")) {
-    "fusion + autotune"
-} else if cfg!(feature = "cuda-fusion") {
-    "fusion, no autotune"
-} else if cfg!(feature = "cuda-autotune") {
-    "autotune, no fusion"
-} else {
-    "no fusion, no autotune"
+/// How burn's CubeCL backends (CUDA and wgpu) make their kernels in this binary: kernel fusion
+/// and autotuning (features `cuda`, `wgpu`), one of them (`*-fusion`, `*-autotune`) or neither
+/// (`*-base`). burn's `fusion` and `autotune` features are one switch for both runtimes, so a
+/// binary with both runtimes builds both the same way.
+pub const CUBECL_KERNELS: &str = {
+    let fusion = cfg!(any(feature = "cuda-fusion", feature = "wgpu-fusion"));
+    let autotune = cfg!(any(feature = "cuda-autotune", feature = "wgpu-autotune"));
+    match (fusion, autotune) {
+        (true, true) => "fusion + autotune",
+        (true, false) => "fusion, no autotune",
+        (false, true) => "autotune, no fusion",
+        (false, false) => "no fusion, no autotune",
+    }
 };
+
+impl fmt::Display for WgpuAdapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WgpuAdapter::Default => write!(f, "wgpu"),
+            WgpuAdapter::Cpu => write!(f, "wgpu:cpu"),
+            WgpuAdapter::Discrete(n) => write!(f, "wgpu:discrete:{n}"),
+            WgpuAdapter::Integrated(n) => write!(f, "wgpu:integrated:{n}"),
+            WgpuAdapter::Virtual(n) => write!(f, "wgpu:virtual:{n}"),
+        }
+    }
+}
+
+impl WgpuAdapter {
+    /// Parses what follows `wgpu:` (`None`: plain `wgpu`).
+    fn parse(whole: &str, rest: Option<&str>) -> Result<Self, ParseDeviceError> {
+        let Some(rest) = rest else { return Ok(WgpuAdapter::Default) };
+        let (kind, index) = match rest.split_once(':') {
+            Some((kind, index)) => (kind, Some(index)),
+            None => (rest, None),
+        };
+        let parse_index = || -> Result<usize, ParseDeviceError> {
+            match index {
+                None => Ok(0),
+                Some(i) => i.trim().parse::<usize>().map_err(|_| {
+                    ParseDeviceError(format!(
+                        "device `{whole}`: `{i}` is not an adapter index (expected wgpu:{kind}:N with N = 0, 1, ...)"
+                    ))
+                }),
+            }
+        };
+        match kind.trim() {
+            "cpu" if index.is_none() => Ok(WgpuAdapter::Cpu),
+            "discrete" => Ok(WgpuAdapter::Discrete(parse_index()?)),
+            "integrated" => Ok(WgpuAdapter::Integrated(parse_index()?)),
+            "virtual" => Ok(WgpuAdapter::Virtual(parse_index()?)),
+            _ => Err(ParseDeviceError(format!(
+                "device `{whole}`: unknown wgpu adapter `{rest}` (expected wgpu, wgpu:cpu, wgpu:discrete:N, \
+                 wgpu:integrated:N or wgpu:virtual:N)"
+            ))),
+        }
+    }
+
+    /// burn's name for the adapter.
+    #[cfg(feature = "wgpu-base")]
+    fn burn_device(self) -> burn::backend::wgpu::WgpuDevice {
+        use burn::backend::wgpu::WgpuDevice;
+        match self {
+            WgpuAdapter::Default => WgpuDevice::DefaultDevice,
+            WgpuAdapter::Cpu => WgpuDevice::Cpu,
+            WgpuAdapter::Discrete(n) => WgpuDevice::DiscreteGpu(n),
+            WgpuAdapter::Integrated(n) => WgpuDevice::IntegratedGpu(n),
+            WgpuAdapter::Virtual(n) => WgpuDevice::VirtualGpu(n),
+        }
+    }
+}
 
 impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -92,6 +187,7 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::LibTorch => write!(f, "libtorch"),
             DeviceSpec::LibTorchCuda(n) => write!(f, "libtorch-cuda:{n}"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceSpec::Wgpu(adapter) => adapter.fmt(f),
         }
     }
 }
@@ -111,8 +207,8 @@ impl std::error::Error for ParseDeviceError {}
 impl FromStr for DeviceSpec {
     type Err = ParseDeviceError;
 
-    /// `flex`, `libtorch` (also `libtorch-cpu`), `libtorch-cuda:N`, `cuda:N`; a GPU name without
-    /// `:N` means device 0. Case-insensitive, surrounding spaces ignored.
+    /// `flex`, `libtorch` (also `libtorch-cpu`), `libtorch-cuda:N`, `cuda:N`, `wgpu[:ADAPTER]`; a
+    /// GPU name without `:N` means device 0. Case-insensitive, surrounding spaces ignored.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim().to_ascii_lowercase();
         let (name, index) = match t.split_once(':') {
@@ -140,6 +236,7 @@ impl FromStr for DeviceSpec {
             "libtorch" | "libtorch-cpu" | "tch" => no_index(DeviceSpec::LibTorch),
             "libtorch-cuda" | "tch-cuda" => Ok(DeviceSpec::LibTorchCuda(gpu_index("libtorch-cuda")?)),
             "cuda" => Ok(DeviceSpec::Cuda(gpu_index("cuda")?)),
+            "wgpu" => Ok(DeviceSpec::Wgpu(WgpuAdapter::parse(s.trim(), index)?)),
             "" => Err(ParseDeviceError(format!("empty device name (expected {DEVICE_SYNTAX})"))),
             _ => Err(ParseDeviceError(format!("unknown device `{s}` (expected {DEVICE_SYNTAX})"))),
         }
@@ -167,6 +264,9 @@ pub fn compiled_features() -> Vec<&'static str> {
     }
     if cfg!(feature = "cuda-base") {
         f.push("cuda");
+    }
+    if cfg!(feature = "wgpu-base") {
+        f.push("wgpu");
     }
     f
 }
@@ -202,6 +302,77 @@ pub fn cuda_device_count() -> usize {
     }
 }
 
+/// The adapters wgpu sees on the platform's graphics API (the one burn's wgpu backend uses),
+/// in wgpu's order (empty without the `wgpu` feature).
+pub fn wgpu_adapters() -> Vec<WgpuAdapterInfo> {
+    #[cfg(feature = "wgpu-base")]
+    {
+        use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
+        let backend = AutoGraphicsApi::backend();
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: backend.into(),
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        cubecl_common::future::block_on(instance.enumerate_adapters(backend.into()))
+            .iter()
+            .map(|adapter| {
+                let info = adapter.get_info();
+                let kind = match info.device_type {
+                    wgpu::DeviceType::DiscreteGpu => "discrete",
+                    wgpu::DeviceType::IntegratedGpu => "integrated",
+                    wgpu::DeviceType::VirtualGpu => "virtual",
+                    wgpu::DeviceType::Cpu => "cpu",
+                    wgpu::DeviceType::Other => "other",
+                };
+                WgpuAdapterInfo { kind, name: info.name, driver: format!("{} {}", info.driver, info.driver_info) }
+            })
+            .collect()
+    }
+    #[cfg(not(feature = "wgpu-base"))]
+    {
+        Vec::new()
+    }
+}
+
+/// One adapter as wgpu reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WgpuAdapterInfo {
+    /// `discrete`, `integrated`, `virtual`, `cpu` or `other`.
+    pub kind: &'static str,
+    pub name: String,
+    pub driver: String,
+}
+
+impl WgpuAdapterInfo {
+    /// The `--device` that names this adapter, given its place among the adapters of its kind.
+    fn device(&self, index_of_kind: usize) -> Option<DeviceSpec> {
+        let adapter = match self.kind {
+            "discrete" => WgpuAdapter::Discrete(index_of_kind),
+            "integrated" => WgpuAdapter::Integrated(index_of_kind),
+            "virtual" => WgpuAdapter::Virtual(index_of_kind),
+            "cpu" if index_of_kind == 0 => WgpuAdapter::Cpu,
+            _ => return None,
+        };
+        Some(DeviceSpec::Wgpu(adapter))
+    }
+}
+
+/// The wgpu devices this machine has: `wgpu` (when there is any adapter), then one per adapter
+/// in the form that names it.
+fn wgpu_devices(adapters: &[WgpuAdapterInfo]) -> Vec<DeviceSpec> {
+    let mut v = Vec::new();
+    if !adapters.is_empty() {
+        v.push(DeviceSpec::Wgpu(WgpuAdapter::Default));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for a in adapters {
+        let index = seen.iter().filter(|&&k| k == a.kind).count();
+        seen.push(a.kind);
+        v.extend(a.device(index));
+    }
+    v
+}
+
 /// Runs `f`, turning a panic into `None` without printing it (for probing native libraries and
 /// CubeCL's set-once configuration).
 #[allow(dead_code)]
@@ -215,7 +386,7 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
 
 /// Every device this binary can run on, on this machine: `flex`, then (feature `tch`)
 /// `libtorch` and `libtorch-cuda:N` for each GPU LibTorch sees, then (feature `cuda`) `cuda:N`
-/// for each GPU the driver reports.
+/// for each GPU the driver reports, then (feature `wgpu`) `wgpu` and each adapter wgpu sees.
 pub fn available() -> Vec<DeviceSpec> {
     let mut v = vec![DeviceSpec::Flex];
     if cfg!(feature = "tch") {
@@ -225,6 +396,9 @@ pub fn available() -> Vec<DeviceSpec> {
     if cfg!(feature = "cuda-base") {
         v.extend((0..cuda_device_count()).map(DeviceSpec::Cuda));
     }
+    if cfg!(feature = "wgpu-base") {
+        v.extend(wgpu_devices(&wgpu_adapters()));
+    }
     v
 }
 
@@ -233,7 +407,7 @@ pub fn describe_available() -> String {
     let devices: Vec<String> = available().iter().map(|d| d.to_string()).collect();
     let features: Vec<String> = compiled_features()
         .iter()
-        .map(|&f| if f == "cuda" { format!("cuda ({CUDA_KERNELS})") } else { f.to_string() })
+        .map(|&f| if f == "cuda" || f == "wgpu" { format!("{f} ({CUBECL_KERNELS})") } else { f.to_string() })
         .collect();
     format!("this binary has the backend features [{}] and the devices [{}]", features.join(", "), devices.join(", "))
 }
@@ -258,6 +432,29 @@ pub fn check(spec: &DeviceSpec) -> anyhow::Result<()> {
         DeviceSpec::Cuda(n) => {
             let count = cuda_device_count();
             (n >= count).then(|| format!("the NVIDIA driver reports {count} CUDA device(s)"))
+        }
+        DeviceSpec::Wgpu(adapter) => {
+            let adapters = wgpu_adapters();
+            // `wgpu` takes whatever there is; a named adapter must be among those listed.
+            let present = match adapter {
+                WgpuAdapter::Default => !adapters.is_empty(),
+                _ => wgpu_devices(&adapters).contains(spec),
+            };
+            (!present).then(|| {
+                let seen: Vec<String> =
+                    adapters.iter().map(|a| format!("{} ({}, {})", a.name, a.kind, a.driver)).collect();
+                format!(
+                    "wgpu sees {} adapter(s){}{}",
+                    adapters.len(),
+                    if seen.is_empty() { String::new() } else { format!(": {}", seen.join("; ")) },
+                    if adapters.is_empty() {
+                        " (no Vulkan, Metal or DirectX 12 driver; on Linux without a GPU, Mesa's lavapipe: \
+                         apt-get install mesa-vulkan-drivers)"
+                    } else {
+                        ""
+                    }
+                )
+            })
         }
         _ => None,
     };
@@ -309,24 +506,25 @@ impl Threads {
     }
 }
 
-/// What every binary takes to choose where it runs: `--device`, `--threads`, and for `cuda:N`
-/// the kernel log and cache. Flattened into each binary's arguments so that the flags, their
+/// What every binary takes to choose where it runs: `--device`, `--threads`, and for CubeCL's
+/// devices (`cuda:N`, `wgpu...`) the kernel log and cache. Flattened into each binary's arguments so that the flags, their
 /// help and their checks live here once.
 #[derive(clap::Args, Clone, Debug, Default, PartialEq)]
 pub struct DeviceArgs {
-    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N (an unavailable one fails
-    /// at start, naming what this binary has).
+    /// Backend and device: flex | libtorch | libtorch-cuda:N | cuda:N | wgpu[:cpu|:discrete:N|...]
+    /// (an unavailable one fails at start, naming what this binary has).
     #[arg(long, default_value = "flex")]
     pub device: DeviceSpec,
     /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cuda:N only: log every GPU kernel compilation and autotune result to this file, each line
-    /// stamped with the seconds since the start (where a slow warm-up spends its time).
+    /// cuda:N and wgpu only: log every kernel compilation and autotune result to this file, each
+    /// line stamped with the seconds since the start (where a slow warm-up spends its time).
     #[arg(long)]
     pub kernel_log: Option<PathBuf>,
-    /// cuda:N only: keep compiled kernels (PTX) and autotune results in this directory (CubeCL's
-    /// caches), for later runs on the same GPU, driver and binary to load instead of redoing.
+    /// cuda:N and wgpu only: keep compiled kernels and autotune results in this directory
+    /// (CubeCL's caches), for later runs on the same device to load instead of redoing; default
+    /// `$XDG_CACHE_HOME/m3ixup/cubecl/<build>` (`~/.cache/...`), or `$M3IXUP_KERNEL_CACHE`.
     #[arg(long)]
     pub kernel_cache: Option<PathBuf>,
 }
@@ -335,12 +533,12 @@ impl DeviceArgs {
     /// Fails unless the device is usable here (see [`check`]) and the kernel options fit it.
     pub fn check(&self) -> anyhow::Result<()> {
         check(&self.device)?;
-        if !matches!(self.device, DeviceSpec::Cuda(_)) {
+        if !self.device.is_cubecl() {
             for (flag, given) in [("--kernel-log", &self.kernel_log), ("--kernel-cache", &self.kernel_cache)] {
                 if given.is_some() {
                     bail!(
-                        "{flag} applies to cuda:N devices only (burn's CUDA backend compiles its kernels at run time); \
-                         device `{}` does not",
+                        "{flag} applies to cuda:N and wgpu devices only (burn's CubeCL backends compile their \
+                         kernels at run time); device `{}` does not",
                         self.device
                     );
                 }
@@ -352,11 +550,37 @@ impl DeviceArgs {
     /// Runs `job` on the device with these thread counts and kernel options.
     pub fn run<J: BackendJob>(&self, job: J) -> anyhow::Result<J::Output> {
         self.check()?;
-        if matches!(self.device, DeviceSpec::Cuda(_)) {
-            configure_cuda_kernels(self.kernel_log.as_deref(), self.kernel_cache.as_deref())?;
+        if self.device.is_cubecl() {
+            let cache = self.kernel_cache.clone().or_else(default_kernel_cache);
+            configure_cubecl_kernels(self.kernel_log.as_deref(), cache.as_deref())?;
         }
         dispatch(&self.device, Threads::new(self.threads), job)
     }
+}
+
+/// Where CubeCL keeps compiled kernels and autotune results when `--kernel-cache` is not given:
+/// `$M3IXUP_KERNEL_CACHE`, else `cubecl/<build>` under `$XDG_CACHE_HOME/m3ixup` (`~/.cache/m3ixup`).
+///
+/// Persistent by default because the warm-up is autotuning: on the first PPO update every
+/// matmul, reduction and convolution shape benchmarks its candidate kernels (README, "GPU
+/// figures"), and a later run with the results at hand skips all of it. `<build>` separates the
+/// fusion/autotune builds, whose kernels differ; below it CubeCL keys the entries by device
+/// (runtime, device kind and index) and checks each against a checksum of the kernels it tunes,
+/// so results of another burn version or kernel set are redone, not misused. Without a home
+/// directory, `None` (CubeCL's own default then applies).
+pub fn default_kernel_cache() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("M3IXUP_KERNEL_CACHE").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|d| !d.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(
+        base.join("m3ixup")
+            .join("cubecl")
+            .join(CUBECL_KERNELS.replace(" + ", "-").replace(", ", "-").replace(' ', "-")),
+    )
 }
 
 /// A `log` sink for CubeCL's kernel log (`--kernel-log`): each record one line, stamped with the
@@ -401,14 +625,14 @@ impl log::Log for KernelLog {
     }
 }
 
-/// Sets CubeCL's runtime configuration for `cuda:N` from `--kernel-log` and `--kernel-cache`,
+/// Sets CubeCL's runtime configuration (`cuda:N`, `wgpu`) from `--kernel-log` and `--kernel-cache`,
 /// on top of what CubeCL itself reads (a `cubecl.toml` in the working directory or above, and
 /// the `CUBECL_*` environment variables, e.g. `CUBECL_AUTOTUNE_LEVEL`). CubeCL takes its
 /// configuration once per process, before its first kernel; a second call with the same
 /// options is a no-op, one with other options an error.
 #[allow(unused_variables)]
-fn configure_cuda_kernels(kernel_log: Option<&Path>, kernel_cache: Option<&Path>) -> anyhow::Result<()> {
-    #[cfg(feature = "cuda-base")]
+fn configure_cubecl_kernels(kernel_log: Option<&Path>, kernel_cache: Option<&Path>) -> anyhow::Result<()> {
+    #[cfg(any(feature = "cuda-base", feature = "wgpu-base"))]
     {
         use cubecl_common::config::logger::LogCrateLevel;
         use cubecl_runtime::config::autotune::AutotuneLogLevel;
@@ -421,7 +645,7 @@ fn configure_cuda_kernels(kernel_log: Option<&Path>, kernel_cache: Option<&Path>
         let wanted = (kernel_log.map(Path::to_path_buf), kernel_cache.map(Path::to_path_buf));
         if let Some(applied) = APPLIED.get() {
             if *applied != wanted {
-                bail!("the CUDA kernel options can be set once per process (already {applied:?}, now {wanted:?})");
+                bail!("the CubeCL kernel options can be set once per process (already {applied:?}, now {wanted:?})");
             }
             return Ok(());
         }
@@ -490,6 +714,8 @@ fn dispatch<J: BackendJob>(spec: &DeviceSpec, threads: Threads, job: J) -> anyho
         DeviceSpec::Cuda(n) => {
             job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(burn::backend::cuda::CudaDevice::new(n))
         }
+        #[cfg(feature = "wgpu-base")]
+        DeviceSpec::Wgpu(adapter) => job.run::<burn::backend::Autodiff<burn::backend::Wgpu>>(adapter.burn_device()),
         // Unreachable: `check` rejects devices whose feature is not compiled in.
         #[allow(unreachable_patterns)]
         _ => bail!("device `{spec}` is not compiled in; {}", describe_available()),
@@ -510,6 +736,11 @@ mod tests {
             ("libtorch-cuda", DeviceSpec::LibTorchCuda(0)),
             (" cuda:0 ", DeviceSpec::Cuda(0)),
             ("cuda", DeviceSpec::Cuda(0)),
+            ("wgpu", DeviceSpec::Wgpu(WgpuAdapter::Default)),
+            ("WGPU:CPU", DeviceSpec::Wgpu(WgpuAdapter::Cpu)),
+            ("wgpu:discrete:1", DeviceSpec::Wgpu(WgpuAdapter::Discrete(1))),
+            ("wgpu:integrated", DeviceSpec::Wgpu(WgpuAdapter::Integrated(0))),
+            ("wgpu:virtual:2", DeviceSpec::Wgpu(WgpuAdapter::Virtual(2))),
         ] {
             assert_eq!(s.parse::<DeviceSpec>().unwrap(), d, "{s}");
             assert_eq!(d.to_string().parse::<DeviceSpec>().unwrap(), d);
@@ -518,13 +749,30 @@ mod tests {
 
     #[test]
     fn parse_errors_say_what_is_accepted() {
-        for s in ["gpu", "", "cuda:x", "cuda:-1", "flex:0", "libtorch:1"] {
+        for s in ["gpu", "", "cuda:x", "cuda:-1", "flex:0", "libtorch:1", "wgpu:gpu", "wgpu:cpu:1", "wgpu:discrete:x"] {
             let e = s.parse::<DeviceSpec>().unwrap_err().to_string();
             assert!(e.contains("device") || e.contains("expected"), "{s}: {e}");
         }
         assert!("gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains(DEVICE_SYNTAX));
         assert!("cuda:x".parse::<DeviceSpec>().unwrap_err().to_string().contains("not a GPU index"));
         assert!("flex:0".parse::<DeviceSpec>().unwrap_err().to_string().contains("takes no index"));
+        assert!("wgpu:gpu".parse::<DeviceSpec>().unwrap_err().to_string().contains("wgpu:discrete:N"));
+        assert!("wgpu:discrete:x".parse::<DeviceSpec>().unwrap_err().to_string().contains("not an adapter index"));
+    }
+
+    #[test]
+    fn wgpu_devices_name_each_adapter_by_kind_and_index() {
+        let adapter = |kind, name: &str| WgpuAdapterInfo { kind, name: name.into(), driver: String::new() };
+        assert!(wgpu_devices(&[]).is_empty(), "no adapter, no wgpu device");
+        let devices = wgpu_devices(&[
+            adapter("discrete", "a"),
+            adapter("cpu", "llvmpipe"),
+            adapter("discrete", "b"),
+            adapter("integrated", "c"),
+            adapter("other", "d"),
+        ]);
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        assert_eq!(names, ["wgpu", "wgpu:discrete:0", "wgpu:cpu", "wgpu:discrete:1", "wgpu:integrated:0"]);
     }
 
     #[test]
@@ -536,7 +784,8 @@ mod tests {
     #[test]
     fn missing_feature_or_gpu_is_an_error_naming_what_there_is() {
         // A GPU index no machine has: fails with or without the feature.
-        for spec in [DeviceSpec::Cuda(999), DeviceSpec::LibTorchCuda(999)] {
+        for spec in [DeviceSpec::Cuda(999), DeviceSpec::LibTorchCuda(999), DeviceSpec::Wgpu(WgpuAdapter::Virtual(999))]
+        {
             let e = check(&spec).unwrap_err().to_string();
             assert!(e.contains("this binary has the backend features [flex"), "{e}");
             assert!(e.contains("devices [flex"), "{e}");
@@ -595,7 +844,10 @@ mod tests {
                 ..Default::default()
             };
             let e = args.check().unwrap_err().to_string();
-            assert!(e.contains(&format!("{flag} applies to cuda:N devices only")) && e.contains("`flex`"), "{e}");
+            assert!(
+                e.contains(&format!("{flag} applies to cuda:N and wgpu devices only")) && e.contains("`flex`"),
+                "{e}"
+            );
         }
         DeviceArgs::default().check().unwrap();
     }
@@ -624,8 +876,8 @@ mod tests {
 
     /// The CubeCL configuration that `--kernel-log` / `--kernel-cache` set, end to end through
     /// CubeCL's own logger (no GPU needed: configuration and logging only). Runs in builds with
-    /// a `cuda*` feature: `cargo test --features cuda-base --lib device`.
-    #[cfg(feature = "cuda-base")]
+    /// a CubeCL feature: `cargo test --features wgpu-base --lib device`.
+    #[cfg(any(feature = "cuda-base", feature = "wgpu-base"))]
     #[test]
     fn kernel_options_configure_cubecl_once() {
         use cubecl_runtime::config::cache::CacheConfig;
@@ -633,9 +885,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("m3ixup-kernel-options-{}", std::process::id()));
         let (log, cache) = (dir.join("kernels.log"), dir.join("cache"));
         std::fs::create_dir_all(&dir).unwrap();
-        configure_cuda_kernels(Some(&log), Some(&cache)).unwrap();
-        configure_cuda_kernels(Some(&log), Some(&cache)).expect("the same options again are a no-op");
-        let e = configure_cuda_kernels(None, Some(&cache)).unwrap_err().to_string();
+        configure_cubecl_kernels(Some(&log), Some(&cache)).unwrap();
+        configure_cubecl_kernels(Some(&log), Some(&cache)).expect("the same options again are a no-op");
+        let e = configure_cubecl_kernels(None, Some(&cache)).unwrap_err().to_string();
         assert!(e.contains("once per process"), "{e}");
 
         let config = CubeClRuntimeConfig::get();
@@ -648,6 +900,21 @@ mod tests {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.contains("s [Compiling kernel] probe") && text.contains("s autotune probe"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kernel_cache_defaults_to_the_users_cache_directory_per_build() {
+        if std::env::var_os("M3IXUP_KERNEL_CACHE").is_some() || std::env::var_os("HOME").is_none() {
+            return; // the environment chose another place
+        }
+        let dir = default_kernel_cache().expect("a home directory gives a default");
+        let flavour = dir.file_name().unwrap().to_str().unwrap().to_string();
+        assert!(
+            ["fusion-autotune", "fusion-no-autotune", "autotune-no-fusion", "no-fusion-no-autotune"]
+                .contains(&flavour.as_str()),
+            "{flavour}"
+        );
+        assert!(dir.parent().unwrap().ends_with("m3ixup/cubecl"), "{}", dir.display());
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! Backend-generic tests: the encoders, the losses and one PPO update on every CPU backend this
-//! test binary was built with (Flex always; LibTorch on the CPU with `--features tch`), and the
-//! cross-backend check that one M3ixup loss evaluation agrees between Flex and LibTorch within
-//! 1e-4 for the same parameters, data and mixup draws.
+//! Backend-generic tests: the encoders, the losses and one PPO update on every backend this test
+//! binary was built with that runs here (Flex always; LibTorch on the CPU with `--features tch`;
+//! burn's wgpu backend with `--features wgpu`, on wgpu's preferred adapter: on a machine without
+//! a GPU, Mesa's software Vulkan driver lavapipe), and the cross-backend check that one M3ixup
+//! loss evaluation agrees with Flex's within 1e-4 for the same parameters, data and mixup draws.
 //!
 //! Each check is a generic function of `B: AutodiffBackend` (the `checks` module, reusable for
 //! any backend); `backend_tests!` instantiates them for one backend and device.
@@ -9,6 +10,7 @@
 //!     cargo test --test backends                      # Flex
 //!     eval "$(scripts/setup-libtorch.sh)"
 //!     cargo test --features tch --test backends       # Flex and LibTorch CPU, and the agreement
+//!     cargo test --features wgpu --test backends      # Flex and wgpu (apt-get install mesa-vulkan-drivers)
 
 use std::sync::Mutex;
 
@@ -197,6 +199,43 @@ pub mod checks {
         (report, values(grad))
     }
 
+    /// Same parameters, same data, same mixup draws: one M3ixup loss evaluation (every term on,
+    /// the adapting and exploring inner steps included) on `T` agrees with Flex's within 1e-4,
+    /// term by term, and so does the gradient of the head's output weight.
+    pub fn m3ixup_loss_agrees_with_flex<T: AutodiffBackend>(device: &T::Device, name: &str) {
+        type F = burn::backend::Autodiff<burn::backend::Flex>;
+        let data = samples(32);
+        let fd = Default::default();
+        for config in encoder_configs() {
+            let bytes = fresh_encoder_bytes::<F>(&config, &data, &fd);
+            let (rf, gf) = m3ixup_evaluation::<F>(&config, &data, bytes.clone(), &fd);
+            let (rt, gt) = m3ixup_evaluation::<T>(&config, &data, bytes, device);
+            assert_eq!(rf.draws, rt.draws, "the same draws");
+            let terms = |r: &M3ixupReport| {
+                [Some(r.total), r.gmc, r.input, r.manifold, r.adapt, r.explore].map(|t| t.expect("every term is on"))
+            };
+            let (tf, tt) = (terms(&rf), terms(&rt));
+            println!("{:?} {:?}: flex {tf:?}, {name} {tt:?}", config.pixel_trunk, config.joint);
+            for (term, (a, b)) in
+                ["total", "gmc", "input", "manifold", "adapt", "explore"].iter().zip(tf.iter().zip(&tt))
+            {
+                assert!((a - b).abs() <= 1e-4, "{term}: flex {a} vs {name} {b} ({:?})", config.pixel_trunk);
+            }
+            let max_grad_diff = gf.iter().zip(&gt).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(max_grad_diff <= 1e-4, "head gradient differs by {max_grad_diff} ({name})");
+        }
+    }
+
+    /// Parameters moved through a record from Flex to `T` and back are bit-identical.
+    pub fn encoder_records_move_unchanged<T: AutodiffBackend>(device: &T::Device) {
+        use burn::backend::{Autodiff, Flex};
+        let data = samples(4);
+        let config = &encoder_configs()[1];
+        let bytes = fresh_encoder_bytes::<Autodiff<Flex>>(config, &data, &Default::default());
+        let moved = encoder_from_bytes::<T::InnerBackend>(config, &data, bytes.clone(), device);
+        assert_eq!(encoder_bytes(moved), bytes);
+    }
+
     /// The parameters of a fresh encoder, made on `B` with seed 0 (then moved to any backend).
     pub fn fresh_encoder_bytes<B: AutodiffBackend>(
         config: &EncoderConfig,
@@ -250,51 +289,46 @@ backend_tests!(
     burn::backend::libtorch::LibTorchDevice::Cpu
 );
 
-/// Same parameters, same data, same mixup draws: one M3ixup loss evaluation (every term on, the
-/// adapting and exploring inner steps included) agrees between Flex and LibTorch CPU within
-/// 1e-4, term by term, and so does the gradient of the head's output weight.
-#[cfg(feature = "tch")]
-#[test]
-fn m3ixup_loss_agrees_between_flex_and_libtorch_cpu() {
-    use burn::backend::libtorch::{LibTorch, LibTorchDevice};
-    use burn::backend::{Autodiff, Flex};
-    type F = Autodiff<Flex>;
-    type T = Autodiff<LibTorch>;
+/// Instantiates the comparisons with Flex for one backend: `agrees_with_flex!(module, Backend,
+/// device)`.
+#[allow(unused_macros)]
+macro_rules! agrees_with_flex {
+    ($name:ident, $backend:ty, $device:expr) => {
+        mod $name {
+            use super::*;
+            type B = $backend;
 
-    let _g = rng_lock();
-    let data = checks::samples(32);
-    let (fd, td) = (Default::default(), LibTorchDevice::Cpu);
-    for config in checks::encoder_configs() {
-        let bytes = checks::fresh_encoder_bytes::<F>(&config, &data, &fd);
-        let (rf, gf) = checks::m3ixup_evaluation::<F>(&config, &data, bytes.clone(), &fd);
-        let (rt, gt) = checks::m3ixup_evaluation::<T>(&config, &data, bytes, &td);
-        assert_eq!(rf.draws, rt.draws, "the same draws");
-        let terms = |r: &m3ixup::agents::M3ixupReport| {
-            [Some(r.total), r.gmc, r.input, r.manifold, r.adapt, r.explore].map(|t| t.expect("every term is on"))
-        };
-        let (tf, tt) = (terms(&rf), terms(&rt));
-        println!("{:?} {:?}: flex {tf:?}, libtorch {tt:?}", config.pixel_trunk, config.joint);
-        for (name, (a, b)) in ["total", "gmc", "input", "manifold", "adapt", "explore"].iter().zip(tf.iter().zip(&tt)) {
-            assert!((a - b).abs() <= 1e-4, "{name}: flex {a} vs libtorch {b} ({:?})", config.pixel_trunk);
+            #[test]
+            fn m3ixup_loss_agrees_with_flex() {
+                let _g = rng_lock();
+                checks::m3ixup_loss_agrees_with_flex::<B>(&$device, stringify!($name));
+            }
+
+            #[test]
+            fn encoder_records_move_between_flex_and_it_unchanged() {
+                let _g = rng_lock();
+                checks::encoder_records_move_unchanged::<B>(&$device);
+            }
         }
-        let max_grad_diff = gf.iter().zip(&gt).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(max_grad_diff <= 1e-4, "head gradient differs by {max_grad_diff}");
-    }
+    };
 }
 
-/// Parameters moved through a record between backends are bit-identical.
 #[cfg(feature = "tch")]
-#[test]
-fn encoder_records_move_between_flex_and_libtorch_unchanged() {
-    use burn::backend::libtorch::{LibTorch, LibTorchDevice};
-    use burn::backend::{Autodiff, Flex};
-    let _g = rng_lock();
-    let data = checks::samples(4);
-    let config = &checks::encoder_configs()[1];
-    let bytes = checks::fresh_encoder_bytes::<Autodiff<Flex>>(config, &data, &Default::default());
-    let on_torch = checks::encoder_from_bytes::<LibTorch>(config, &data, bytes.clone(), &LibTorchDevice::Cpu);
-    assert_eq!(checks::encoder_bytes(on_torch), bytes);
-}
+agrees_with_flex!(
+    libtorch_cpu_vs_flex,
+    burn::backend::Autodiff<burn::backend::LibTorch>,
+    burn::backend::libtorch::LibTorchDevice::Cpu
+);
+
+#[cfg(feature = "wgpu-base")]
+backend_tests!(wgpu, burn::backend::Autodiff<burn::backend::Wgpu>, burn::backend::wgpu::WgpuDevice::DefaultDevice);
+
+#[cfg(feature = "wgpu-base")]
+agrees_with_flex!(
+    wgpu_vs_flex,
+    burn::backend::Autodiff<burn::backend::Wgpu>,
+    burn::backend::wgpu::WgpuDevice::DefaultDevice
+);
 
 /// A device whose feature is not compiled in, or a GPU that is not there, stops the binaries at
 /// start (exit status 1, no run directory), with an error naming the features and devices the
@@ -307,6 +341,7 @@ fn binaries_refuse_an_unavailable_device_at_start() {
         (env!("CARGO_BIN_EXE_train"), "cuda:7"),
         (env!("CARGO_BIN_EXE_train"), "libtorch-cuda:7"),
         (env!("CARGO_BIN_EXE_pretrain"), "cuda:7"),
+        (env!("CARGO_BIN_EXE_train"), "wgpu:virtual:7"),
     ] {
         let out = std::process::Command::new(bin).args(["--device", device, "--runs-dir"]).arg(&runs).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -326,7 +361,7 @@ fn binaries_refuse_an_unavailable_device_at_start() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "--kernel-log on flex: {stderr}");
-    assert!(stderr.contains("--kernel-log applies to cuda:N devices only"), "{stderr}");
+    assert!(stderr.contains("--kernel-log applies to cuda:N and wgpu devices only"), "{stderr}");
     assert!(!runs.exists() && !log.exists(), "nothing written before the check");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_train")).args(["--device", "gpu"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "a malformed --device is a usage error");

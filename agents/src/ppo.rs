@@ -102,14 +102,15 @@ pub struct RolloutConfig {
     pub workers: usize,
     /// Vector steps per update: each update learns from `num_envs * steps` transitions.
     pub steps: usize,
-    /// Where the rollout's forward passes run: `"learner"` (the learner's device and weights)
-    /// or `"cpu"` (a CPU copy of the weights, refreshed once per update).
+    /// Where the rollout's forward passes run: `"auto"` (default: `"learner"` on a CPU
+    /// learner, `"cpu"` on any other), `"learner"` (the learner's device and weights) or `"cpu"`
+    /// (a CPU copy of the weights, refreshed once per update).
     pub inference: InferenceDevice,
 }
 
 impl Default for RolloutConfig {
     fn default() -> Self {
-        Self { num_envs: 16, workers: 0, steps: 128, inference: InferenceDevice::Learner }
+        Self { num_envs: 16, workers: 0, steps: 128, inference: InferenceDevice::Auto }
     }
 }
 
@@ -117,13 +118,36 @@ impl Default for RolloutConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InferenceDevice {
-    /// On the learner's device with the learner's weights: no copy. Right for CPU learners.
+    /// `Learner` when the learner computes on the CPU (flex, LibTorch's CPU device), `Cpu` on
+    /// any other device. On burn's CubeCL backends the rollout's small batches (one row per
+    /// environment) would also add shapes of their own to the first update's autotuning: on
+    /// wgpu (lavapipe), 11 autotunes and 36 s of the main config's cold first update
+    /// (docs/GPU.md).
     #[default]
+    Auto,
+    /// On the learner's device with the learner's weights: no copy. Right for CPU learners.
     Learner,
     /// On the CPU (burn's Flex backend) with a copy of the weights made once per update: for a
     /// GPU learner, where each vector step's small forward pass pays kernel launches and two
     /// transfers (`bench/gpu.sh` measures both).
     Cpu,
+}
+
+impl InferenceDevice {
+    /// `Auto` made concrete for a learner on `device` of backend `B`.
+    pub fn resolve<B: Backend>(self, device: &B::Device) -> InferenceDevice {
+        match self {
+            InferenceDevice::Auto => {
+                let name = B::name(device);
+                if name.contains("flex") || name.contains("libtorch<cpu>") {
+                    InferenceDevice::Learner
+                } else {
+                    InferenceDevice::Cpu
+                }
+            }
+            chosen => chosen,
+        }
+    }
 }
 
 /// `[ppo]`.
@@ -592,8 +616,8 @@ pub fn train<B: AutodiffBackend>(
 
         // 4. Rollout: one forward pass of the current policy per vector step, on the learner's
         // device or on a CPU copy (`rollout.inference`).
-        let policy = match r.inference {
-            InferenceDevice::Learner => RolloutPolicy::Learner(agent.valid(), device.clone()),
+        let policy = match r.inference.resolve::<B>(device) {
+            InferenceDevice::Learner | InferenceDevice::Auto => RolloutPolicy::Learner(agent.valid(), device.clone()),
             InferenceDevice::Cpu => {
                 RolloutPolicy::Cpu(cpu_copy(&agent, cpu_policy.take(), config, &obs_space, &action_space)?)
             }
@@ -977,6 +1001,16 @@ mod tests {
     use m3ixup_envs::BatchActions;
 
     type Ad = Autodiff<Flex>;
+
+    #[test]
+    fn auto_inference_keeps_a_cpu_learner_and_moves_others_to_a_cpu_copy() {
+        let device = Default::default();
+        assert_eq!(InferenceDevice::Auto.resolve::<Ad>(&device), InferenceDevice::Learner);
+        assert_eq!(InferenceDevice::Cpu.resolve::<Ad>(&device), InferenceDevice::Cpu, "a choice stays");
+        assert_eq!(RolloutConfig::default().inference, InferenceDevice::Auto);
+        let parsed: RolloutConfig = toml::from_str("inference = \"auto\"").unwrap();
+        assert_eq!(parsed.inference, InferenceDevice::Auto);
+    }
 
     fn scalar(t: &Tensor<Ad, 1>) -> f64 {
         t.clone().into_scalar().elem::<f64>()

@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --bin bench -- envs [--seconds 2] [--num-envs 16]
 //!     cargo run --release --bin bench -- encoders [--steps 5] [--warmup 2] [--batch-size 128] \
-//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N] [--threads N] [--gmc-only] [--json]
+//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N|wgpu...] [--threads N] [--gmc-only] [--json]
 //!     cargo run --release --bin bench -- ppo [--config configs/ppo-pendulum.toml] [--updates 4] \
 //!         [--rounds 2] [--variant aux.kind=none]... [--device D] [--threads N]
 

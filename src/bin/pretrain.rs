@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --bin pretrain -- --config configs/pretrain-m3ixup.toml \
 //!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs] \
-//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N] [--threads N]
+//!         [--device flex|libtorch|libtorch-cuda:N|cuda:N|wgpu...] [--threads N]
 //!
 //! Writes `runs/<name>/` (`config.toml`, `metrics.csv`, `metrics.jsonl`, `encoder.mpk`,
 //! `encoder.toml`); the name defaults to `pretrain-<loss kind>-<UTC timestamp>`.

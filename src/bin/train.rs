@@ -2,8 +2,8 @@
 //! the M3ixup auxiliary loss, `m3ixup_agents::ppo`), `"sac"` (SAC with the M3ixup auxiliary loss,
 //! `m3ixup_agents::sac`) or `"ddpg-frozen"` (DDPG on a frozen pretrained encoder,
 //! `m3ixup_agents::ddpg`), on the backend and device `--device` names (default `flex`, burn's
-//! pure-Rust CPU backend; `libtorch`, `libtorch-cuda:N`, `cuda:N` with the features `tch`,
-//! `cuda`; see `m3ixup::device`). `--threads N` sets LibTorch's CPU threads.
+//! pure-Rust CPU backend; `libtorch`, `libtorch-cuda:N`, `cuda:N`, `wgpu` with the features
+//! `tch`, `cuda`, `wgpu`; see `m3ixup::device`). `--threads N` sets LibTorch's CPU threads.
 //!
 //!     cargo run --release --bin train -- --config configs/ppo-pendulum.toml \
 //!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs]
