@@ -9,7 +9,8 @@
 #       [--out DIR] [--quick]
 #
 # --libtorch: the torch/lib folder to load LibTorch from (default: that of `--python`'s torch);
-#   the binary's own rpath (the build machine's path) is tried first by the loader.
+#   it goes in LD_LIBRARY_PATH, which the loader searches before the binary's RUNPATH (the build
+#   machine's path).
 # --cpu-devices "flex libtorch": also run the CPU cases (for trying the script on a CPU machine;
 #   on the GPU machine, CPU time is better spent elsewhere).
 # --quick: 3 updates per case and the smallest batch sizes only (a try-out of the script).

@@ -38,4 +38,5 @@ for v in ppo-pendulum ppo-pendulum-gmc ppo-pendulum-none ppo-pendulum-dropout; d
     args+=(--checkpoint "$runs/$v" --label "${label:-m3ixup}")
   fi
 done
-target/release/evaluate "${args[@]}" --out "$runs/ppo-pendulum/eval"
+# The pendulum's episodes all last 300 steps: the README's tables give the mean per-step reward.
+target/release/evaluate "${args[@]}" --score per-step --out "$runs/ppo-pendulum/eval"

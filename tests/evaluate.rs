@@ -8,8 +8,12 @@ use std::sync::Mutex;
 
 use burn::backend::{Autodiff, Flex};
 
-use m3ixup::agents::envs::{make, Action, Env, ModalityData};
-use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError, Policy};
+use m3ixup::agents::envs::registry::EnvDefaults;
+use m3ixup::agents::envs::{
+    make, register, Action, ActionSpace, BatchActions, BatchObs, DType, Env, EnvError, Info, ModalityData,
+    ModalitySpec, Obs, ObsSpace, Step,
+};
+use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError, Policy, Score};
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
@@ -128,14 +132,26 @@ fn a_smoke_checkpoint_evaluates_end_to_end_and_identical_seeds_give_identical_ta
     };
     let (a, b) = (run(), run());
     assert_eq!(a.rows, b.rows);
-    assert_eq!(a.random_per_step_mean, b.random_per_step_mean);
+    assert_eq!(a.random_return_mean, b.random_return_mean);
     assert_eq!(a.rows.len(), protocol.conditions(&state.observation_space).len());
-    let full = a.rows.iter().find(|r| r.condition == "all").unwrap().per_step_mean;
+    // The default score is the return; on these fixed-length (30-step) episodes, the per-step
+    // score is the return / 30 and gives the same retentions.
+    assert_eq!(protocol.score, Score::Return);
+    let full = a.rows.iter().find(|r| r.condition == "all").unwrap();
     for r in &a.rows {
-        assert_eq!(r.retention, retention_ratio(r.per_step_mean, full, a.random_per_step_mean), "{}", r.condition);
+        assert_eq!(
+            r.retention,
+            retention_ratio(r.return_mean, full.return_mean, a.random_return_mean),
+            "{}",
+            r.condition
+        );
+        let per_step = retention_ratio(r.per_step_mean, full.per_step_mean, a.random_per_step_mean);
+        assert!((r.retention - per_step).abs() < 1e-9, "{}: {} vs {per_step}", r.condition, r.retention);
         assert!(r.per_step_mean <= 0.0 && r.per_step_mean >= -16.3, "{}: {}", r.condition, r.per_step_mean);
         assert!((r.return_mean / 30.0 - r.per_step_mean).abs() < 1e-9, "30-step episodes");
+        assert_eq!(r.length_mean, 30.0);
     }
+    assert!(a.notes().is_empty(), "bounded modalities, full-length episodes: {:?}", a.notes());
     let table = a.to_markdown();
     assert!(table.contains("| pixels only |") && table.contains("| sound frozen |"), "{table}");
     // Another seed, other episodes.
@@ -174,4 +190,157 @@ fn incompatible_agents_unknown_modalities_and_bad_probabilities_fail_before_any_
     let err = Condition::Only { modality: "lidar".into() }.validate(&space).unwrap_err();
     assert!(err.to_string().contains("lidar") && err.to_string().contains("pixels"), "{err}");
     fs::remove_dir_all(dir).unwrap();
+}
+
+/// Balances pixel-cartpole from its proprio sensor (push towards the side the pole falls to):
+/// the "trained" agent of the tests below, without a training run.
+struct Balancer;
+
+impl Policy<Flex> for Balancer {
+    fn act(
+        &self,
+        space: &ObsSpace,
+        _: &ActionSpace,
+        obs: &BatchObs,
+        _: bool,
+        _: &mut rand::rngs::StdRng,
+        _: &burn::prelude::Device<Flex>,
+    ) -> BatchActions {
+        let m = space.require("proprio").unwrap();
+        // Stacked frames, oldest first: the newest (x, x_dot, theta, theta_dot) is the last four.
+        let n = obs.numel(m);
+        let proprio = obs.modality_f32(m).unwrap();
+        BatchActions::Discrete(
+            proprio.chunks(n).map(|s| &s[n - 4..]).map(|s| i64::from(s[2] + 0.5 * s[3] > 0.0)).collect(),
+        )
+    }
+}
+
+#[test]
+fn on_pixel_cartpole_the_episode_return_tells_a_balancing_agent_from_the_random_policy() {
+    let params = toml::Table::new();
+    let space = make("pixel-cartpole", &params).unwrap().observation_space().clone();
+    let agents = [("balancer".to_string(), &Balancer as &dyn Policy<Flex>, space)];
+    let protocol = EvalConfig {
+        episodes: 8,
+        steps: 200,
+        num_envs: 4,
+        dropout_p: vec![],
+        noise_sigma: vec![],
+        ..EvalConfig::default()
+    };
+    let by_return = evaluate::<Flex>(&agents, "pixel-cartpole", &params, &protocol, &Default::default(), None).unwrap();
+    let all = by_return.rows.iter().find(|r| r.condition == "all").unwrap();
+    assert!(all.return_mean > 150.0, "the balancer lasts: {all:?}");
+    assert!(by_return.random_return_mean < 50.0, "the random policy falls: {}", by_return.random_return_mean);
+    assert_eq!(all.retention, 1.0);
+    // Without its proprio sensor the balancer reads zeros and pushes one way: less than it had.
+    let pixels_only = by_return.rows.iter().find(|r| r.condition == "pixels only").unwrap();
+    assert!(pixels_only.retention.is_finite() && pixels_only.retention < 0.5, "{pixels_only:?}");
+    let table = by_return.to_markdown();
+    assert!(table.contains("score = episode return"), "{table}");
+
+    // The per-step score (+1 a step for everyone) cannot tell them apart, and says so.
+    let per_step = EvalConfig { score: Score::PerStep, ..protocol };
+    let report = evaluate::<Flex>(&agents, "pixel-cartpole", &params, &per_step, &Default::default(), None).unwrap();
+    assert_eq!((report.random_per_step_mean, report.rows[0].per_step_mean), (1.0, 1.0));
+    assert!(report.rows[0].retention.is_nan());
+    assert!(report.to_markdown().contains("ended before 200 steps"), "{}", report.to_markdown());
+}
+
+/// A cart drifting at a velocity that Gymnasium would bound with ±inf: modality `velocity`
+/// (unbounded), `position` (bounded); reward -|position|.
+struct Drift {
+    space: ObsSpace,
+    actions: ActionSpace,
+    state: (f32, f32),
+}
+
+impl Drift {
+    fn new() -> Self {
+        let space = ObsSpace::new([
+            ("position", ModalitySpec::uniform(&[1], DType::F32, -10.0, 10.0)),
+            ("velocity", ModalitySpec::uniform(&[1], DType::F32, f32::NEG_INFINITY, f32::INFINITY)),
+        ])
+        .unwrap();
+        Self { space, actions: ActionSpace::Box { low: vec![-1.0], high: vec![1.0] }, state: (0.0, 0.0) }
+    }
+    fn obs(&self) -> Obs {
+        Obs::new(vec![ModalityData::F32(vec![self.state.0]), ModalityData::F32(vec![self.state.1])])
+    }
+}
+
+impl Env for Drift {
+    fn name(&self) -> &str {
+        "drift"
+    }
+    fn observation_space(&self) -> &ObsSpace {
+        &self.space
+    }
+    fn action_space(&self) -> &ActionSpace {
+        &self.actions
+    }
+    fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
+        self.state = (0.0, seed.unwrap_or(0) as f32 % 3.0 - 1.0);
+        Ok((self.obs(), Info::new()))
+    }
+    fn step(&mut self, action: &Action) -> Result<Step, EnvError> {
+        let Action::Continuous(a) = action else { unreachable!("a Box action space") };
+        self.state.1 += a[0];
+        self.state.0 = (self.state.0 + 0.1 * self.state.1).clamp(-10.0, 10.0);
+        Ok(Step {
+            obs: self.obs(),
+            reward: -self.state.0.abs() as f64,
+            terminated: false,
+            truncated: false,
+            info: Info::new(),
+        })
+    }
+}
+
+/// Brakes: pushes against the velocity it sees.
+struct Brake;
+
+impl Policy<Flex> for Brake {
+    fn act(
+        &self,
+        space: &ObsSpace,
+        _: &ActionSpace,
+        obs: &BatchObs,
+        _: bool,
+        _: &mut rand::rngs::StdRng,
+        _: &burn::prelude::Device<Flex>,
+    ) -> BatchActions {
+        let v = obs.modality_f32(space.require("velocity").unwrap()).unwrap();
+        BatchActions::Continuous(v.iter().map(|v| (-v).clamp(-1.0, 1.0)).collect())
+    }
+}
+
+#[test]
+fn noise_on_an_unbounded_modality_is_scaled_by_the_random_policys_spread_never_infinite() {
+    register("drift", EnvDefaults::default(), |_: toml::Table| Ok(Drift::new()));
+    // Directly, relative to an infinite range: refused, naming the modality.
+    let noisy = Condition::Noise { modality: "velocity".into(), sigma: 0.1 };
+    let err = noisy.wrap(make("drift", &toml::Table::new()).unwrap()).err().expect("refused").to_string();
+    assert!(err.contains("`velocity`") && err.contains("inf"), "{err}");
+
+    let space = Drift::new().space;
+    let agents = [("brake".to_string(), &Brake as &dyn Policy<Flex>, space)];
+    let protocol = EvalConfig {
+        episodes: 6,
+        steps: 40,
+        num_envs: 3,
+        dropout_p: vec![],
+        noise_sigma: vec![0.5],
+        frozen: false,
+        ..EvalConfig::default()
+    };
+    let report = evaluate::<Flex>(&agents, "drift", &toml::Table::new(), &protocol, &Default::default(), None).unwrap();
+    let scale = &report.noise_scales["velocity"];
+    assert_eq!(report.noise_scales.len(), 1, "only the unbounded modality is measured");
+    assert!(scale.len() == 1 && scale[0].is_finite() && scale[0] > 0.5, "{scale:?}");
+    let row = |c: &str| report.rows.iter().find(|r| r.condition == c).unwrap();
+    let (clean, noisy) = (row("all"), row("velocity noise 0.5"));
+    assert!(noisy.return_mean.is_finite() && noisy.return_mean < clean.return_mean, "{clean:?} {noisy:?}");
+    assert!(report.to_markdown().contains("`velocity` has an infinite bound"), "{}", report.to_markdown());
 }

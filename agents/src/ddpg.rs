@@ -39,11 +39,12 @@ use crate::checkpoint::{
 };
 use crate::encoder::M3ixupEncoder;
 use crate::off_policy::{
-    box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection,
-    RolloutSection, Tally,
+    box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
+    Tally,
 };
 use crate::optim::soft_update;
 use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
+use crate::progress::progress_bar;
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -366,7 +367,7 @@ pub fn train<B: AutodiffBackend>(
     let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(CHECKPOINT_FILE))?;
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    let bar = progress(verbose, t.total_steps);
+    let bar = progress_bar(verbose, t.total_steps, "", "steps");
     let obs = envs.reset(Some(t.seed))?.clone();
     let mut z = latents(&encoder, &obs_space, &obs, device);
     replay.reset(&z)?;

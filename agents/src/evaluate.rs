@@ -1,7 +1,17 @@
 //! Sensor-failure robustness evaluation (docs/M3IXUP.md section 4): agents trained once with every
 //! sensor are run, without learning, under a matrix of conditions: every sensor, one sensor
 //! alone, one sensor removed, one sensor dropped per step with probability p, Gaussian noise on
-//! one sensor, one sensor frozen. The score of an episode is its mean per-step reward.
+//! one sensor, one sensor frozen.
+//!
+//! **Score.** An episode's score is its return by default ([`Score::Return`]): on tasks that pay
+//! a constant reward per step until a failure ends the episode (CartPole), the mean reward per
+//! step is the same for every policy and only the return tells them apart. [`Score::PerStep`]
+//! (return / length) is the figure of the M3ixup paper's tables; it is meant for episodes of a
+//! fixed length, where it is the return divided by a constant and gives the same retentions.
+//!
+//! **Noise** is relative to each value's range; on a modality with an infinite bound (a
+//! Gymnasium Box of velocities, say) it is relative to the value's spread (max - min) over the
+//! random policy's episodes of the same evaluation, and the report says so.
 //!
 //! **Comparability.** Episode `k` of every agent and every condition starts from the seed
 //! `seed + k` (rounds of `num_envs` episodes, each round reset with its seeds), so rows differ by
@@ -9,6 +19,7 @@
 //! every sensor; the retention ratio of a row is `(score - random) / (full - random)`, where
 //! `full` is the same agent's score with every sensor: 1 = no loss, 0 = no better than random.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -18,7 +29,9 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::wrappers::{DropoutMode, SensorDropout, SensorNoise, StaleSensor};
-use m3ixup_envs::{make, ActionSpace, BatchActions, BatchObs, Env, EnvError, ObsSpace, VecEnv, VecEnvConfig};
+use m3ixup_envs::{
+    make, ActionSpace, BatchActions, BatchObs, Env, EnvError, ModalityData, ObsSpace, VecEnv, VecEnvConfig,
+};
 
 use crate::actor_critic::{choose_actions, ActorCritic};
 use crate::ddpg::DdpgAgent;
@@ -164,8 +177,14 @@ impl Condition {
         }
     }
 
-    /// The environment with this condition applied.
+    /// The environment with this condition applied (noise relative to the value ranges: a
+    /// modality with an infinite bound is refused; see [`Condition::wrap_scaled`]).
     pub fn wrap(&self, env: Box<dyn Env>) -> Result<Box<dyn Env>, EnvError> {
+        self.wrap_scaled(env, &NoiseScales::new())
+    }
+
+    /// As [`Condition::wrap`], with noise relative to `scales[modality]` where it is given.
+    pub fn wrap_scaled(&self, env: Box<dyn Env>, scales: &NoiseScales) -> Result<Box<dyn Env>, EnvError> {
         let space = env.observation_space().clone();
         Ok(match self {
             Condition::All => env,
@@ -180,9 +199,44 @@ impl Condition {
             Condition::PerStep { modality, p } => {
                 Box::new(SensorDropout::new(env, DropoutMode::PerStep { p: *p, modalities: vec![modality.clone()] })?)
             }
-            Condition::Noise { modality, sigma } => Box::new(SensorNoise::new(env, modality, *sigma)?),
+            Condition::Noise { modality, sigma } => match scales.get(modality) {
+                Some(scale) => Box::new(SensorNoise::with_scale(env, modality, *sigma, scale.clone())?),
+                None => Box::new(SensorNoise::new(env, modality, *sigma)?),
+            },
             Condition::Frozen { modality } => Box::new(StaleSensor::new(env, modality)?),
         })
+    }
+}
+
+/// Per modality, per element: what noise is relative to, where the value range is infinite.
+pub type NoiseScales = BTreeMap<String, Vec<f64>>;
+
+/// What one episode scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Score {
+    /// The sum of the episode's rewards.
+    #[default]
+    Return,
+    /// Return / length (for episodes of a fixed length).
+    PerStep,
+}
+
+impl Score {
+    /// As in configs and on the command line: `return`, `per-step`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Score::Return => "return",
+            Score::PerStep => "per-step",
+        }
+    }
+
+    /// For tables: "episode return", "mean per-step reward".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Score::Return => "episode return",
+            Score::PerStep => "mean per-step reward",
+        }
     }
 }
 
@@ -203,6 +257,8 @@ pub struct EvalConfig {
     pub workers: usize,
     /// Take the policy's mode (mean action) rather than sampling.
     pub deterministic: bool,
+    /// What an episode scores, and what the retention is computed on.
+    pub score: Score,
     /// Per-step dropout probabilities, each applied to each modality.
     pub dropout_p: Vec<f64>,
     /// Noise levels (relative to the value range), each applied to each modality.
@@ -220,6 +276,7 @@ impl Default for EvalConfig {
             num_envs: 25,
             workers: 1,
             deterministic: true,
+            score: Score::Return,
             dropout_p: vec![0.1, 0.3, 0.5],
             noise_sigma: vec![0.1],
             frozen: true,
@@ -279,9 +336,32 @@ pub struct Episodes {
     /// Return / length, per episode.
     pub per_step: Vec<f64>,
     pub returns: Vec<f64>,
+    pub lengths: Vec<usize>,
+    /// For each modality with an infinite bound: per element, the smallest and the largest value
+    /// seen while it was present.
+    pub observed: BTreeMap<String, (Vec<f64>, Vec<f64>)>,
 }
 
 impl Episodes {
+    /// The scores of the episodes.
+    pub fn scores(&self, score: Score) -> &[f64] {
+        match score {
+            Score::Return => &self.returns,
+            Score::PerStep => &self.per_step,
+        }
+    }
+
+    /// Noise scales from what was observed: per element, max - min.
+    pub fn noise_scales(&self) -> NoiseScales {
+        self.observed
+            .iter()
+            .map(|(name, (lo, hi))| {
+                let spread = lo.iter().zip(hi).map(|(l, h)| if h >= l { h - l } else { 0.0 }).collect();
+                (name.clone(), spread)
+            })
+            .collect()
+    }
+
     pub fn mean_std(values: &[f64]) -> (f64, f64) {
         let n = values.len() as f64;
         let mean = values.iter().sum::<f64>() / n;
@@ -296,14 +376,16 @@ pub enum Actor<'a, B: Backend> {
     Random,
 }
 
-/// Runs `config.episodes` episodes of `env_name(params)` under `condition` with `actor`.
-/// `params` should not carry training-time `sensor_dropout`; the episode limit is set to
-/// `config.steps`.
+/// Runs `config.episodes` episodes of `env_name(params)` under `condition` with `actor`, noise
+/// relative to `scales` where given. `params` should not carry training-time `sensor_dropout`;
+/// the episode limit is set to `config.steps`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_episodes<B: Backend>(
     actor: &Actor<'_, B>,
     env_name: &str,
     params: &toml::Table,
     condition: &Condition,
+    scales: &NoiseScales,
     config: &EvalConfig,
     device: &B::Device,
     progress: Option<&ProgressBar>,
@@ -315,17 +397,20 @@ pub fn run_episodes<B: Backend>(
     let vec =
         VecEnvConfig { num_envs, workers: config.workers.min(num_envs), seed: config.seed, ..VecEnvConfig::default() };
     let name = env_name.to_string();
-    let cond = condition.clone();
-    let mut envs = VecEnv::new(vec, move |_| cond.wrap(make(&name, &params)?))?;
+    let (cond, cond_scales) = (condition.clone(), scales.clone());
+    let mut envs = VecEnv::new(vec, move |_| cond.wrap_scaled(make(&name, &params)?, &cond_scales))?;
     condition.validate(envs.observation_space())?;
     let space = envs.observation_space().clone();
     let action_space = envs.action_space().clone();
     let (mut per_step, mut returns) = (Vec::with_capacity(config.episodes), Vec::with_capacity(config.episodes));
+    let mut lengths = Vec::with_capacity(config.episodes);
+    let mut observed = ObservedRanges::new(&space);
     let mut first = 0usize;
     while first < config.episodes {
         let round_seed = config.seed.wrapping_add(first as u64);
         let mut rng = StdRng::seed_from_u64(round_seed);
         let mut obs = envs.reset(Some(round_seed))?.clone();
+        observed.see(&obs, &[]);
         let mut ret = vec![0.0f64; num_envs];
         let mut len = vec![0usize; num_envs];
         let mut running = vec![true; num_envs];
@@ -335,6 +420,7 @@ pub fn run_episodes<B: Backend>(
                 Actor::Random => BatchActions::sample(&action_space, num_envs, &mut rng),
             };
             let step = envs.step(&actions)?;
+            observed.see(&step.obs, &running);
             for i in 0..num_envs {
                 if running[i] {
                     ret[i] += step.rewards[i];
@@ -349,6 +435,7 @@ pub fn run_episodes<B: Backend>(
         }
         for i in 0..num_envs.min(config.episodes - first) {
             returns.push(ret[i]);
+            lengths.push(len[i]);
             per_step.push(ret[i] / len[i].max(1) as f64);
         }
         if let Some(bar) = progress {
@@ -356,7 +443,51 @@ pub fn run_episodes<B: Backend>(
         }
         first += num_envs;
     }
-    Ok(Episodes { per_step, returns })
+    Ok(Episodes { per_step, returns, lengths, observed: observed.into_map(&space) })
+}
+
+/// Running minima and maxima of the modalities with an infinite bound.
+struct ObservedRanges {
+    /// (modality index, per-element min, per-element max).
+    tracked: Vec<(usize, Vec<f64>, Vec<f64>)>,
+}
+
+impl ObservedRanges {
+    fn new(space: &ObsSpace) -> Self {
+        let tracked = space
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, spec))| spec.low.iter().zip(&spec.high).any(|(l, h)| !(h - l).is_finite()))
+            .map(|(m, (_, spec))| (m, vec![f64::INFINITY; spec.numel()], vec![f64::NEG_INFINITY; spec.numel()]))
+            .collect();
+        Self { tracked }
+    }
+
+    /// Takes in the present values of the sub-environments whose episode is still running
+    /// (`running` empty: all of them, as after a reset).
+    fn see(&mut self, obs: &BatchObs, running: &[bool]) {
+        for (m, lo, hi) in &mut self.tracked {
+            let n = lo.len();
+            for env in 0..obs.num_envs() {
+                if running.get(env) == Some(&false) || !obs.env_present(env)[*m] {
+                    continue;
+                }
+                let mut take = |k: usize, x: f64| {
+                    lo[k] = lo[k].min(x);
+                    hi[k] = hi[k].max(x);
+                };
+                let range = env * n..(env + 1) * n;
+                match obs.modality(*m) {
+                    ModalityData::F32(v) => v[range].iter().enumerate().for_each(|(k, &x)| take(k, x as f64)),
+                    ModalityData::U8(v) => v[range].iter().enumerate().for_each(|(k, &x)| take(k, x as f64)),
+                }
+            }
+        }
+    }
+
+    fn into_map(self, space: &ObsSpace) -> BTreeMap<String, (Vec<f64>, Vec<f64>)> {
+        self.tracked.into_iter().map(|(m, lo, hi)| (space.name(m).to_string(), (lo, hi))).collect()
+    }
 }
 
 /// One row of the table: an agent under a condition.
@@ -370,8 +501,25 @@ pub struct EvalRow {
     pub per_step_std: f64,
     pub return_mean: f64,
     pub return_std: f64,
-    /// `(score - random) / (full - random)`.
+    /// Mean episode length (NaN in reports written before it was recorded).
+    #[serde(default = "not_recorded")]
+    pub length_mean: f64,
+    /// `(score - random) / (full - random)`, on the protocol's [`Score`].
     pub retention: f64,
+}
+
+fn not_recorded() -> f64 {
+    f64::NAN
+}
+
+impl EvalRow {
+    /// Mean and std over episodes of `score`.
+    pub fn score(&self, score: Score) -> (f64, f64) {
+        match score {
+            Score::Return => (self.return_mean, self.return_std),
+            Score::PerStep => (self.per_step_mean, self.per_step_std),
+        }
+    }
 }
 
 /// The whole evaluation.
@@ -379,9 +527,17 @@ pub struct EvalRow {
 pub struct EvalReport {
     pub env: String,
     pub config: EvalConfig,
-    /// The uniform random policy with every sensor: per-step mean and std.
+    /// The uniform random policy with every sensor: per-step mean and std, return mean and std.
     pub random_per_step_mean: f64,
     pub random_per_step_std: f64,
+    #[serde(default = "not_recorded")]
+    pub random_return_mean: f64,
+    #[serde(default = "not_recorded")]
+    pub random_return_std: f64,
+    /// The noise scales measured from the random policy's episodes, for the modalities with an
+    /// infinite bound (the others' noise is relative to their bounds).
+    #[serde(default)]
+    pub noise_scales: NoiseScales,
     pub agents: Vec<String>,
     pub rows: Vec<EvalRow>,
     pub wall_seconds: f64,
@@ -424,35 +580,68 @@ pub fn evaluate<B: Backend>(
     for c in &conditions {
         c.validate(&space)?;
     }
-    let random = run_episodes::<B>(&Actor::Random, env_name, params, &Condition::All, config, device, progress)?;
-    let (random_mean, random_std) = Episodes::mean_std(&random.per_step);
+    let none = NoiseScales::new();
+    let random = run_episodes::<B>(&Actor::Random, env_name, params, &Condition::All, &none, config, device, progress)?;
+    let random_score = Episodes::mean_std(random.scores(config.score)).0;
+    // Noise on a modality with an infinite bound: relative to the random policy's spread.
+    let noise_scales = random.noise_scales();
+    for c in &conditions {
+        if let Condition::Noise { modality, .. } = c {
+            if let Some((lo, hi)) = random.observed.get(modality) {
+                if let Some(k) = (0..lo.len()).find(|&k| lo[k] > hi[k]) {
+                    return Err(EvalError::Invalid(format!(
+                        "condition `{}`: modality `{modality}` has an infinite bound, so its noise scale is measured \
+                         from the random policy's episodes, but its element {k} was never observed there",
+                        c.label()
+                    )));
+                }
+            }
+        }
+    }
     let mut rows = Vec::new();
     for (label, agent, _) in agents {
         let mut full = f64::NAN;
         for condition in &conditions {
-            let e = run_episodes(&Actor::Agent(*agent), env_name, params, condition, config, device, progress)?;
-            let (mean, std) = Episodes::mean_std(&e.per_step);
+            let e = run_episodes(
+                &Actor::Agent(*agent),
+                env_name,
+                params,
+                condition,
+                &noise_scales,
+                config,
+                device,
+                progress,
+            )?;
+            let (per_step_mean, per_step_std) = Episodes::mean_std(&e.per_step);
             let (return_mean, return_std) = Episodes::mean_std(&e.returns);
+            let score = Episodes::mean_std(e.scores(config.score)).0;
             if *condition == Condition::All {
-                full = mean;
+                full = score;
             }
+            let lengths: Vec<f64> = e.lengths.iter().map(|&l| l as f64).collect();
             rows.push(EvalRow {
                 agent: label.clone(),
                 condition: condition.label(),
                 spec: condition.clone(),
-                per_step_mean: mean,
-                per_step_std: std,
+                per_step_mean,
+                per_step_std,
                 return_mean,
                 return_std,
-                retention: retention_ratio(mean, full, random_mean),
+                length_mean: Episodes::mean_std(&lengths).0,
+                retention: retention_ratio(score, full, random_score),
             });
         }
     }
+    let (random_per_step_mean, random_per_step_std) = Episodes::mean_std(&random.per_step);
+    let (random_return_mean, random_return_std) = Episodes::mean_std(&random.returns);
     Ok(EvalReport {
         env: env_name.to_string(),
         config: config.clone(),
-        random_per_step_mean: random_mean,
-        random_per_step_std: random_std,
+        random_per_step_mean,
+        random_per_step_std,
+        random_return_mean,
+        random_return_std,
+        noise_scales,
         agents: agents.iter().map(|(l, _, _)| l.clone()).collect(),
         rows,
         wall_seconds: started.elapsed().as_secs_f64(),
@@ -460,19 +649,53 @@ pub fn evaluate<B: Backend>(
 }
 
 impl EvalReport {
+    /// The random policy's score with every sensor: mean and std over episodes.
+    pub fn random_score(&self) -> (f64, f64) {
+        match self.config.score {
+            Score::Return => (self.random_return_mean, self.random_return_std),
+            Score::PerStep => (self.random_per_step_mean, self.random_per_step_std),
+        }
+    }
+
+    /// Notes a table needs below its header: measured noise scales, and per-step scores of
+    /// episodes that did not all last the full length.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        for name in self.noise_scales.keys() {
+            notes.push(format!(
+                "`{name}` has an infinite bound: its noise is relative to each value's spread (max - min) over the \
+                 random policy's episodes"
+            ));
+        }
+        let short = self.rows.iter().any(|r| r.length_mean < self.config.steps as f64);
+        if self.config.score == Score::PerStep && short {
+            notes.push(format!(
+                "some episodes ended before {} steps: the mean per-step reward does not show how long they lasted \
+                 (the episode return, `--score return`, does)",
+                self.config.steps
+            ));
+        }
+        notes
+    }
+
     /// The table as markdown: one row per condition, one column per agent (`mean ± std
     /// (retention)`).
     pub fn to_markdown(&self) -> String {
+        let (random_mean, random_std) = self.random_score();
         let mut out = format!(
-            "{} episodes x {} steps on `{}`, {} policy; score = mean per-step reward (mean ± std over episodes), \
+            "{} episodes x {} steps on `{}`, {} policy; score = {} (mean ± std over episodes), \
              (retention) = (score - random) / (all - random); random policy: {:.3} ± {:.3}\n\n",
             self.config.episodes,
             self.config.steps,
             self.env,
             if self.config.deterministic { "deterministic" } else { "stochastic" },
-            self.random_per_step_mean,
-            self.random_per_step_std
+            self.config.score.describe(),
+            random_mean,
+            random_std
         );
+        for note in self.notes() {
+            out.push_str(&format!("Note: {note}.\n\n"));
+        }
         out.push_str("| condition |");
         for a in &self.agents {
             out.push_str(&format!(" {a} |"));
@@ -491,7 +714,8 @@ impl EvalReport {
             for a in &self.agents {
                 match self.rows.iter().find(|r| r.agent == *a && r.condition == c) {
                     Some(r) => {
-                        out.push_str(&format!(" {:.3} ± {:.3} ({:.2}) |", r.per_step_mean, r.per_step_std, r.retention))
+                        let (mean, std) = r.score(self.config.score);
+                        out.push_str(&format!(" {mean:.3} ± {std:.3} ({:.2}) |", r.retention))
                     }
                     None => out.push_str(" - |"),
                 }
@@ -504,19 +728,23 @@ impl EvalReport {
     /// One CSV line per row.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "agent,condition,per_step_mean,per_step_std,return_mean,return_std,retention,random_per_step_mean\n",
+            "agent,condition,per_step_mean,per_step_std,return_mean,return_std,length_mean,score,retention,\
+             random_per_step_mean,random_return_mean\n",
         );
         for r in &self.rows {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.agent,
                 r.condition,
                 r.per_step_mean,
                 r.per_step_std,
                 r.return_mean,
                 r.return_std,
+                r.length_mean,
+                self.config.score.key(),
                 r.retention,
-                self.random_per_step_mean
+                self.random_per_step_mean,
+                self.random_return_mean
             ));
         }
         out

@@ -23,6 +23,7 @@ pub mod off_policy;
 pub mod optim;
 pub mod ppo;
 pub mod pretrain;
+pub mod progress;
 pub mod replay;
 pub mod rollout;
 pub mod run;

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
@@ -250,22 +249,6 @@ impl OffPolicySummary {
             rows,
         }
     }
-}
-
-/// A progress bar over environment steps (hidden unless `verbose`).
-pub(crate) fn progress(verbose: bool, total: u64) -> ProgressBar {
-    if !verbose {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 #[cfg(test)]

@@ -27,7 +27,6 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -46,6 +45,7 @@ use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
 use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
+use crate::progress::progress_bar;
 use crate::rollout::{gae, Rollout};
 use crate::run::RunDir;
 use crate::storage::{batch_input, DeviceObs};
@@ -583,20 +583,8 @@ pub fn train<B: AutodiffBackend>(
     let mut recent_returns: std::collections::VecDeque<(usize, f64)> = Default::default();
     let mut cpu_policy: Option<ActorCritic<Flex>> = None;
 
-    let bar = if options.verbose {
-        let bar = ProgressBar::new(num_updates as u64 * batch_size as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps eta {eta_precise} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_position(global_step);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(options.verbose, num_updates as u64 * batch_size as u64, "", "steps");
+    bar.set_position(global_step);
     let mut rows = Vec::new();
     let process_start = Instant::now();
     let process_start_step = global_step;

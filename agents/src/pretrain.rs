@@ -25,7 +25,7 @@ use burn::prelude::*;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Int;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -37,6 +37,7 @@ use m3ixup_envs::{VecEnv, VecEnvConfig};
 
 use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
 use crate::losses::{gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport};
+use crate::progress::progress_bar;
 use crate::run::{write_atomic, RunDir};
 use crate::storage::ObsBuffer;
 
@@ -710,7 +711,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let mut rng = StdRng::seed_from_u64(train.seed);
 
     // 1. Data: uniform random policy, every modality present, random 90/10 split.
-    let bar = progress_bar(options, data.samples as u64, "collect {pos}/{len} samples [{bar:30}] {elapsed_precise}");
+    let bar = progress_bar(options.verbose, data.samples as u64, "collect", "samples");
     let collect_start = Instant::now();
     let vec =
         VecEnvConfig { num_envs: data.num_envs, workers: data.workers, seed: data.seed, ..VecEnvConfig::default() };
@@ -750,17 +751,13 @@ pub fn pretrain<B: AutodiffBackend>(
 
     // 3. Epochs: shuffled minibatches, then validation, a metrics row and a checkpoint.
     let steps_per_epoch = train_idx.len() / train.batch_size;
-    let bar = progress_bar(
-        options,
-        (train.epochs * steps_per_epoch) as u64,
-        "epoch {prefix} [{bar:30}] {pos}/{len} steps {elapsed_precise} eta {eta_precise} {msg}",
-    );
+    let bar = progress_bar(options.verbose, (train.epochs * steps_per_epoch) as u64, "epoch", "steps");
     let mut history: Vec<EpochMetrics> = Vec::with_capacity(train.epochs);
     let (mut step, mut step_seconds) = (0usize, 0.0f64);
     let mut last_retrieval = String::new();
     for epoch in 1..=train.epochs {
         let epoch_start = Instant::now();
-        bar.set_prefix(format!("{epoch}/{}", train.epochs));
+        bar.set_prefix(format!(" {epoch}/{}", train.epochs));
         train_idx.shuffle(&mut rng);
         let mut loss_sum = 0.0f64;
         let mut term_sums = vec![0.0f64; terms.len()];
@@ -837,15 +834,6 @@ pub fn pretrain<B: AutodiffBackend>(
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     Ok((encoder, summary))
-}
-
-fn progress_bar(options: &PretrainOptions, len: u64, template: &str) -> ProgressBar {
-    if !options.verbose {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    bar.set_style(ProgressStyle::with_template(template).expect("a valid template").progress_chars("=> "));
-    bar
 }
 
 /// A line on stderr above the progress bar (also when the bar is hidden: not a terminal).

@@ -45,11 +45,12 @@ use crate::checkpoint::{
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
 use crate::off_policy::{
-    box_width, check_range, progress, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection,
-    RolloutSection, Tally,
+    box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
+    Tally,
 };
 use crate::optim::soft_update;
 use crate::pretrain::{EnvSection, LossSection};
+use crate::progress::progress_bar;
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -659,7 +660,7 @@ pub fn train<B: AutodiffBackend>(
         config: config_text,
     };
 
-    let bar = progress(verbose, t.total_steps);
+    let bar = progress_bar(verbose, t.total_steps, "", "steps");
     let mut obs = envs.reset(Some(t.seed))?.clone();
     replay.reset(&obs)?;
     let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =

@@ -216,6 +216,34 @@ fn sensor_noise_is_reproducible_from_the_reset_seed_and_zero_sigma_changes_nothi
 }
 
 #[test]
+fn sensor_noise_on_an_unbounded_modality_is_refused_by_name_unless_given_a_finite_scale() {
+    let unbounded = || Counter::with_vec_bounds(None, f32::NEG_INFINITY, f32::INFINITY);
+    let err = SensorNoise::new(unbounded(), "vec", 0.1).err().expect("refused").to_string();
+    assert!(err.contains("`vec` element 0") && err.contains("[-inf, inf]"), "{err}");
+    assert!(SensorNoise::new(unbounded(), "image", 0.1).is_ok(), "the bounded modality is fine");
+
+    let mut noisy = SensorNoise::with_scale(unbounded(), "vec", 0.1, vec![10.0, 10.0]).unwrap();
+    let mut values = Vec::new();
+    noisy.reset(Some(4)).unwrap();
+    for _ in 0..400 {
+        let obs = noisy.step(&Action::Continuous(vec![0.0])).unwrap().obs;
+        let ModalityData::F32(v) = &obs.data[1] else { panic!("vec is f32") };
+        values.extend(v.iter().map(|&x| x as f64));
+    }
+    assert!(values.iter().all(|x| x.is_finite()));
+    // Counter's vec is (t, -t): the noise is what is left after removing it.
+    let residuals: Vec<f64> =
+        values.chunks(2).enumerate().flat_map(|(t, p)| [p[0] - (t + 1) as f64, p[1] + (t + 1) as f64]).collect();
+    let std = (residuals.iter().map(|r| r * r).sum::<f64>() / residuals.len() as f64).sqrt();
+    assert!((std - 1.0).abs() < 0.1, "sigma 0.1 x scale 10 gives std 1: {std:.3}");
+
+    let err = SensorNoise::with_scale(unbounded(), "vec", 0.1, vec![f64::INFINITY, 1.0]).err().unwrap().to_string();
+    assert!(err.contains("`vec` element 0") && err.contains("finite"), "{err}");
+    let err = SensorNoise::with_scale(unbounded(), "vec", 0.1, vec![1.0]).err().unwrap().to_string();
+    assert!(err.contains("2 values"), "{err}");
+}
+
+#[test]
 fn stale_sensor_repeats_the_episodes_first_observation_of_that_modality_only() {
     let params = toml::Table::new();
     let mut env = StaleSensor::new(m3ixup_envs::make("multimodal-pendulum", &params).unwrap(), "sound").unwrap();

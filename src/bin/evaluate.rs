@@ -4,7 +4,7 @@
 //!
 //!     cargo run --release --bin evaluate -- --checkpoint runs/A [--checkpoint runs/B ...] \
 //!         [--label A --label B] [--episodes 100] [--steps 300] [--p 0.1,0.3,0.5] [--noise 0.1] \
-//!         [--out DIR] [--device flex]
+//!         [--score return|per-step] [--out DIR] [--device flex]
 //!
 //! A checkpoint is a run directory (its last checkpoint is used) or a checkpoint directory.
 //! Writes `eval.md`, `eval.csv`, `eval.json` and `dropout.png` to `--out` (default: the first
@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use m3ixup::agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
-use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
+use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy, Score};
 use m3ixup::agents::pretrain::EnvSection;
+use m3ixup::agents::progress::progress_bar;
 use m3ixup::agents::run::write_atomic;
 use m3ixup::agents::{ddpg, ppo, sac};
 use m3ixup::device::{BackendJob, DeviceArgs};
@@ -56,6 +56,10 @@ struct Cli {
     /// Sample actions instead of taking the policy's mean.
     #[arg(long)]
     stochastic: bool,
+    /// What an episode scores: `return` (its sum of rewards), or `per-step` (return / length:
+    /// the M3ixup paper's figure, for episodes of a fixed length).
+    #[arg(long, default_value = "return", value_parser = parse_score)]
+    score: Score,
     /// Episodes run side by side.
     #[arg(long, default_value_t = EvalConfig::default().num_envs)]
     num_envs: usize,
@@ -69,6 +73,13 @@ struct Cli {
     quiet: bool,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+fn parse_score(text: &str) -> Result<Score, String> {
+    [Score::Return, Score::PerStep]
+        .into_iter()
+        .find(|s| s.key() == text)
+        .ok_or_else(|| format!("`{text}` is not a score: expected `return` or `per-step`"))
 }
 
 /// The evaluation, generic over the backend `--device` selects (inference only: the autodiff
@@ -163,12 +174,7 @@ fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -
         config.conditions(probe.observation_space()).len()
     };
     let total = (config.episodes * (1 + conditions * agents.len())) as u64;
-    let bar = if cli.quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} episodes eta {eta_precise}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(!cli.quiet, total, "", "episodes");
     let report = evaluate::<B>(&agents, &env_name, &params, config, device, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
@@ -187,6 +193,7 @@ fn main() -> anyhow::Result<()> {
         num_envs: cli.num_envs,
         workers: cli.workers,
         deterministic: !cli.stochastic,
+        score: cli.score,
         dropout_p: cli.p.clone(),
         noise_sigma: cli.noise.clone(),
         frozen: !cli.no_frozen,
@@ -214,17 +221,19 @@ fn main() -> anyhow::Result<()> {
                 groups.last_mut().expect("just pushed")
             }
         };
-        group.bars[k] = Some(Bar { mean: row.per_step_mean, std: row.per_step_std });
+        let (mean, std) = row.score(report.config.score);
+        group.bars[k] = Some(Bar { mean, std });
     }
-    let title = format!("{}: mean per-step reward under sensor failures", report.env);
+    let what = report.config.score.describe();
+    let title = format!("{}: {what} under sensor failures", report.env);
     write_bar_chart(
         &out.join("dropout.png"),
         &BarChart {
             title: &title,
-            y_label: "per-step reward",
+            y_label: what,
             series_labels: &report.agents,
             groups: &groups,
-            reference: Some(("random policy", report.random_per_step_mean)),
+            reference: Some(("random policy", report.random_score().0)),
         },
     )?;
     println!("results: {}", out.display());

@@ -4,7 +4,7 @@
 //!
 //! Each run directory under `--results` is named `<variant>-s<seed>` and holds `config.toml`,
 //! `metrics.csv` and `eval/eval.json` (written by `train` and `evaluate`). The table gives, per
-//! variant, the mean over seeds of the evaluation's per-step reward and retention ratio under
+//! variant, the mean over seeds of the evaluation's score and retention ratio under
 //! each condition, and the training figures. With `--readme`, the text between
 //! `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` (NAME: the results folder's
 //! name) is replaced by the table; a learning-curve chart is written to the results folder.
@@ -133,9 +133,16 @@ fn main() -> anyhow::Result<()> {
     ));
     out.push_str(&format!(
         "Evaluation: {} episodes x {} steps per condition, deterministic policy, seeds from {}; cells are the mean over \
-         training seeds of the per-step reward (± its std over seeds; in brackets: the mean retention ratio). Random policy: {:.3}.\n\n",
-        first.config.episodes, first.config.steps, first.config.seed, first.random_per_step_mean
+         training seeds of the {} (± its std over seeds; in brackets: the mean retention ratio). Random policy: {:.3}.\n\n",
+        first.config.episodes,
+        first.config.steps,
+        first.config.seed,
+        first.config.score.describe(),
+        first.random_score().0
     ));
+    for note in first.notes() {
+        out.push_str(&format!("Note: {note}.\n\n"));
+    }
     out.push_str("| condition |");
     for n in &names {
         out.push_str(&format!(" {n} ({} seeds) |", variants[*n].len()));
@@ -150,7 +157,7 @@ fn main() -> anyhow::Result<()> {
             let (mut scores, mut retention) = (Vec::new(), Vec::new());
             for (_, f, _) in runs {
                 if let Some(r) = f.eval.rows.iter().find(|r| r.condition == *c) {
-                    scores.push(r.per_step_mean);
+                    scores.push(r.score(f.eval.config.score).0);
                     retention.push(r.retention);
                 }
             }

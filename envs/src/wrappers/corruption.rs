@@ -12,8 +12,11 @@ use crate::{Action, ActionSpace, Env, EnvError, Info, ModalityData, Obs, ObsSpac
 /// Mixed into the reset seed so the noise stream differs from the environment's own.
 const NOISE_SEED_SALT: u64 = 0x0015_e5e5_50a1_7ed5;
 
-/// Adds Gaussian noise of standard deviation `sigma x (high - low)` to every value of one
-/// modality, then clips to the modality's bounds, so observations stay in their space. `u8`
+/// Adds Gaussian noise of standard deviation `sigma x scale` to every value of one modality,
+/// then clips to the modality's bounds, so observations stay in their space. The scale of a
+/// value is its range, `high - low`, or (for a modality with infinite bounds, a Gymnasium Box of
+/// velocities, say) one given per element, e.g. measured from data: an infinite range would
+/// make any noise infinite, so [`SensorNoise::new`] refuses those. `u8`
 /// values are rounded stochastically (up with probability equal to the fractional part), which
 /// keeps the clipped noise's mean: rounding to nearest would erase all noise below half a level,
 /// and on a binary image (`0..=1`, as the pendulum's pixels) nearly all of it. The noise stream
@@ -22,21 +25,51 @@ pub struct SensorNoise<E> {
     inner: E,
     modality: usize,
     sigma: f64,
+    /// Per element: what `sigma` is relative to.
+    scale: Vec<f64>,
     rng: StdRng,
 }
 
 impl<E: Env> SensorNoise<E> {
-    /// `sigma` is relative to each value's range (0.1: a tenth of the range).
+    /// `sigma` is relative to each value's range (0.1: a tenth of the range). A modality with
+    /// an infinite bound is refused, naming it: use [`SensorNoise::with_scale`].
     pub fn new(inner: E, modality: &str, sigma: f64) -> Result<Self, EnvError> {
         let index = inner.observation_space().require(modality)?;
-        if !(sigma.is_finite() && sigma >= 0.0) {
+        let spec = inner.observation_space().spec(index);
+        if let Some(k) = (0..spec.numel()).find(|&k| !(spec.high[k] - spec.low[k]).is_finite()) {
             return Err(EnvError::InvalidParam {
                 env: inner.name().to_string(),
-                param: "sensor_noise.sigma".into(),
-                reason: format!("must be a finite number >= 0, got {sigma}"),
+                param: "sensor_noise".into(),
+                reason: format!(
+                    "modality `{modality}` element {k} has bounds [{}, {}]: noise relative to the value range would \
+                     be infinite; give a finite scale per element (measured from data, as `evaluate` does)",
+                    spec.low[k], spec.high[k]
+                ),
             });
         }
-        Ok(Self { inner, modality: index, sigma, rng: StdRng::seed_from_u64(NOISE_SEED_SALT) })
+        let scale = spec.low.iter().zip(&spec.high).map(|(&lo, &hi)| (hi - lo) as f64).collect();
+        Self::with_scale(inner, modality, sigma, scale)
+    }
+
+    /// `sigma` relative to `scale`, one finite value >= 0 per element of the modality.
+    pub fn with_scale(inner: E, modality: &str, sigma: f64, scale: Vec<f64>) -> Result<Self, EnvError> {
+        let index = inner.observation_space().require(modality)?;
+        let bad = |reason: String| EnvError::InvalidParam {
+            env: inner.name().to_string(),
+            param: "sensor_noise".into(),
+            reason,
+        };
+        if !(sigma.is_finite() && sigma >= 0.0) {
+            return Err(bad(format!("sigma must be a finite number >= 0, got {sigma}")));
+        }
+        let numel = inner.observation_space().spec(index).numel();
+        if scale.len() != numel {
+            return Err(bad(format!("modality `{modality}` has {numel} values, the scale {}", scale.len())));
+        }
+        if let Some(k) = scale.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+            return Err(bad(format!("modality `{modality}` element {k}: scale {} must be finite and >= 0", scale[k])));
+        }
+        Ok(Self { inner, modality: index, sigma, scale, rng: StdRng::seed_from_u64(NOISE_SEED_SALT) })
     }
 
     fn apply(&mut self, obs: &mut Obs) {
@@ -49,14 +82,14 @@ impl<E: Env> SensorNoise<E> {
             ModalityData::F32(v) => {
                 for (k, x) in v.iter_mut().enumerate() {
                     let (lo, hi) = (spec.low[k], spec.high[k]);
-                    let noise = unit.sample(&mut self.rng) * self.sigma * (hi - lo) as f64;
+                    let noise = unit.sample(&mut self.rng) * self.sigma * self.scale[k];
                     *x = (*x as f64 + noise).clamp(lo as f64, hi as f64) as f32;
                 }
             }
             ModalityData::U8(v) => {
                 for (k, x) in v.iter_mut().enumerate() {
                     let (lo, hi) = (spec.low[k], spec.high[k]);
-                    let noise = unit.sample(&mut self.rng) * self.sigma * (hi - lo) as f64;
+                    let noise = unit.sample(&mut self.rng) * self.sigma * self.scale[k];
                     let noisy = (*x as f64 + noise).clamp(lo as f64, hi as f64);
                     let up = self.rng.gen::<f64>() < noisy.fract();
                     *x = (noisy.floor() + if up { 1.0 } else { 0.0 }) as u8;

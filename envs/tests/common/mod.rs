@@ -16,9 +16,14 @@ pub struct Counter {
 
 impl Counter {
     pub fn new(terminate_at: Option<u32>) -> Self {
+        Self::with_vec_bounds(terminate_at, -1e6, 1e6)
+    }
+
+    /// With `vec`'s bounds `[low, high]` (infinite ones included, as Gymnasium's Box allows).
+    pub fn with_vec_bounds(terminate_at: Option<u32>, low: f32, high: f32) -> Self {
         let obs_space = ObsSpace::new([
             ("image", ModalitySpec::uniform(&[1, 2, 2], DType::U8, 0.0, 255.0)),
-            ("vec", ModalitySpec::uniform(&[2], DType::F32, -1e6, 1e6)),
+            ("vec", ModalitySpec::uniform(&[2], DType::F32, low, high)),
         ])
         .unwrap();
         Self { obs_space, action_space: ActionSpace::Box { low: vec![-1.0], high: vec![1.0] }, t: 0, terminate_at }
