@@ -170,6 +170,14 @@ impl Registry {
         Ok(WrapperParams::parse(name, params, entry.defaults)?.frame_stack)
     }
 
+    /// The step at which `make(name, params)` truncates its episodes (the `max_episode_steps`
+    /// parameter, or the environment's default; `None`: never), for Gymnasium's
+    /// `spec.max_episode_steps`.
+    pub fn max_episode_steps(&self, name: &str, params: &toml::Table) -> Result<Option<usize>, EnvError> {
+        let (entry, _) = self.lookup(name).ok_or_else(|| self.unknown(name))?;
+        Ok(WrapperParams::parse(name, params, entry.defaults)?.max_episode_steps)
+    }
+
     fn unknown(&self, name: &str) -> EnvError {
         if name.starts_with("gym:") && !self.families.contains_key("gym") {
             return EnvError::Other {
@@ -286,6 +294,12 @@ pub fn make(name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> 
 /// [`Registry::frame_stack`]).
 pub fn frame_stack(name: &str, params: &toml::Table) -> Result<usize, EnvError> {
     global().read().unwrap_or_else(|e| e.into_inner()).frame_stack(name, params)
+}
+
+/// The episode limit of a registered environment with `params` (see
+/// [`Registry::max_episode_steps`]).
+pub fn max_episode_steps(name: &str, params: &toml::Table) -> Result<Option<usize>, EnvError> {
+    global().read().unwrap_or_else(|e| e.into_inner()).max_episode_steps(name, params)
 }
 
 /// Names in the process-wide registry, sorted (families such as `gym:<id>` are not listed: use

@@ -350,6 +350,27 @@ impl VecEnv {
         Ok(&self.batch.obs)
     }
 
+    /// Resets every sub-environment, environment `i` with `seeds[i]` (`None`: it continues its
+    /// own stream), as Gymnasium's `reset(seed=[...])`. `seeds` has one entry per environment.
+    pub fn reset_each(&mut self, seeds: &[Option<u64>]) -> Result<&BatchObs, EnvError> {
+        self.check_usable()?;
+        if seeds.len() != self.config.num_envs {
+            return Err(EnvError::Other {
+                env: self.name.clone(),
+                message: format!("{} seeds for {} environments: give one per environment", seeds.len(), self.config.num_envs),
+            });
+        }
+        // Before the first reset, an unseeded environment starts from `config.seed + i`.
+        let seeds: Vec<Option<u64>> = seeds
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.or((!self.started).then(|| self.config.seed.wrapping_add(i as u64))))
+            .collect();
+        self.dispatch(Job::Reset(Seeding::Each(seeds.into())))?;
+        self.started = true;
+        Ok(&self.batch.obs)
+    }
+
     /// Steps every sub-environment with its action, resetting those whose episode ends.
     pub fn step(&mut self, actions: &BatchActions) -> Result<&VecStep, EnvError> {
         self.check_usable()?;
@@ -379,7 +400,7 @@ impl VecEnv {
             Backend::Inline(chunk) => chunk.run(job, self.actions.view(), ChunkOut::whole(&mut self.batch)),
             Backend::Threads { local, pool } => {
                 let (chunk, rows) = local.as_mut().expect("a threaded backend always has its local chunk");
-                pool.start(job);
+                pool.start(&job);
                 // SAFETY: the local chunk's rows are disjoint from every worker's (see
                 // `ChunkRows`), and nothing else touches the batch until `pool.wait` returns.
                 let (actions, out) = unsafe { rows.views() };
@@ -425,16 +446,18 @@ impl Drop for VecEnv {
 }
 
 /// How a reset seeds the sub-environments.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Seeding {
     /// Sub-environment `i` gets `base + i` (wrapping).
     Base(u64),
     /// `reset(None)`: each environment continues its own stream.
     Continue,
+    /// Sub-environment `i` gets `seeds[i]` (`None`: it continues its stream).
+    Each(std::sync::Arc<[Option<u64>]>),
 }
 
 /// What a chunk is asked to do.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Job {
     Reset(Seeding),
     /// Step with the staged actions.
@@ -442,7 +465,7 @@ enum Job {
 }
 
 /// A message to a worker: exactly one reply follows each `Run`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Cmd {
     Run(Job),
     Close,
@@ -531,13 +554,13 @@ impl Pool {
     }
 
     /// Sends `job` to every worker; [`wait`](Self::wait) collects the replies.
-    fn start(&mut self, job: Job) {
+    fn start(&mut self, job: &Job) {
         // Every worker is idle here (the previous job was fully answered, or we are poisoned).
         self.busy.store(self.workers.len(), Ordering::Relaxed);
         for w in &mut self.workers {
             // An idle worker's one-slot channel is empty, so this never blocks; failing means
             // the worker is gone, and it will not count itself down.
-            w.answering = w.commands.try_send(Cmd::Run(job)).is_ok();
+            w.answering = w.commands.try_send(Cmd::Run(job.clone())).is_ok();
             if !w.answering {
                 self.busy.fetch_sub(1, Ordering::AcqRel);
             }
@@ -687,9 +710,10 @@ impl Chunk {
     fn reset(&mut self, seeding: Seeding, out: &mut ChunkOut<'_>) -> Result<(), EnvError> {
         for (j, env) in self.envs.iter_mut().enumerate() {
             let index = self.first + j;
-            let seed = match seeding {
+            let seed = match &seeding {
                 Seeding::Base(base) => Some(base.wrapping_add(index as u64)),
                 Seeding::Continue => None,
+                Seeding::Each(seeds) => seeds[index],
             };
             let (obs, info) = guarded(index, || env.reset(seed))?;
             check_obs(&self.space, index, &obs)?;

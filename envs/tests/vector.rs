@@ -256,6 +256,33 @@ mod vector {
     }
 
     #[test]
+    fn reset_each_seeds_each_sub_environment_with_its_own_seed_or_continues_it() {
+        for workers in [0, 2] {
+            let n = 4;
+            let seeds = [Some(42), None, Some(3), Some(42)];
+            // Before any reset, an unseeded one starts from config.seed + i, as reset(None) does.
+            let mut venv = counters(n, workers);
+            let obs = venv.reset_each(&seeds).unwrap().clone();
+            for (i, seed) in seeds.iter().enumerate() {
+                let (expected, _) = Counter::new(len_of(i), false).reset(seed.or(Some(7 + i as u64))).unwrap();
+                assert_eq!(obs.env_obs(i), expected, "env {i}");
+            }
+            // Later, an unseeded one continues its stream.
+            let obs = venv.reset_each(&[Some(5), Some(6), None, Some(8)]).unwrap().clone();
+            let mut third = Counter::new(len_of(2), false);
+            third.reset(Some(3)).unwrap();
+            assert_eq!(obs.env_obs(2), third.reset(None).unwrap().0);
+            assert_eq!(obs.env_obs(0), Counter::new(len_of(0), false).reset(Some(5)).unwrap().0);
+            // Consecutive seeds are reset(Some(base)).
+            let each = venv.reset_each(&[Some(100), Some(101), Some(102), Some(103)]).unwrap().clone();
+            assert_eq!(each, venv.reset(Some(100)).unwrap().clone());
+            let err = venv.reset_each(&[Some(1)]).unwrap_err().to_string();
+            assert!(err.contains("1 seeds for 4 environments"), "{err}");
+            assert!(!venv.is_poisoned(), "a wrong seed count is refused before any reset");
+        }
+    }
+
+    #[test]
     fn inline_and_threaded_runs_are_bit_identical() {
         let n = 7;
         let run = |workers: usize| {

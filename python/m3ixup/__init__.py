@@ -10,17 +10,20 @@ Importing this package registers every Rust environment with Gymnasium as ``m3ix
     frame = env.render()               # uint8 [60, 60, 3]
 
     envs = m3ixup.VectorEnv("reacher", num_envs=8, workers=2)   # the Rust vector environment
+    envs = gym.make_vec("m3ixup/reacher", num_envs=8, vectorization_mode="vector_entry_point")  # the same
 
 Observations are a ``Dict`` of the named modalities (numpy arrays, shapes and bounds from the
 Rust spaces; stacked frames are the leading axis). ``info["present"]`` holds one presence flag per
 modality (False where sensor dropout removed it). Parameters are the Rust ones (README,
 "Parameters"): pass them as keyword arguments or as ``params={...}``; ``max_episode_steps`` given
 to ``gym.make`` is Gymnasium's own time limit, on top of the Rust one (set that as
-``params={"max_episode_steps": N}``).
+``params={"max_episode_steps": N}``); ``env.spec.max_episode_steps`` is the Rust limit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import gymnasium as gym
@@ -39,6 +42,13 @@ NAMESPACE = "m3ixup"
 def registered_names() -> list[str]:
     """Names of the environments the Rust registry knows."""
     return list(_native.registered_names())
+
+
+def _with_rust_limit(spec, limit: int | None):
+    """``spec`` saying the Rust time limit, which truncates episodes whatever Gymnasium's is."""
+    if spec is None or limit is None or spec.max_episode_steps is not None:
+        return spec
+    return dataclasses.replace(spec, max_episode_steps=limit)
 
 
 def _observation_space(spec) -> spaces.Dict:
@@ -81,7 +91,10 @@ class M3ixupEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(self, name: str, render_mode: str | None = None, params: dict | None = None, **kwargs: Any):
-        self._env = _native.Env(name, _params(params, kwargs))
+        params = _params(params, kwargs)
+        self._env = _native.Env(name, params)
+        self._max_episode_steps = _native.max_episode_steps(name, params)
+        self._spec = None
         self.env_name = name
         self.observation_space = _observation_space(self._env.observation_spec())
         self.action_space = _action_space(self._env.action_spec())
@@ -91,6 +104,16 @@ class M3ixupEnv(gym.Env):
         self._image = self._image_modality()
         if render_mode == "rgb_array" and self._image is None:
             raise ValueError(f"`{name}` has no uint8 image modality to render")
+
+    # ``gym.make`` sets the spec with max_episode_steps=None (its own TimeLimit holds the limit);
+    # the Rust environment truncates at its own, which is what the spec should say.
+    @property
+    def spec(self):
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = _with_rust_limit(value, self._max_episode_steps)
 
     def _image_modality(self):
         names = list(self.observation_space.spaces)
@@ -127,11 +150,16 @@ class VectorEnv(gym.vector.VectorEnv):
     """The Rust vector environment as a ``gymnasium.vector.VectorEnv``.
 
     ``num_envs`` copies of environment ``name`` stepped in Rust (inline, or over ``workers``
-    threads with the GIL released). Autoreset is same-step (``metadata["autoreset_mode"]``): a
-    finished sub-environment is reset within the step; ``infos["final_obs"][i]`` holds its last
-    observation (``infos["_final_obs"][i]`` is True). Sub-environment ``i`` is seeded ``seed + i``.
-    Observations are ``{modality: array [num_envs, ...]}``, each copied once from the Rust batch
-    buffer.
+    threads with the GIL released). Autoreset is same-step (``metadata["autoreset_mode"]``), with
+    Gymnasium's ``SyncVectorEnv`` layout: a finished sub-environment is reset within the step;
+    ``infos["final_obs"][i]`` holds its last observation and ``infos["final_info"]`` the
+    finishing step's info (batched, with ``_final_obs``/``_final_info`` masks). Finished
+    episodes' statistics come as ``infos["episode"] = {"r", "l", "t"}`` with ``infos["_episode"]``
+    (``RecordEpisodeStatistics``' layout, which CleanRL reads), and as the flat
+    ``episode/return`` and ``episode/length``. ``reset(seed=s)`` seeds sub-environment ``i`` with
+    ``s + i``; ``reset(seed=[s0, s1, ...])`` each with its own (``None``: it continues its
+    stream). Observations are ``{modality: array [num_envs, ...]}``, each copied once from the
+    Rust batch buffer.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP, "render_modes": []}
@@ -139,7 +167,11 @@ class VectorEnv(gym.vector.VectorEnv):
     def __init__(
         self, name: str, num_envs: int = 1, workers: int = 0, seed: int = 0, params: dict | None = None, **kwargs: Any
     ):
-        self._venv = _native.VecEnv(name, _params(params, kwargs), num_envs, workers, seed)
+        params = _params(params, kwargs)
+        self._venv = _native.VecEnv(name, params, num_envs, workers, seed)
+        self._max_episode_steps = _native.max_episode_steps(name, params)
+        self._spec = None
+        self._episode_start = np.full(num_envs, time.perf_counter())
         self.env_name = name
         self.num_envs = num_envs
         self.single_observation_space = _observation_space(self._venv.observation_spec())
@@ -148,11 +180,30 @@ class VectorEnv(gym.vector.VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self._discrete = isinstance(self.single_action_space, spaces.Discrete)
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
-        obs, present = self._venv.reset(seed)
+    @property
+    def spec(self):
+        return self._spec
+
+    @spec.setter
+    def spec(self, value):
+        self._spec = _with_rust_limit(value, self._max_episode_steps)
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            seeds = [None if s is None else int(s) for s in seed]
+            if len(seeds) != self.num_envs:
+                raise ValueError(f"{len(seeds)} seeds for {self.num_envs} environments: give one per environment")
+            if any(s is not None and s < 0 for s in seeds):
+                raise ValueError(f"seeds must be non-negative, got {seeds}")
+            first = next((s for s in seeds if s is not None), None)
+            super().reset(seed=first)
+            obs, present = self._venv.reset_each(seeds)
+        else:
+            super().reset(seed=seed)
+            if seed is not None and seed < 0:
+                raise ValueError(f"seed must be non-negative, got {seed}")
+            obs, present = self._venv.reset(seed)
+        self._episode_start[:] = time.perf_counter()
         return obs, {"present": present, "_present": np.ones(self.num_envs, dtype=bool)}
 
     def step(self, actions):
@@ -160,7 +211,42 @@ class VectorEnv(gym.vector.VectorEnv):
             actions = np.ascontiguousarray(actions, dtype=np.int64).reshape(self.num_envs)
         else:
             actions = np.ascontiguousarray(actions, dtype=np.float32).reshape(self.num_envs, -1)
-        return self._venv.step(actions)
+        obs, rewards, terminated, truncated, infos = self._venv.step(actions)
+        done = terminated | truncated
+        now = time.perf_counter()
+        if "episode/return" in infos:
+            ended = infos["_episode/return"]
+            infos["episode"] = {
+                "r": infos["episode/return"],
+                "l": infos["episode/length"].astype(np.int64),
+                "t": np.where(ended, np.round(now - self._episode_start, 6), 0.0),
+            }
+            infos["_episode"] = ended
+        if done.any():
+            infos["final_info"] = self._final_info(infos, done)
+            infos["_final_info"] = done
+            self._episode_start[done] = now
+        return obs, rewards, terminated, truncated, infos
+
+    @staticmethod
+    def _final_info(infos: dict, done: np.ndarray) -> dict:
+        """The finishing step's info of each finished sub-environment, batched with ``_key`` masks.
+
+        The step's own info keys are the finishing step's already (the Rust vector environment
+        drops the reset's info); ``present`` and ``final_obs`` belong to the new episode's first
+        observation and to ``final_obs``, so they stay out.
+        """
+        final = {}
+        for key, value in infos.items():
+            if key.startswith("_") or key in ("present", "final_obs", "final_info"):
+                continue
+            mask = infos.get(f"_{key}", np.ones_like(done))
+            if isinstance(value, dict):
+                final[key] = dict(value)
+            else:
+                final[key] = value
+            final[f"_{key}"] = mask & done
+        return final
 
     def __repr__(self) -> str:
         return f"m3ixup.VectorEnv({self.env_name}, num_envs={self.num_envs})"
@@ -172,7 +258,7 @@ def register_all() -> list[str]:
     for name in registered_names():
         env_id = f"{NAMESPACE}/{name}"
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point=M3ixupEnv, kwargs={"name": name})
+            gym.register(id=env_id, entry_point=M3ixupEnv, vector_entry_point=VectorEnv, kwargs={"name": name})
         ids.append(env_id)
     return ids
 

@@ -13,7 +13,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use m3ixup_envs::error::panic_message;
 use m3ixup_envs::{
-    make, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv, EnvError, Info,
+    make, max_episode_steps, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv, EnvError, Info,
     ModalityData, Obs, ObsSpace, VecEnv as RustVecEnv, VecEnvConfig,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
@@ -149,6 +149,14 @@ fn info_dict<'py>(py: Python<'py>, info: &Info, present: &[bool]) -> PyResult<Bo
 #[pyfunction(name = "registered_names")]
 fn names() -> Vec<String> {
     registered_names()
+}
+
+/// The step at which `name` with `params` truncates its episodes (None: never).
+#[pyfunction(name = "max_episode_steps")]
+#[pyo3(signature = (name, params=None))]
+fn episode_limit(name: &str, params: Option<&Bound<'_, PyDict>>) -> PyResult<Option<usize>> {
+    let params = params_table(params)?;
+    guarded(name, || max_episode_steps(name, &params))
 }
 
 /// One registered Rust environment: `Env(name, params)`, params as for `make` in Rust.
@@ -327,6 +335,19 @@ impl VecEnv {
         batch_dict(py, &self.obs_space, batch, self.num_envs)
     }
 
+    /// `(obs, present)`: sub-environment `i` is seeded `seeds[i]` (None: it continues its
+    /// stream); one seed per sub-environment.
+    fn reset_each<'py>(
+        &self,
+        py: Python<'py>,
+        seeds: Vec<Option<u64>>,
+    ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyAny>)> {
+        let mut guard = locked(&self.venv)?;
+        let venv: &mut RustVecEnv = &mut guard;
+        let batch = py.detach(move || guarded("reset", || venv.reset_each(&seeds)))?;
+        batch_dict(py, &self.obs_space, batch, self.num_envs)
+    }
+
     /// `(obs, rewards, terminated, truncated, infos)` with same-step autoreset: for a finished
     /// sub-environment `obs` is the next episode's first observation, and
     /// `infos["final_obs"][i]` (with `infos["_final_obs"][i]` set) the finishing one. Every info
@@ -396,6 +417,7 @@ impl VecEnv {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(names, m)?)?;
+    m.add_function(wrap_pyfunction!(episode_limit, m)?)?;
     m.add_class::<Env>()?;
     m.add_class::<VecEnv>()?;
     Ok(())

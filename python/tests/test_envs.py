@@ -152,6 +152,70 @@ def test_vector_env_discrete_actions_and_gymnasium_sync_vector_agree():
             np.testing.assert_array_equal(a[key], b[key])
 
 
+def test_vector_env_gives_final_info_and_episode_statistics_in_gymnasiums_layout():
+    n = 3
+    ours = m3ixup.VectorEnv("reacher", num_envs=n, params={"max_episode_steps": 5})
+    theirs = gym.vector.SyncVectorEnv(
+        [lambda: gym.make("m3ixup/reacher", params={"max_episode_steps": 5}) for _ in range(n)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    ours.reset(seed=3)
+    theirs.reset(seed=3)
+    returns = np.zeros(n)
+    rng = np.random.default_rng(0)
+    for t in range(5):
+        actions = rng.uniform(-1, 1, size=(n, 2)).astype(np.float32)
+        _, rewards, _, truncated, infos = ours.step(actions)
+        _, _, _, _, expected = theirs.step(actions)
+        returns += rewards
+        if t < 4:
+            assert "final_info" not in infos and not infos.get("_episode", np.zeros(n, bool)).any()
+    assert truncated.all() and infos["_final_info"].all() and infos["_final_obs"].all()
+    # final_info: the finishing step's info, batched as SyncVectorEnv batches it.
+    for key in ("episode/return", "episode/length"):
+        np.testing.assert_allclose(infos["final_info"][key], expected["final_info"][key])
+        np.testing.assert_array_equal(infos["final_info"][f"_{key}"], expected["final_info"][f"_{key}"])
+    # episode: RecordEpisodeStatistics' {"r", "l", "t"} with its mask.
+    assert infos["_episode"].all()
+    np.testing.assert_allclose(infos["episode"]["r"], returns)
+    np.testing.assert_array_equal(infos["episode"]["l"], [5, 5, 5])
+    assert infos["episode"]["l"].dtype == np.int64 and (infos["episode"]["t"] > 0).all()
+
+
+def test_vector_env_reset_takes_one_seed_per_sub_environment():
+    venv = m3ixup.VectorEnv("reacher", num_envs=3)
+    obs, _ = venv.reset(seed=[9, None, 4])
+    for i, seed in [(0, 9), (2, 4)]:
+        single, _ = gym.make("m3ixup/reacher").reset(seed=seed)
+        np.testing.assert_array_equal(obs["proprio"][i], single["proprio"])
+    consecutive, _ = venv.reset(seed=[20, 21, 22])
+    base, _ = venv.reset(seed=20)
+    np.testing.assert_array_equal(consecutive["proprio"], base["proprio"])
+    with pytest.raises(ValueError, match="2 seeds for 3 environments"):
+        venv.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="non-negative"):
+        venv.reset(seed=[1, -2, 3])
+
+
+def test_make_vec_uses_the_rust_vector_env_and_specs_say_the_rust_time_limit():
+    venv = gym.make_vec("m3ixup/reacher", num_envs=2, vectorization_mode="vector_entry_point")
+    assert isinstance(venv, m3ixup.VectorEnv) and venv.num_envs == 2
+    venv.reset(seed=0)
+    assert venv.step(np.zeros((2, 2), np.float32))[0]["proprio"].shape[0] == 2
+    short = gym.make_vec("m3ixup/reacher", num_envs=2, vectorization_mode="vector_entry_point", max_episode_steps=6)
+    assert short.spec.max_episode_steps == 6
+    assert all(gym.make(f"m3ixup/{name}").spec.max_episode_steps for name in NAMES)
+    for name in ["multimodal-pendulum", "reacher"]:  # they never terminate: the limit ends them
+        env = gym.make(f"m3ixup/{name}")
+        env.reset(seed=0)
+        steps, truncated = 0, False
+        while not truncated:
+            _, _, _, truncated, _ = env.step(env.action_space.sample())
+            steps += 1
+        assert steps == env.spec.max_episode_steps, name
+    assert gym.make("m3ixup/reacher", params={"max_episode_steps": 7}).spec.max_episode_steps == 7
+
+
 # --- Errors are Python exceptions with the Rust message ---------------------------------------
 
 
