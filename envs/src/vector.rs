@@ -357,7 +357,11 @@ impl VecEnv {
         if seeds.len() != self.config.num_envs {
             return Err(EnvError::Other {
                 env: self.name.clone(),
-                message: format!("{} seeds for {} environments: give one per environment", seeds.len(), self.config.num_envs),
+                message: format!(
+                    "{} seeds for {} environments: give one per environment",
+                    seeds.len(),
+                    self.config.num_envs
+                ),
             });
         }
         // Before the first reset, an unseeded environment starts from `config.seed + i`.

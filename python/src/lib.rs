@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use m3ixup_envs::error::panic_message;
 use m3ixup_envs::{
-    make, max_episode_steps, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv, EnvError, Info,
-    ModalityData, Obs, ObsSpace, VecEnv as RustVecEnv, VecEnvConfig,
+    make, max_episode_steps, registered_names, Action, ActionSpace, BatchActions, BatchObs, DType, Env as RustEnv,
+    EnvError, Info, ModalityData, Obs, ObsSpace, VecEnv as RustVecEnv, VecEnvConfig,
 };
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};

@@ -276,3 +276,55 @@ def test_stable_baselines3_ppo_runs_on_the_multimodal_pendulum():
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_stable_baselines3_takes_pixels_on_0_255_for_an_image_and_gives_them_its_cnn():
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.torch_layers import NatureCNN
+    except ImportError:
+        pytest.skip("stable_baselines3 is not installed (pip install stable-baselines3 to run this test)")
+    binary = PPO("MultiInputPolicy", gym.make("m3ixup/multimodal-pendulum"), n_steps=64, batch_size=32, seed=0)
+    assert not isinstance(binary.policy.features_extractor.extractors["pixels"], NatureCNN), "0..1 is not an image"
+    env = gym.make("m3ixup/multimodal-pendulum", params={"pixel_value": 255})
+    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, verbose=0)
+    assert isinstance(model.policy.features_extractor.extractors["pixels"], NatureCNN)
+    model.learn(total_timesteps=128)
+
+
+def test_stable_baselines3_ppo_with_its_cnn_trains_through_the_rust_vector_env():
+    try:
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.torch_layers import NatureCNN
+        from stable_baselines3.common.vec_env import DummyVecEnv
+    except ImportError:
+        pytest.skip("stable_baselines3 is not installed (pip install stable-baselines3 to run this test)")
+    from m3ixup.sb3 import RustVecEnv
+
+    params = {"pixel_value": 255, "max_episode_steps": 16}
+    # Step for step the same as SB3's DummyVecEnv of the Gymnasium environments.
+    ours = RustVecEnv("multimodal-pendulum", num_envs=3, params=params)
+    theirs = DummyVecEnv([lambda: gym.make("m3ixup/multimodal-pendulum", params=params) for _ in range(3)])
+    ours.seed(5)
+    theirs.seed(5)
+    a, b = ours.reset(), theirs.reset()
+    for t in range(16):
+        actions = np.full((3, 1), 0.5 * np.sin(t), np.float32)
+        a, ra, da, ia = ours.step(actions)
+        b, rb, db, ib = theirs.step(actions)
+        np.testing.assert_allclose(ra, rb, rtol=1e-6)
+        np.testing.assert_array_equal(da, db)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    assert da.all()
+    for i in range(3):
+        assert ia[i]["TimeLimit.truncated"] and ib[i]["TimeLimit.truncated"]
+        for key in ia[i]["terminal_observation"]:
+            np.testing.assert_array_equal(ia[i]["terminal_observation"][key], ib[i]["terminal_observation"][key])
+        assert ia[i]["episode"]["l"] == 16 and ia[i]["episode"]["r"] == pytest.approx(ia[i]["episode/return"])
+
+    model = PPO("MultiInputPolicy", ours, n_steps=32, batch_size=48, n_epochs=1, seed=0, verbose=0)
+    assert isinstance(model.policy.features_extractor.extractors["pixels"], NatureCNN)
+    model.learn(total_timesteps=192)
+    assert model.num_timesteps == 192
+    assert len(model.ep_info_buffer) >= 3 and all(e["l"] == 16 for e in model.ep_info_buffer)

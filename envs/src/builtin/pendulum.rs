@@ -54,11 +54,14 @@ pub struct PendulumConfig {
     pub sound: bool,
     /// Torque limit; actions are clipped to [-max_torque, max_torque] (Pendulum-v1: 2).
     pub max_torque: f32,
+    /// The value of a lit pixel: 1 (a binary image, the paper's), or up to 255, e.g. 255 for
+    /// off-the-shelf CNN policies that take an image to be a `uint8` Box on 0..255 (SB3's).
+    pub pixel_value: u8,
 }
 
 impl Default for PendulumConfig {
     fn default() -> Self {
-        Self { proprio: false, pixels: true, sound: true, max_torque: 2.0 }
+        Self { proprio: false, pixels: true, sound: true, max_torque: 2.0, pixel_value: 1 }
     }
 }
 
@@ -87,9 +90,13 @@ impl MultimodalPendulum {
         if !(config.proprio || config.pixels || config.sound) {
             return Err(invalid("pixels", "all modalities (proprio, pixels, sound) are off; enable at least one"));
         }
+        if config.pixel_value == 0 {
+            return Err(invalid("pixel_value", "must be in 1..=255 (the value of a lit pixel), got 0"));
+        }
         let mut modalities = Vec::new();
         if config.pixels {
-            modalities.push(("pixels", ModalitySpec::uniform(&[1, IMAGE_SIZE, IMAGE_SIZE], DType::U8, 0.0, 1.0)));
+            let high = config.pixel_value as f32;
+            modalities.push(("pixels", ModalitySpec::uniform(&[1, IMAGE_SIZE, IMAGE_SIZE], DType::U8, 0.0, high)));
         }
         if config.proprio {
             let max_speed = MAX_SPEED as f32;
@@ -129,6 +136,9 @@ impl MultimodalPendulum {
         if self.config.pixels {
             let mut img = vec![0u8; IMAGE_SIZE * IMAGE_SIZE];
             render_pixels(th, &mut img);
+            if self.config.pixel_value != 1 {
+                img.iter_mut().for_each(|p| *p *= self.config.pixel_value);
+            }
             data.push(ModalityData::U8(img));
         }
         if self.config.proprio {
@@ -404,11 +414,27 @@ mod tests {
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
-        let off = PendulumConfig { pixels: false, sound: false, proprio: false, max_torque: 2.0 };
+        let off = PendulumConfig { pixels: false, sound: false, proprio: false, ..PendulumConfig::default() };
         assert!(matches!(MultimodalPendulum::new(off), Err(EnvError::InvalidParam { .. })));
         for max_torque in [0.0, -1.0, f32::NAN, f32::INFINITY] {
             let err = MultimodalPendulum::new(PendulumConfig { max_torque, ..Default::default() }).err().unwrap();
             assert!(matches!(&err, EnvError::InvalidParam { param, .. } if param == "max_torque"));
+        }
+        let err = MultimodalPendulum::new(PendulumConfig { pixel_value: 0, ..Default::default() }).err().unwrap();
+        assert!(matches!(&err, EnvError::InvalidParam { param, .. } if param == "pixel_value"));
+    }
+
+    #[test]
+    fn pixel_value_scales_the_binary_image_and_its_bound() {
+        let mut binary = env(PendulumConfig::default());
+        let mut bright = env(PendulumConfig { pixel_value: 255, ..Default::default() });
+        assert_eq!(bright.observation_space().spec(0).high[0], 255.0);
+        assert_eq!(binary.observation_space().spec(0).high[0], 1.0);
+        let (a, b) = (rollout(&mut binary, Some(4)), rollout(&mut bright, Some(4)));
+        for ((oa, ra), (ob, rb)) in a.iter().zip(&b) {
+            let (ModalityData::U8(pa), ModalityData::U8(pb)) = (&oa.data[0], &ob.data[0]) else { panic!("u8 pixels") };
+            assert!(pa.iter().zip(pb).all(|(&x, &y)| y == x * 255), "lit pixels are 255, the rest 0");
+            assert_eq!((oa.data[1..].to_vec(), ra), (ob.data[1..].to_vec(), rb), "the rest is unchanged");
         }
     }
 
