@@ -105,8 +105,8 @@ echo
 import csv, glob, json, os, statistics, sys
 
 out = sys.argv[1]
-print("| case | device, inference | env-steps/s | learning s/update | PyTorch s/update | PyTorch / ours |")
-print("|---|---|---:|---:|---:|---:|")
+print("| case | device, inference | first update, s | env-steps/s | learning s/update | PyTorch s/update | PyTorch / ours |")
+print("|---|---|---:|---:|---:|---:|---:|")
 for run in sorted(glob.glob(os.path.join(out, "envs-*", "runs", "*"))):
     case = os.path.basename(os.path.dirname(os.path.dirname(run)))  # envs-N-aux-K
     with open(os.path.join(run, "metrics.csv")) as f:
@@ -114,6 +114,7 @@ for run in sorted(glob.glob(os.path.join(out, "envs-*", "runs", "*"))):
     if len(rows) < 2:
         continue
     batch = float(rows[1]["global_step"]) - float(rows[0]["global_step"])
+    first = float(rows[0]["time/rollout_seconds"]) + float(rows[0]["time/learn_seconds"])
     rows = rows[1:]  # the first update is warm-up
     learn = statistics.mean(float(r["time/learn_seconds"]) for r in rows)
     rollout = statistics.mean(float(r["time/rollout_seconds"]) for r in rows)
@@ -123,5 +124,5 @@ for run in sorted(glob.glob(os.path.join(out, "envs-*", "runs", "*"))):
     ref = json.load(open(ref_file)) if os.path.exists(ref_file) and os.path.getsize(ref_file) else None
     ref_s = ref["median_update_seconds"] if ref else float("nan")
     name = os.path.basename(run).replace("train-tch-", "").replace("-inference-", ", inference on ")
-    print(f"| {case} | {name} | {sps:.0f} | {learn:.3f} | {ref_s:.3f} | {ref_s / learn:.2f}x |")
+    print(f"| {case} | {name} | {first:.1f} | {sps:.0f} | {learn:.3f} | {ref_s:.3f} | {ref_s / learn:.2f}x |")
 PY

@@ -171,13 +171,16 @@ for c in "${cases[@]}"; do
     set -e
     [ -n "$poll" ] && kill "$poll" 2>/dev/null && wait "$poll" 2>/dev/null || true
     if [ $rc -eq 124 ]; then
-        done_updates="$(($(wc -l < "$out/runs/$name/metrics.csv" 2>/dev/null || echo 1) - 1))"
+        lines="$(cat "$out/runs/$name/metrics.csv" 2>/dev/null | wc -l)"
+        done_updates="$((lines > 1 ? lines - 1 : 0))"
         echo "   stopped after ${case_timeout}s with $done_updates of $updates updates done (log: $log)"
         [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
         results+=("| $label | timed out ($done_updates/$updates updates in ${case_timeout}s) | | | | | | |")
         continue
     elif [ $rc -ne 0 ]; then
-        echo "   failed or unavailable (exit $rc): $(grep -m1 -i 'error\|device\|panicked' "$log" | cut -c1-300)"
+        # The error and its cause (lavapipe's harmless XDG_RUNTIME_DIR line left out).
+        why="$(grep -v XDG_RUNTIME_DIR "$log" | grep -i -m1 -A3 'error\|panicked' | grep -v '^ *$\|^Caused by' | head -2 | tr -s ' \n' ' ')"
+        echo "   failed or unavailable (exit $rc): ${why:0:300}"
         [ ${#kernel_args[@]} -gt 0 ] && echo "   kernels: $(kernel_summary "$out/$name.kernels.log")"
         results+=("| $label | unavailable | | | | | | |")
         continue
