@@ -59,4 +59,9 @@ step "3 GPU-sized config, fusion and autotune, cold then warm" --cubecl-bin "$bi
 
 echo
 echo "=== summary ($out)"
-grep -h '^| ' "$out"/*.log | awk '!seen[$0]++' || echo "no case finished an update"
+echo "| step | device, build, cache | env-steps/s | vs first | learner samples/s | s/update rollout / learning | GPU memory | first update, s | first update done, s after start |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+for log in "$out"/*.log; do
+    step="$(basename "$log" .log | tr '_' ' ')"
+    grep '^| ' "$log" | grep -v '^| device\|^|---' | sed "s/^| /| ${step%% *} | /" || true
+done
