@@ -6,7 +6,7 @@
 #   scripts/build-gpu-bench.sh --features tch --torch-version 2.11.0      # here: gpu-bench/train-tch.gz
 #   bench/gpu-libtorch.sh --tch-bin gpu-bench/train-tch.gz                 # on the GPU machine
 #       [--libtorch DIR] [--python python3] [--updates 8] [--case-timeout 100] [--cpu-devices ""]
-#       [--out DIR] [--quick]
+#       [--out DIR] [--quick] [--budget 510]
 #
 # --libtorch: the torch/lib folder to load LibTorch from (default: that of `--python`'s torch);
 #   it goes in LD_LIBRARY_PATH, which the loader searches before the binary's RUNPATH (the build
@@ -14,6 +14,8 @@
 # --cpu-devices "flex libtorch": also run the CPU cases (for trying the script on a CPU machine;
 #   on the GPU machine, CPU time is better spent elsewhere).
 # --quick: 3 updates per case and the smallest batch sizes only (a try-out of the script).
+# --budget: seconds for the whole run (default 510, inside a 9-minute GPU slot): each case is
+#   capped by --case-timeout and by its share of what is left.
 #
 # What it runs, in this order (each case stopped after --case-timeout seconds):
 # 1. The PyTorch reference (bench/torch_ppo_update.py): the learning half of a PPO update with
@@ -27,7 +29,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-tch_bin="" libtorch="" python="python3" updates=8 case_timeout=100 cpu_devices="" out="" quick=0
+tch_bin="" libtorch="" python="python3" updates=8 case_timeout=100 cpu_devices="" out="" quick=0 budget=510
 usage() { sed -n '2,27p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -39,6 +41,7 @@ while [ $# -gt 0 ]; do
         --cpu-devices) cpu_devices="$2"; shift 2 ;;
         --out) out="$2"; shift 2 ;;
         --quick) quick=1; shift ;;
+        --budget) budget="$2"; shift 2 ;;  # seconds for the whole run (default 510: inside a 9-minute slot)
         -h|--help) usage 0 ;;
         *) echo "unknown argument $1" >&2; usage 2 ;;
     esac
@@ -56,6 +59,16 @@ if [ "${tch_bin%.gz}" != "$tch_bin" ]; then
     mkdir -p "$out/bin" && gzip -dc "$tch_bin" > "$out/bin/train-tch" && chmod +x "$out/bin/train-tch"
     tch_bin="$out/bin/train-tch"
 fi
+
+# The whole run stays inside --budget seconds: each case gets the smaller of --case-timeout and
+# its share of what is left, and a case with under 15 s left is skipped (and said so).
+deadline=$(( $(date +%s) + budget ))
+cap() {  # cap CASES: the timeout for each of CASES cases, or 0 when there is no time left
+    local left=$(( deadline - $(date +%s) )) per cases=$(( $1 > 0 ? $1 : 1 ))
+    per=$(( left / cases )); [ "$per" -gt "$case_timeout" ] && per="$case_timeout"
+    [ "$per" -lt 15 ] && per=0
+    echo "$per"
+}
 
 torch_device=cpu
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && torch_device=cuda
@@ -76,25 +89,35 @@ for size in $sizes; do
         [ "$envs" != 16 ] && [ "$aux" = none ] && continue
         f="$out/pytorch/envs-$envs-aux-$aux.json"
         echo "== PyTorch reference: $envs environments x 128 steps, minibatch $minibatch, aux $aux"
-        timeout "$case_timeout" "$python" "$here/torch_ppo_update.py" --device "$torch_device" --aux "$aux" \
+        t="$(cap 1)"; [ "$t" = 0 ] && { echo "   skipped: the --budget of ${budget}s is spent"; continue; }
+        timeout "$t" "$python" "$here/torch_ppo_update.py" --device "$torch_device" --aux "$aux" \
             --num-envs "$envs" --minibatch "$minibatch" --updates "$updates" > "$f" 2> "$f.err" \
             || echo "   failed (exit $?): $(tail -1 "$f.err")"
     done
 done
 
 # 2. Our learner, through bench/gpu.sh.
-case_args=(--tch-bin "$tch_bin" --libtorch "$libtorch" --updates "$updates" --case-timeout "$case_timeout"
-    --cpu-devices "$cpu_devices")
+case_args=(--tch-bin "$tch_bin" --libtorch "$libtorch" --updates "$updates" --cpu-devices "$cpu_devices")
+# Cases left, for each call's share of the budget: per GPU, two inference settings for the main
+# config and one for a GPU-sized config; plus the CPU devices in every call.
+gpus="$(nvidia-smi -L 2>/dev/null | wc -l)" cpus="$(echo $cpu_devices | wc -w)"
+left_cases=$(( 2 * (2 * gpus + cpus) + ($(echo $sizes | wc -w) - 1) * (gpus + cpus) ))
+run_cases() {  # run_cases N gpu.sh-arguments...: N cases, each capped by its share of the budget
+    local n="$1" t; shift
+    t="$(cap "$left_cases")"; left_cases=$(( left_cases - n ))
+    [ "$t" = 0 ] && { echo "   skipped: the --budget of ${budget}s is spent"; return; }
+    "$here/gpu.sh" "${case_args[@]}" --case-timeout "$t" "$@"
+}
 for size in $sizes; do
     envs="${size%%:*}" minibatch="${size##*:}"
     if [ "$envs" = 16 ]; then
         for aux in m3ixup none; do
             echo; echo "#### main config, aux.kind = $aux"
-            "$here/gpu.sh" "${case_args[@]}" --set aux.kind="$aux" --out "$out/envs-16-aux-$aux"
+            run_cases $(( 2 * gpus + cpus )) --set aux.kind="$aux" --out "$out/envs-16-aux-$aux"
         done
     else
         echo; echo "#### GPU-sized: $envs environments on $workers workers, minibatch $minibatch, aux.kind = m3ixup"
-        "$here/gpu.sh" "${case_args[@]}" --inference learner --set rollout.num_envs="$envs" \
+        run_cases $(( gpus + cpus )) --inference learner --set rollout.num_envs="$envs" \
             --set rollout.workers="$workers" --set ppo.minibatch_size="$minibatch" --out "$out/envs-$envs-aux-m3ixup"
     fi
 done
