@@ -74,8 +74,14 @@ fn run_checks(env: &mut dyn Env, seed: u64, steps: usize) -> Result<CheckReport,
     let (first, report) = rollout(env, seed, steps)?;
     let (second, _) = rollout(env, seed, steps)?;
     if let Some(t) = (0..first.observations.len()).find(|&t| first.observations[t] != second.observations[t]) {
+        let (a, b) = (&first.observations[t], &second.observations[t]);
+        let names: Vec<&str> = (0..a.data.len())
+            .filter(|&i| a.data[i] != b.data[i] || a.present[i] != b.present[i])
+            .map(|i| env.observation_space().name(i))
+            .collect();
         return Err(format!(
-            "is not deterministic: with seed {seed} and the same actions, observation {t} differs between two runs"
+            "is not deterministic: with seed {seed} and the same actions, observation {t} differs between two runs (in {})",
+            names.join(", ")
         ));
     }
     if let Some(t) = (0..first.outcomes.len()).find(|&t| first.outcomes[t] != second.outcomes[t]) {

@@ -613,8 +613,14 @@ def _encode(obs, entries):
     return out
 
 
+# Frames are drawn one at a time across threads: pygame (pygame-ce 2.5 with Gymnasium 1.4)
+# releases the GIL while it draws and then corrupts frames drawn at once in other threads.
+_render_lock = threading.Lock()
+
+
 def _frame(env):
-    f = env.render()
+    with _render_lock:
+        f = env.render()
     if f is None:
         raise RuntimeError("render() returned None although render_mode='rgb_array'")
     f = np.asarray(f)

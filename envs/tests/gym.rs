@@ -67,6 +67,43 @@ fn gym_environments_pass_check_env() {
     assert!(report.rejected_actions >= 3);
 }
 
+/// Pendulum's frames drawn in several threads at once are the frames drawn alone: pygame's
+/// drawing releases the GIL and is not thread-safe, so the bridge draws one frame at a time
+/// (vector environments and tests step environments from several threads).
+#[test]
+fn frames_drawn_in_parallel_threads_match_frames_drawn_alone() {
+    fn episode(env: &mut dyn m3ixup_envs::Env) -> Vec<Vec<u8>> {
+        let (obs, _) = env.reset(Some(0)).unwrap();
+        let mut frames = vec![obs.data[0].as_u8().unwrap().to_vec()];
+        for t in 0..60 {
+            let torque = ((t * 7 % 13) as f32 / 3.0) - 2.0;
+            let step = env.step(&Action::Continuous(vec![torque])).unwrap();
+            frames.push(step.obs.data[0].as_u8().unwrap().to_vec());
+        }
+        frames
+    }
+    let config = params("pixels = true\nimage_size = 96\nproprio = false");
+    let alone = episode(make("gym:Pendulum-v1", &config).unwrap().as_mut());
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let mut env = make("gym:Pendulum-v1", &config).unwrap();
+                (0..4).map(|_| episode(env.as_mut())).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (i, thread) in threads.into_iter().enumerate() {
+        for (run, frames) in thread.join().unwrap().iter().enumerate() {
+            let differing = (0..frames.len()).filter(|&t| frames[t] != alone[t]).collect::<Vec<_>>();
+            assert!(
+                differing.is_empty(),
+                "thread {i}, episode {run}: frames {differing:?} differ from those drawn alone"
+            );
+        }
+    }
+}
+
 #[test]
 fn an_unknown_id_is_an_error_naming_it() {
     let text = message(make("gym:NoSuchEnvironment-v0", &toml::Table::new()).err().unwrap());
