@@ -5,11 +5,15 @@
 //! replaced atomically once that directory is fully written, so a crash mid-write leaves the
 //! previous checkpoint in force.
 
+use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Component, Path, PathBuf};
 
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{Record, Recorder};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, ObsSpace};
@@ -121,7 +125,24 @@ pub struct CheckpointState {
     pub action_space: ActionSpace,
     /// The run's config, as TOML.
     pub config: String,
+    /// Wall-clock seconds of training up to this checkpoint, over every process that worked on
+    /// the run (a resumed run's `time/elapsed_seconds` continues from it).
+    #[serde(default)]
+    pub elapsed_seconds: f64,
+    /// Each file's checksum ([`checksum`]), written with the checkpoint and checked when it is
+    /// loaded (checkpoints from before checksums have none).
+    #[serde(default)]
+    pub checksums: BTreeMap<String, String>,
 }
+
+/// The checksum recorded for a checkpoint file: CRC-32 of its bytes, which catches a corrupt,
+/// truncated or replaced file (it is not a defence against tampering).
+pub fn checksum(bytes: &[u8]) -> String {
+    format!("crc32:{:08x}", crc32fast::hash(bytes))
+}
+
+/// The directory under a run that holds its checkpoints; `checkpoint.toml` may point nowhere else.
+pub const CHECKPOINTS_DIR: &str = "checkpoints";
 
 /// Reads `checkpoint.toml` of a run directory: the newest checkpoint's directory.
 pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
@@ -137,7 +158,44 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> 
     }
     let p: Pointer =
         toml::from_str(&text).map_err(|e| TrainError::Checkpoint { path: pointer.clone(), reason: e.to_string() })?;
-    Ok(Some(run_dir.join(p.dir)))
+    // Only `checkpoints/<name>` of this run: a pointer copied or edited to lead elsewhere would
+    // make resume read another run's checkpoint, and then delete it as "the previous" one.
+    let relative = Path::new(&p.dir);
+    let components: Vec<Component> = relative.components().collect();
+    let inside =
+        matches!(components.as_slice(), [Component::Normal(top), Component::Normal(_)] if *top == CHECKPOINTS_DIR);
+    if !inside {
+        return Err(TrainError::Checkpoint {
+            path: pointer,
+            reason: format!(
+                "`dir = {:?}` is not a checkpoint of this run (expected `{CHECKPOINTS_DIR}/<name>`, relative to the run directory)",
+                p.dir
+            ),
+        });
+    }
+    Ok(Some(run_dir.join(relative)))
+}
+
+/// Removes what an interrupted checkpoint write left behind: directories under `checkpoints/`
+/// other than the one `checkpoint.toml` points at (a checkpoint written but never pointed at, or
+/// a previous one not yet removed). Call it holding the run's lock ([`RunDir`]), before resuming.
+pub fn remove_orphan_checkpoints(run: &RunDir) -> Result<Vec<PathBuf>, TrainError> {
+    let current = latest_checkpoint(run.path())?;
+    let dir = run.file(CHECKPOINTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(TrainError::io(format!("cannot list {}", dir.display()))(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(TrainError::io(format!("cannot list {}", dir.display())))?.path();
+        if path.is_dir() && current.as_ref() != Some(&path) {
+            std::fs::remove_dir_all(&path).map_err(TrainError::io(format!("cannot remove {}", path.display())))?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Writes `files` (name, bytes) and `state.toml` into `checkpoints/<name>/`, each atomically, then
@@ -151,12 +209,14 @@ pub fn write_checkpoint(
     let previous = latest_checkpoint(run.path())?;
     let dir = run.file(name);
     std::fs::create_dir_all(&dir).map_err(TrainError::io(format!("cannot create {}", dir.display())))?;
+    let mut state = state.clone();
     for (file, bytes) in files {
         let path = dir.join(file);
         write_atomic(&path, bytes).map_err(TrainError::io(format!("cannot write {}", path.display())))?;
+        state.checksums.insert(file.to_string(), checksum(bytes));
     }
     let state_path = dir.join(STATE_FILE);
-    let text = toml::to_string(state)
+    let text = toml::to_string(&state)
         .map_err(|e| TrainError::Checkpoint { path: state_path.clone(), reason: e.to_string() })?;
     write_atomic(&state_path, text.as_bytes())
         .map_err(TrainError::io(format!("cannot write {}", state_path.display())))?;
@@ -176,12 +236,109 @@ pub fn record_bytes<R: Record<B>, B: Backend>(record: R, path: &Path) -> Result<
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// Reads a record written by [`record_bytes`].
-pub fn load_record<R: Record<B>, B: Backend>(path: &Path, device: &B::Device) -> Result<R, TrainError> {
+/// Reads a record written by [`record_bytes`], checking its bytes against `expected` (the
+/// checksum its checkpoint recorded, if any).
+pub fn load_record<R: Record<B>, B: Backend>(
+    path: &Path,
+    expected: Option<&String>,
+    device: &B::Device,
+) -> Result<R, TrainError> {
     let bytes = std::fs::read(path).map_err(TrainError::io(format!("cannot read {}", path.display())))?;
+    verify_checksum(&bytes, expected).map_err(|reason| TrainError::Checkpoint { path: path.to_path_buf(), reason })?;
     CheckpointRecorder::default()
         .load(bytes, device)
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// `Err(reason)` when `bytes` do not have the `expected` checksum.
+pub fn verify_checksum(bytes: &[u8], expected: Option<&String>) -> Result<(), String> {
+    match expected {
+        Some(expected) if *expected != checksum(bytes) => Err(format!(
+            "its bytes do not match the checksum its checkpoint recorded ({expected}, found {}): the file is \
+             corrupt, cut off or replaced",
+            checksum(bytes)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Loads `record` into `module`, which was built from the checkpoint's own config: a record
+/// whose parameters differ in number or shape from the config's is `Err(reason)`, never a
+/// silent load (burn takes a mismatching shape as it comes) or a panic (a different number of
+/// layers).
+pub fn load_into<B: Backend, M: Module<B>>(module: M, record: M::Record) -> Result<M, String> {
+    let expected = parameter_shapes(&module);
+    // burn asserts (panics) on a record with another number of layers: caught, and reported as
+    // this error only (the panic hook, which would print it as a crash, is silenced meanwhile).
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = catch_unwind(AssertUnwindSafe(|| module.load_record(record)));
+    std::panic::set_hook(hook);
+    let loaded =
+        loaded.map_err(|panic| format!("its parameters do not fit the config's network ({})", panic_text(&*panic)))?;
+    let found = parameter_shapes(&loaded);
+    if found.len() != expected.len() {
+        return Err(format!("it holds {} parameter tensors, the config's network has {}", found.len(), expected.len()));
+    }
+    if let Some(((name, want), (_, got))) = expected.iter().zip(&found).find(|(a, b)| a.1 != b.1) {
+        return Err(format!(
+            "parameter `{name}` has shape {got:?} in the file, {want:?} in the config's network (a checkpoint of another config?)"
+        ));
+    }
+    Ok(loaded)
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// Every parameter of `module`, by its path (`encoder.pixels.0.weight`), with its shape.
+fn parameter_shapes<B: Backend, M: Module<B>>(module: &M) -> Vec<(String, Vec<usize>)> {
+    #[derive(Default)]
+    struct Shapes {
+        path: Vec<String>,
+        out: Vec<(String, Vec<usize>)>,
+    }
+    impl Shapes {
+        fn push(&mut self, shape: burn::tensor::Shape) {
+            self.out.push((self.path.join("."), shape.to_vec()));
+        }
+    }
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.push(param.lazy_shape());
+        }
+        fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+            self.push(param.lazy_shape());
+        }
+        fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+            self.push(param.lazy_shape());
+        }
+    }
+    let mut shapes = Shapes::default();
+    module.visit(&mut shapes);
+    shapes.out
+}
+
+/// [`load_record`] then [`load_into`]: a checkpoint file into the module its config builds.
+pub fn load_module<B: Backend, M: Module<B>>(
+    module: M,
+    path: &Path,
+    expected: Option<&String>,
+    device: &B::Device,
+) -> Result<M, TrainError> {
+    let record = load_record::<M::Record, B>(path, expected, device)?;
+    load_into(module, record).map_err(|reason| TrainError::Checkpoint { path: path.to_path_buf(), reason })
 }
 
 /// Reads a checkpoint's state (`state.toml`).

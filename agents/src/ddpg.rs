@@ -34,7 +34,7 @@ use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, V
 
 use crate::actor_critic::Mlp;
 use crate::checkpoint::{
-    load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
+    load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
     STATE_FILE,
 };
 use crate::encoder::M3ixupEncoder;
@@ -170,6 +170,18 @@ impl DdpgConfig {
         box_width(env.action_space(), "ddpg-frozen")?;
         if self.pretrained.path.as_os_str().is_empty() {
             return Err(TrainError::config("pretrained.path", "is empty: give the directory of a `pretrain` run"));
+        }
+        // Checked here, before a run directory is made for a run that cannot start.
+        let meta = self.pretrained.path.join(crate::pretrain::META_FILE);
+        if !meta.is_file() {
+            return Err(TrainError::config(
+                "pretrained.path",
+                format!(
+                    "{} has no {}: give the directory of a `pretrain` run",
+                    self.pretrained.path.display(),
+                    crate::pretrain::META_FILE
+                ),
+            ));
         }
         self.rollout.validate()?;
         self.train.validate()?;
@@ -309,7 +321,7 @@ pub fn load_agent<B: Backend>(
     let (encoder, _) = load_encoder::<B>(dir, device)?;
     let width = box_width(&state.action_space, "ddpg-frozen")?;
     let heads = config.policy.init::<B>(encoder.latent_dim(), width, device);
-    let heads = heads.load_record(load_record(&dir.join(AGENT_FILE), device)?);
+    let heads = load_module(heads, &dir.join(AGENT_FILE), state.checksums.get(AGENT_FILE), device)?;
     Ok((DdpgAgent { encoder, heads }, state, config))
 }
 
@@ -363,6 +375,8 @@ pub fn train<B: AutodiffBackend>(
         observation_space: obs_space.clone(),
         action_space: action_space.clone(),
         config: config_text,
+        elapsed_seconds: 0.0,
+        checksums: Default::default(),
     };
     let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(CHECKPOINT_FILE))?;
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
@@ -456,6 +470,7 @@ pub fn train<B: AutodiffBackend>(
             next_checkpoint += t.checkpoint_every;
             state.update = updates;
             state.global_step = global_step;
+            state.elapsed_seconds = started.elapsed().as_secs_f64();
             let name = format!("checkpoints/step-{global_step:09}");
             let dir = run.file(&name);
             let files = [

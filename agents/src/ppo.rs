@@ -40,7 +40,7 @@ pub use crate::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
     OPTIMIZER_FILE, STATE_FILE,
 };
-use crate::checkpoint::{load_record, record_bytes, write_checkpoint};
+use crate::checkpoint::{load_module, load_record, record_bytes, remove_orphan_checkpoints, write_checkpoint};
 use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
@@ -468,8 +468,8 @@ pub fn load_agent<B: Backend>(
     let config: PpoConfig = toml::from_str(&state.config)
         .map_err(|e| PpoError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
     let agent = config.policy.init::<B>(&config.encoder, &state.observation_space, &state.action_space, device)?;
-    let record = load_record(&dir.join(AGENT_FILE), device)?;
-    Ok((agent.load_record(record), state, config))
+    let agent = load_module(agent, &dir.join(AGENT_FILE), state.checksums.get(AGENT_FILE), device)?;
+    Ok((agent, state, config))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,12 +544,16 @@ pub fn train<B: AutodiffBackend>(
     let mut start_update = 0usize;
     let mut global_step = 0u64;
     let mut last_checkpoint = 0usize;
+    // Wall time of the run's earlier processes (a resumed run's clock continues).
+    let mut elapsed_before = 0.0f64;
     let mut metrics = if options.resume {
         let dir = latest_checkpoint(run.path())?.ok_or_else(|| PpoError::Checkpoint {
             path: run.file(CHECKPOINT_POINTER),
             reason: "no checkpoint to resume from".into(),
         })?;
         let state = load_checkpoint_state(&dir)?;
+        // What a kill mid-checkpoint left: checkpoint directories nobody points at.
+        remove_orphan_checkpoints(run)?;
         if state.config != config_text {
             return Err(PpoError::Checkpoint {
                 path: dir.join(STATE_FILE),
@@ -558,8 +562,9 @@ pub fn train<B: AutodiffBackend>(
         }
         let (loaded, _, _) = load_agent::<B>(&dir, device)?;
         agent = loaded;
-        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), device)?);
+        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), state.checksums.get(OPTIMIZER_FILE), device)?);
         (start_update, global_step, last_checkpoint) = (state.update, state.global_step, state.update);
+        elapsed_before = state.elapsed_seconds;
         run.resume_metrics("global_step", global_step as f64).map_err(PpoError::io("cannot reopen the metrics"))?
     } else {
         run.write_config(&config_text).map_err(PpoError::io("cannot write config.toml"))?;
@@ -573,6 +578,8 @@ pub fn train<B: AutodiffBackend>(
         observation_space: obs_space.clone(),
         action_space: action_space.clone(),
         config: config_text.clone(),
+        elapsed_seconds: 0.0,
+        checksums: Default::default(),
     };
 
     // A resumed run restarts its episodes from a seed of its own (environment state is not
@@ -677,9 +684,9 @@ pub fn train<B: AutodiffBackend>(
         let mut stopped_early = false;
         for epoch in 1..=p.update_epochs {
             indices.shuffle(&mut rng);
-            for (k, mb_idx) in indices.chunks(p.minibatch_size).enumerate() {
+            for (k, mb_idx) in minibatches(&indices, p.minibatch_size).enumerate() {
                 if aux_on && mb_idx.len() < 2 {
-                    continue; // a contrastive loss needs two rows; the remainder is dropped
+                    continue; // a contrastive loss needs two rows (only a 1-transition batch has fewer)
                 }
                 let mb = on_device.minibatch(&rollout, mb_idx, device);
                 let aux_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
@@ -756,11 +763,13 @@ pub fn train<B: AutodiffBackend>(
         row.push(("time/sps".into(), sps));
         row.push(("time/rollout_seconds".into(), rollout_seconds));
         row.push(("time/learn_seconds".into(), learn_seconds));
-        row.push(("time/elapsed_seconds".into(), started.elapsed().as_secs_f64()));
+        let elapsed = elapsed_before + started.elapsed().as_secs_f64();
+        row.push(("time/elapsed_seconds".into(), elapsed));
         metrics.log(&row).map_err(PpoError::io("cannot write the metrics"))?;
 
         state.update = update;
         state.global_step = global_step;
+        state.elapsed_seconds = elapsed;
         if update % config.train.checkpoint_every == 0 || update == last_update {
             save_checkpoint(run, &agent, &optim, &state)?;
             last_checkpoint = update;
@@ -785,6 +794,22 @@ pub fn train<B: AutodiffBackend>(
         last_reward_per_step,
         recent_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
         rows,
+    })
+}
+
+/// The minibatches of one epoch: `indices` in chunks of `size`, except that a last chunk of a
+/// single row joins the one before it. One row has no spread to normalise its advantage by (it
+/// would enter the loss unnormalised, tens of times larger than the others) and no pair to
+/// contrast.
+pub fn minibatches(indices: &[usize], size: usize) -> impl Iterator<Item = &[usize]> {
+    let size = size.max(1);
+    let mut count = indices.len().div_ceil(size);
+    if count > 1 && indices.len() % size == 1 {
+        count -= 1;
+    }
+    (0..count).map(move |k| {
+        let end = if k + 1 == count { indices.len() } else { (k + 1) * size };
+        &indices[k * size..end]
     })
 }
 
@@ -984,6 +1009,19 @@ impl LossSums {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minibatches_cover_every_row_once_and_a_single_leftover_row_joins_the_last() {
+        let rows: Vec<usize> = (0..130).collect();
+        let sizes = |n: usize, size: usize| minibatches(&rows[..n], size).map(<[usize]>::len).collect::<Vec<_>>();
+        assert_eq!(sizes(128, 64), [64, 64]);
+        assert_eq!(sizes(129, 64), [64, 65], "one row left over joins the minibatch before it");
+        assert_eq!(sizes(130, 64), [64, 64, 2]);
+        assert_eq!(sizes(64, 63), [64]);
+        assert_eq!(sizes(1, 64), [1], "a single row stays a (one-row) minibatch");
+        let flat: Vec<usize> = minibatches(&rows[..129], 64).flatten().copied().collect();
+        assert_eq!(flat, rows[..129]);
+    }
     use crate::storage::ObsBuffer;
     use burn::backend::{Autodiff, Flex};
     use m3ixup_envs::BatchActions;

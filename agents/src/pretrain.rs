@@ -35,6 +35,7 @@ use m3ixup_envs::registry::toml_key_at;
 use m3ixup_envs::{is_registered, make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
+use crate::checkpoint::{checksum, load_into, verify_checksum};
 use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
 use crate::losses::{gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport};
 use crate::progress::progress_bar;
@@ -585,6 +586,10 @@ pub struct EncoderMeta {
     pub encoder: EncoderConfig,
     /// The observation space the encoder was built from.
     pub observation_space: ObsSpace,
+    /// `encoder.mpk`'s checksum ([`crate::checkpoint::checksum`]), checked when it is loaded
+    /// (encoders saved before checksums have none).
+    #[serde(default)]
+    pub checksum: Option<String>,
 }
 
 impl EncoderMeta {
@@ -609,8 +614,9 @@ pub fn save_encoder<B: Backend>(
         .record(encoder.clone().into_record(), ())
         .map_err(|e| PretrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
     write_atomic(&path, &bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
+    let meta = EncoderMeta { checksum: Some(checksum(&bytes)), ..meta.clone() };
     let meta_path = dir.join(META_FILE);
-    let text = toml::to_string(meta)
+    let text = toml::to_string(&meta)
         .map_err(|e| PretrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
     write_atomic(&meta_path, text.as_bytes())
         .map_err(PretrainError::io(format!("cannot write {}", meta_path.display())))
@@ -635,10 +641,13 @@ pub fn load_encoder<B: Backend>(
     let encoder = meta.encoder.init::<B>(&meta.observation_space, device)?;
     let path = dir.join(CHECKPOINT_FILE);
     let bytes = std::fs::read(&path).map_err(PretrainError::io(format!("cannot read {}", path.display())))?;
+    verify_checksum(&bytes, meta.checksum.as_ref())
+        .map_err(|reason| PretrainError::Checkpoint { path: path.clone(), reason })?;
     let record = CheckpointRecorder::default()
         .load(bytes, device)
-        .map_err(|e| PretrainError::Checkpoint { path, reason: e.to_string() })?;
-    Ok((encoder.load_record(record), meta))
+        .map_err(|e| PretrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
+    let encoder = load_into(encoder, record).map_err(|reason| PretrainError::Checkpoint { path, reason })?;
+    Ok((encoder, meta))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +756,7 @@ pub fn pretrain<B: AutodiffBackend>(
         env_params: config.env.params.clone(),
         encoder: config.encoder.clone(),
         observation_space: samples.space().clone(),
+        checksum: None,
     };
 
     // 3. Epochs: shuffled minibatches, then validation, a metrics row and a checkpoint.

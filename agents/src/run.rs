@@ -6,20 +6,62 @@
 //!   metrics.csv           one row per log call; columns fixed by the first row
 //!   metrics.jsonl         one JSON object per log call, every key
 //!   ...                   checkpoints, written with [`write_atomic`]
+//!   .lock                 held (`flock`) by the one process that writes the run
 //! ```
+//!
+//! A [`RunDir`] holds the run's lock for as long as it lives: a second process (or a second
+//! `RunDir` in one process) on the same run is refused, so two writers never interleave metrics
+//! or overwrite each other's checkpoints. The lock dies with its process, `kill -9` included.
 //!
 //! Metric keys are namespaced (`losses/train_total`, `retrieval/pixels`, `time/epoch_seconds`),
 //! as in CleanRL, so the two files read the same in a spreadsheet and in a plotting script.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// A run's directory, created empty by [`RunDir::create`].
+/// The lock file of a run directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// A run's directory, created empty by [`RunDir::create`], and its lock (held until the last
+/// clone is dropped).
 #[derive(Clone, Debug)]
 pub struct RunDir {
     path: PathBuf,
+    _lock: Arc<File>,
+}
+
+/// Takes the run's exclusive lock, recording this process's id in the lock file for the message
+/// a second process gets.
+fn lock_run(path: &Path) -> io::Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
+            return Err(io::Error::new(
+                io::ErrorKind::ResourceBusy,
+                format!(
+                    "run directory {} is in use by {who} (lock {}): one run has one writer; \
+                     wait for it to finish or stop it first",
+                    path.display(),
+                    lock_path.display()
+                ),
+            ));
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(io::Error::new(e.kind(), format!("cannot lock {}: {e}", lock_path.display())))
+        }
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 impl RunDir {
@@ -37,7 +79,7 @@ impl RunDir {
             }
             let path = runs_dir.join(name);
             return match fs::create_dir(&path) {
-                Ok(()) => Ok(Self { path }),
+                Ok(()) => Self::locked(path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(io::Error::new(
                     e.kind(),
                     format!("run directory {} exists already: choose another run name", path.display()),
@@ -49,7 +91,7 @@ impl RunDir {
         for attempt in 1.. {
             let path = runs_dir.join(if attempt == 1 { base.clone() } else { format!("{base}-{attempt}") });
             match fs::create_dir(&path) {
-                Ok(()) => return Ok(Self { path }),
+                Ok(()) => return Self::locked(path),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -57,12 +99,43 @@ impl RunDir {
         unreachable!("the attempts never run out")
     }
 
-    /// Uses an existing directory as the run directory (created if missing), for callers that
-    /// manage names themselves (tests, sweeps).
+    /// Uses an existing directory as the run directory (created if missing): resuming, and
+    /// callers that manage names themselves (tests, sweeps). Takes the run's lock, then removes
+    /// the temporary files that an interrupted [`write_atomic`] left behind.
     pub fn at(path: impl Into<PathBuf>) -> io::Result<Self> {
         let path = path.into();
         fs::create_dir_all(&path)?;
-        Ok(Self { path })
+        let run = Self::locked(path)?;
+        remove_temporaries(&run.path)?;
+        Ok(run)
+    }
+
+    fn locked(path: PathBuf) -> io::Result<Self> {
+        let lock = lock_run(&path)?;
+        Ok(Self { path, _lock: Arc::new(lock) })
+    }
+
+    /// Removes the run directory if it holds nothing worth keeping (no checkpoint pointer and no
+    /// metrics row): a run that failed before it trained leaves its name free. Returns whether it
+    /// was removed.
+    pub fn remove_if_unused(self, checkpoint_pointer: &str) -> io::Result<bool> {
+        let has_rows = |file: &str| fs::metadata(self.file(file)).is_ok_and(|m| m.len() > 0);
+        if self.file(checkpoint_pointer).exists() || has_rows("metrics.jsonl") || has_rows("metrics.csv") {
+            return Ok(false);
+        }
+        let kept = ["config.toml", "metrics.csv", "metrics.jsonl", LOCK_FILE];
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let empty_dir = entry.file_type()?.is_dir() && fs::read_dir(entry.path())?.next().is_none();
+            if !(kept.contains(&name.as_ref()) || is_temporary(&name) || empty_dir) {
+                return Ok(false);
+            }
+        }
+        // Still holding the lock: nobody else can be writing here.
+        fs::remove_dir_all(&self.path)?;
+        Ok(true)
     }
 
     pub fn path(&self) -> &Path {
@@ -113,6 +186,31 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// Whether `name` is a temporary file of [`write_atomic`] (`.<file>.tmp-<pid>`).
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.')
+        && name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the temporary files of interrupted [`write_atomic`] calls in `dir` and, one level
+/// down, in its subdirectories' subdirectories (`checkpoints/<name>/`). Only under the run's lock.
+fn remove_temporaries(dir: &Path) -> io::Result<()> {
+    fn sweep(dir: &Path, depth: usize) -> io::Result<()> {
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                if depth > 0 {
+                    sweep(&entry.path(), depth - 1)?;
+                }
+            } else if is_temporary(&entry.file_name().to_string_lossy()) {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+    sweep(dir, 2)
+}
+
 /// Writes `bytes` to `path` so that a reader (or a crash) sees the old file or the new one, never
 /// a part: write a temporary file in the same directory, fsync it, rename it over `path`, then
 /// fsync the directory so the rename itself is durable.
@@ -150,7 +248,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// which always hold every key. Integral values are written without a decimal point; NaN and
 /// infinities are written as `NaN`/`inf` in the CSV and `null` in the JSON.
 pub struct MetricsSink {
-    csv: BufWriter<File>,
+    csv: csv::Writer<File>,
     jsonl: BufWriter<File>,
     header: Option<Vec<String>>,
 }
@@ -158,52 +256,109 @@ pub struct MetricsSink {
 impl MetricsSink {
     /// Creates (truncates) both files.
     pub fn create(csv: &Path, jsonl: &Path) -> io::Result<Self> {
-        let open = |p: &Path| OpenOptions::new().create(true).write(true).truncate(true).open(p).map(BufWriter::new);
-        Ok(Self { csv: open(csv)?, jsonl: open(jsonl)?, header: None })
+        let open = |p: &Path| OpenOptions::new().create(true).write(true).truncate(true).open(p);
+        Ok(Self { csv: csv::Writer::from_writer(open(csv)?), jsonl: BufWriter::new(open(jsonl)?), header: None })
     }
 
     /// Reopens the files of an interrupted run for appending, first dropping the rows logged
     /// after its last checkpoint: only rows whose `key` is at most `up_to` are kept (rows
-    /// without the key are kept). Both files are rewritten atomically; the CSV keeps its header.
+    /// without the key are kept).
+    ///
+    /// `metrics.jsonl` is the source of truth: it holds every key, so the CSV is rebuilt from the
+    /// kept JSON rows (under its own header), and the two files agree again whatever the crash
+    /// left. A row reaches the CSV first: one the JSON lacks is taken from the CSV. A last line cut off by a crash (no
+    /// final newline: each row is written and flushed whole) is dropped; any other unreadable
+    /// line is an error naming the file and the line. Both files are rewritten atomically.
     pub fn resume(csv: &Path, jsonl: &Path, key: &str, up_to: f64) -> io::Result<Self> {
         let read = |p: &Path| match fs::read_to_string(p) {
             Ok(t) => Ok(t),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
             Err(e) => Err(e),
         };
-        let keep_value = |v: Option<f64>| v.is_none_or(|v| v <= up_to);
-
         let json_text = read(jsonl)?;
-        let mut kept_json = String::new();
-        for line in json_text.lines().filter(|l| !l.trim().is_empty()) {
-            let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("{}: unreadable line ({e})", jsonl.display()))
-            })?;
-            if keep_value(value.get(key).and_then(|v| v.as_f64())) {
-                kept_json.push_str(line);
-                kept_json.push('\n');
+        let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+        for (number, line) in complete_lines(&json_text) {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |why: String| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} line {number}: unreadable ({why})", jsonl.display()),
+                )
+            };
+            match serde_json::from_str(line).map_err(|e| bad(e.to_string()))? {
+                serde_json::Value::Object(row) => rows.push(row),
+                other => return Err(bad(format!("expected a JSON object, found {other}"))),
             }
         }
+        // The CSV's whole lines: its header, then rows. A row the JSON lacks (written to the CSV
+        // just before a crash) is recovered from the CSV, its header's keys only.
         let csv_text = read(csv)?;
-        let mut lines = csv_text.lines();
-        let header: Option<Vec<String>> = lines.next().map(|h| h.split(',').map(String::from).collect());
-        let mut kept_csv = String::new();
-        if let Some(header) = &header {
-            kept_csv.push_str(&header.join(","));
-            kept_csv.push('\n');
-            let column = header.iter().position(|h| h == key);
-            for line in lines {
-                let cell = column.and_then(|c| line.split(',').nth(c)).and_then(|c| c.parse::<f64>().ok());
-                if keep_value(cell) {
-                    kept_csv.push_str(line);
-                    kept_csv.push('\n');
+        let mut whole_csv = String::new();
+        for (_, line) in complete_lines(&csv_text) {
+            whole_csv.push_str(line);
+            whole_csv.push('\n');
+        }
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(whole_csv.as_bytes());
+        let mut records = reader.records();
+        let csv_header: Option<Vec<String>> = match records.next() {
+            Some(record) => {
+                let record = record
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", csv.display())))?;
+                Some(record.iter().map(String::from).collect())
+                    .filter(|h: &Vec<String>| h.iter().any(|k| !k.is_empty()))
+            }
+            None => None,
+        };
+        if let Some(header) = &csv_header {
+            for (index, record) in records.enumerate() {
+                let record = record
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", csv.display())))?;
+                if index < rows.len() || record.len() != header.len() {
+                    continue;
                 }
+                let mut row = serde_json::Map::new();
+                for (k, cell) in header.iter().zip(record.iter()).filter(|(_, c)| !c.is_empty()) {
+                    let value = cell.parse::<f64>().map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: `{cell}` in column `{k}` is not a number", csv.display()),
+                        )
+                    })?;
+                    row.insert(k.clone(), json_number(value));
+                }
+                rows.push(row);
             }
         }
-        write_atomic(csv, kept_csv.as_bytes())?;
+        rows.retain(|row| row.get(key).and_then(|v| v.as_f64()).is_none_or(|v| v <= up_to));
+        // The header is the CSV's when it is whole; else the first row's keys.
+        let header = csv_header.or_else(|| rows.first().map(|row| row.keys().cloned().collect()));
+        let mut kept_csv = csv::Writer::from_writer(Vec::new());
+        let mut kept_json = String::new();
+        if let Some(header) = &header {
+            kept_csv.write_record(header).map_err(io::Error::other)?;
+            for row in &rows {
+                let cells: Vec<String> = header
+                    .iter()
+                    .map(|k| match row.get(k) {
+                        None => String::new(),
+                        Some(serde_json::Value::Null) => "NaN".into(), // how non-finite values reach JSON
+                        Some(v) => v.as_f64().map(format_number).unwrap_or_default(),
+                    })
+                    .collect();
+                kept_csv.write_record(&cells).map_err(io::Error::other)?;
+            }
+        }
+        let kept_csv = kept_csv.into_inner().map_err(|e| io::Error::other(e.to_string()))?;
+        for row in rows {
+            kept_json.push_str(&serde_json::Value::Object(row).to_string());
+            kept_json.push('\n');
+        }
+        write_atomic(csv, &kept_csv)?;
         write_atomic(jsonl, kept_json.as_bytes())?;
-        let open = |p: &Path| OpenOptions::new().append(true).open(p).map(BufWriter::new);
-        Ok(Self { csv: open(csv)?, jsonl: open(jsonl)?, header })
+        let open = |p: &Path| OpenOptions::new().append(true).open(p);
+        Ok(Self { csv: csv::Writer::from_writer(open(csv)?), jsonl: BufWriter::new(open(jsonl)?), header })
     }
 
     /// The CSV columns, once a row has been logged.
@@ -215,8 +370,7 @@ impl MetricsSink {
     pub fn log(&mut self, row: &[(String, f64)]) -> io::Result<()> {
         if self.header.is_none() {
             let keys: Vec<String> = row.iter().map(|(k, _)| k.clone()).collect();
-            let line: Vec<String> = keys.iter().map(|k| csv_field(k)).collect();
-            writeln!(self.csv, "{}", line.join(","))?;
+            self.csv.write_record(&keys).map_err(io::Error::other)?;
             self.header = Some(keys);
         }
         let header = self.header.as_deref().unwrap_or_default();
@@ -224,7 +378,7 @@ impl MetricsSink {
             .iter()
             .map(|k| row.iter().find(|(key, _)| key == k).map(|(_, v)| format_number(*v)).unwrap_or_default())
             .collect();
-        writeln!(self.csv, "{}", cells.join(","))?;
+        self.csv.write_record(&cells).map_err(io::Error::other)?;
         self.csv.flush()?;
 
         let mut object = serde_json::Map::with_capacity(row.len());
@@ -257,13 +411,11 @@ fn json_number(v: f64) -> serde_json::Value {
     }
 }
 
-/// Quotes a CSV field when it needs it (RFC 4180).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+/// The lines of `text` that end in a newline, numbered from 1: a last line without one was cut
+/// off mid-write.
+fn complete_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole.split('\n').enumerate().map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
 }
 
 #[cfg(test)]
@@ -339,6 +491,76 @@ mod tests {
         let jsonl = fs::read_to_string(run.file("metrics.jsonl")).unwrap();
         assert_eq!(jsonl.lines().count(), 3);
         assert!(jsonl.lines().last().unwrap().contains("\"loss\":9"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_run_directory_has_one_holder_at_a_time() {
+        let root = temp_dir("lock");
+        let first = RunDir::create(&root, Some("run"), "ppo").unwrap();
+        let err = RunDir::at(first.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ResourceBusy);
+        assert!(err.to_string().contains(&format!("in use by process {}", std::process::id())), "{err}");
+        let clone = first.clone();
+        drop(first);
+        assert!(RunDir::at(clone.path()).is_err(), "a clone keeps the lock");
+        drop(clone);
+        RunDir::at(root.join("run")).expect("free once every holder is gone");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn reopening_a_run_removes_temporaries_of_interrupted_writes_only() {
+        let root = temp_dir("temporaries");
+        let nested = root.join("checkpoints").join("update-000001");
+        fs::create_dir_all(&nested).unwrap();
+        let stale = [root.join(".config.toml.tmp-12"), nested.join(".agent.mpk.tmp-345")];
+        let kept = [root.join("metrics.csv"), root.join(".notes"), root.join("x.tmp-12"), nested.join("agent.mpk")];
+        for path in stale.iter().chain(&kept) {
+            fs::write(path, b"x").unwrap();
+        }
+        let run = RunDir::at(&root).unwrap();
+        assert!(stale.iter().all(|p| !p.exists()));
+        assert!(kept.iter().all(|p| p.exists()));
+        drop(run);
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_unused_run_directory_is_removed_and_a_used_one_kept() {
+        let root = temp_dir("unused");
+        let run = RunDir::create(&root, Some("failed"), "ppo").unwrap();
+        run.write_config("seed = 1\n").unwrap();
+        drop(run.metrics().unwrap());
+        assert!(run.remove_if_unused("checkpoint.toml").unwrap());
+        assert!(!root.join("failed").exists());
+        let run = RunDir::create(&root, Some("logged"), "ppo").unwrap();
+        run.metrics().unwrap().log(&[("global_step".into(), 64.0)]).unwrap();
+        assert!(!run.remove_if_unused("checkpoint.toml").unwrap());
+        assert!(root.join("logged").join("metrics.csv").exists());
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn resumed_metrics_drop_a_cut_off_last_line_and_recover_a_row_only_the_csv_has() {
+        let root = temp_dir("cut");
+        let run = RunDir::at(&root).unwrap();
+        let mut sink = run.metrics().unwrap();
+        for step in [10.0, 20.0, 30.0] {
+            sink.log(&[("global_step".into(), step), ("loss".into(), step / 4.0)]).unwrap();
+        }
+        drop(sink);
+        // The JSON's last row cut off mid-write: the CSV has it whole.
+        let jsonl = fs::read_to_string(run.file("metrics.jsonl")).unwrap();
+        fs::write(run.file("metrics.jsonl"), &jsonl[..jsonl.len() - 5]).unwrap();
+        drop(run.resume_metrics("global_step", 30.0).unwrap());
+        assert_eq!(fs::read_to_string(run.file("metrics.csv")).unwrap(), "global_step,loss\n10,2.5\n20,5\n30,7.5\n");
+        assert_eq!(fs::read_to_string(run.file("metrics.jsonl")).unwrap().lines().count(), 3);
+        // The CSV's last row cut off: it is rebuilt from the JSON.
+        let csv = fs::read_to_string(run.file("metrics.csv")).unwrap();
+        fs::write(run.file("metrics.csv"), &csv[..csv.len() - 3]).unwrap();
+        drop(run.resume_metrics("global_step", 30.0).unwrap());
+        assert_eq!(fs::read_to_string(run.file("metrics.csv")).unwrap(), "global_step,loss\n10,2.5\n20,5\n30,7.5\n");
         fs::remove_dir_all(root).unwrap();
     }
 

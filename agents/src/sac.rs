@@ -39,7 +39,7 @@ use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, Ve
 
 use crate::actor_critic::{Mlp, PolicyInput};
 use crate::checkpoint::{
-    load_checkpoint_state, load_record, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
+    load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
     STATE_FILE,
 };
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
@@ -604,8 +604,8 @@ pub fn load_agent<B: Backend>(
         .map_err(|e| TrainError::Checkpoint { path: dir.join(STATE_FILE), reason: format!("its config: {e}") })?;
     let agent =
         config.policy.init::<B>(&config.encoder, &config.sac, &state.observation_space, &state.action_space, device)?;
-    let record = load_record(&dir.join(AGENT_FILE), device)?;
-    Ok((agent.load_record(record), state, config))
+    let agent = load_module(agent, &dir.join(AGENT_FILE), state.checksums.get(AGENT_FILE), device)?;
+    Ok((agent, state, config))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,6 +658,8 @@ pub fn train<B: AutodiffBackend>(
         observation_space: obs_space.clone(),
         action_space: action_space.clone(),
         config: config_text,
+        elapsed_seconds: 0.0,
+        checksums: Default::default(),
     };
 
     let bar = progress_bar(verbose, t.total_steps, "", "steps");
@@ -739,6 +741,7 @@ pub fn train<B: AutodiffBackend>(
             next_checkpoint += t.checkpoint_every;
             state.update = learner.updates;
             state.global_step = global_step;
+            state.elapsed_seconds = started.elapsed().as_secs_f64();
             save(run, &learner, &state)?;
         }
         bar.set_position(global_step);

@@ -76,7 +76,17 @@ fn main() -> anyhow::Result<()> {
     println!("device: {} ({})", cli.device.device, cli.device.device.describe());
 
     let job = Pretrain { config: &config, run: &run, options: PretrainOptions { verbose: !cli.quiet } };
-    let summary = cli.device.run(job)?;
+    let summary = match cli.device.run(job) {
+        Ok(summary) => summary,
+        Err(e) => {
+            // A run that failed before it logged or saved anything frees its name again.
+            let path = run.path().to_path_buf();
+            if run.remove_if_unused(CHECKPOINT_FILE).unwrap_or(false) {
+                return Err(e.context(format!("(its empty run directory {} was removed)", path.display())));
+            }
+            return Err(e);
+        }
+    };
 
     println!();
     println!(

@@ -19,6 +19,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use burn::tensor::backend::AutodiffBackend;
+use m3ixup::agents::checkpoint::CHECKPOINT_POINTER;
 use m3ixup::agents::ddpg::{self, DdpgConfig};
 use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions};
 use m3ixup::agents::run::RunDir;
@@ -182,11 +183,20 @@ struct Cli {
     device: DeviceArgs,
 }
 
+fn check_max_updates(cli: &Cli, config: &AnyConfig) -> anyhow::Result<()> {
+    if cli.max_updates.is_some() && !matches!(config, AnyConfig::Ppo(_)) {
+        bail!("--max-updates applies to ppo runs only (this config trains `{}`)", config.algo());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     m3ixup::alloc::keep_freed_memory();
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
     cli.device.check()?;
+    // Every check that can fail comes before the run directory is made (a failed start must not
+    // leave an empty directory that blocks the name).
     let (config, run): (AnyConfig, RunDir) = match &cli.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
@@ -206,15 +216,14 @@ fn main() -> anyhow::Result<()> {
         None => {
             let config = AnyConfig::load(cli.config.as_deref(), &cli.set)?;
             config.validate().context("invalid train config")?;
+            check_max_updates(&cli, &config)?;
             let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &config.kind())
                 .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
             (config, run)
         }
     };
     config.validate().context("invalid train config")?;
-    if cli.max_updates.is_some() && !matches!(config, AnyConfig::Ppo(_)) {
-        bail!("--max-updates applies to ppo runs only (this config trains `{}`)", config.algo());
-    }
+    check_max_updates(&cli, &config)?;
     println!("# resolved config\n{}", config.to_toml()?);
     println!("run directory: {}", run.path().display());
     if let AnyConfig::Ppo(c) = &config {
@@ -230,7 +239,18 @@ fn main() -> anyhow::Result<()> {
 
     let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
     println!("device: {} ({})", cli.device.device, cli.device.device.describe());
-    let summary = cli.device.run(Train { config: &config, run: &run, options: &options })?;
+    let summary = match cli.device.run(Train { config: &config, run: &run, options: &options }) {
+        Ok(summary) => summary,
+        // A run that failed before it logged or saved anything frees its name again.
+        Err(e) if cli.resume.is_none() => {
+            let path = run.path().to_path_buf();
+            if run.remove_if_unused(CHECKPOINT_POINTER).unwrap_or(false) {
+                return Err(e.context(format!("(its empty run directory {} was removed)", path.display())));
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
 
     println!(
         "{} env steps in {:.1} s ({:.0} env steps/s); last reward/step {:.3}, recent episodic return {:.1}",

@@ -1,0 +1,267 @@
+//! A run's files against crashes, a second process and tampering: each test reproduces one way
+//! a run used to lose data, block its name or load the wrong weights, through the library (and
+//! the `train` binary where the defect was the binary's).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use burn::backend::{Autodiff, Flex};
+
+use m3ixup::agents::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE};
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions, TrainSummary, AGENT_FILE};
+use m3ixup::agents::run::RunDir;
+use m3ixup::config::load;
+
+type Ad = Autodiff<Flex>;
+
+/// The Flex backend seeds one global RNG: the tests that train take this lock.
+static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+fn config_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
+}
+
+fn smoke(overrides: &[&str]) -> PpoConfig {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let config: PpoConfig = load(Some(&config_path("ppo-smoke.toml")), &overrides).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+fn fresh_dir(tag: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-safety-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Trains `config` in `dir` for at most `max_updates` updates, resuming when asked.
+fn run(config: &PpoConfig, dir: &Path, resume: bool, max_updates: Option<usize>) -> TrainSummary {
+    let options = TrainOptions { resume, max_updates, ..Default::default() };
+    train::<Ad>(config, &RunDir::at(dir).unwrap(), &Default::default(), &options).unwrap()
+}
+
+/// `global_step` of every CSV row, and of every JSON line.
+fn logged_steps(dir: &Path) -> (Vec<f64>, Vec<f64>) {
+    let csv = fs::read_to_string(dir.join("metrics.csv")).unwrap();
+    let csv_steps = csv.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
+    let jsonl = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let json_steps = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["global_step"].as_f64().unwrap())
+        .collect();
+    (csv_steps, json_steps)
+}
+
+fn cut_off(path: &Path, bytes: usize) {
+    let text = fs::read(path).unwrap();
+    fs::write(path, &text[..text.len() - bytes]).unwrap();
+}
+
+#[test]
+fn a_cut_off_last_metrics_line_neither_blocks_resume_nor_loses_a_row() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let config = smoke(&["train.total_steps=256", "train.checkpoint_every=1"]); // 4 updates of 64 steps
+    for file in ["metrics.jsonl", "metrics.csv"] {
+        let dir = fresh_dir(&format!("cut-{file}"));
+        run(&config, &dir, false, Some(2));
+        // A crash in the middle of the second row's write (after its checkpoint).
+        cut_off(&dir.join(file), 30);
+        let resumed = run(&config, &dir, true, None);
+        assert_eq!(resumed.global_step, 256);
+        let (csv, json) = logged_steps(&dir);
+        assert_eq!(csv, [64.0, 128.0, 192.0, 256.0], "{file} cut: every update once, the cut row recovered");
+        assert_eq!(json, csv, "{file} cut: both files agree");
+        fs::remove_dir_all(dir).unwrap();
+    }
+    // A damaged line that is not the last is still an error naming the file and the line.
+    let dir = fresh_dir("cut-middle");
+    run(&config, &dir, false, Some(2));
+    let jsonl = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    fs::write(dir.join("metrics.jsonl"), jsonl.replacen("{", "{{", 1)).unwrap();
+    let err = train::<Ad>(
+        &config,
+        &RunDir::at(&dir).unwrap(),
+        &Default::default(),
+        &TrainOptions { resume: true, ..Default::default() },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("metrics.jsonl line 1"), "{err}");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_second_process_on_the_same_run_is_refused_while_the_first_holds_it() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let config = smoke(&["train.total_steps=128"]);
+    let dir = fresh_dir("lock");
+    run(&config, &dir, false, Some(1));
+    let held = RunDir::at(&dir).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["--resume", &dir.display().to_string(), "--quiet"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("in use by process"), "{err}");
+    assert!(err.contains(&std::process::id().to_string()), "names the holder: {err}");
+    // In one process too, and free again once the holder is gone.
+    assert!(RunDir::at(&dir).unwrap_err().to_string().contains("in use"));
+    drop(held);
+    let resumed = run(&config, &dir, true, None);
+    assert_eq!(resumed.global_step, 128);
+    assert_eq!(logged_steps(&dir).0, [64.0, 128.0], "the refused process wrote nothing");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_checkpoint_pointer_leading_outside_its_run_is_refused_and_nothing_is_deleted() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let config = smoke(&["train.total_steps=128"]);
+    let (a, b) = (fresh_dir("pointer-a"), fresh_dir("pointer-b"));
+    run(&config, &a, false, Some(1));
+    run(&config, &b, false, Some(1));
+    let a_checkpoint = latest_checkpoint(&a).unwrap().unwrap();
+    for pointer in
+        ["../pointer-x/checkpoints/update-000001", "/tmp/checkpoints/x", "checkpoints/../../y", "config.toml"]
+    {
+        let outside = pointer.replace("pointer-x", a.file_name().unwrap().to_str().unwrap());
+        fs::write(b.join(CHECKPOINT_POINTER), format!("dir = \"{outside}\"\n")).unwrap();
+        let err = train::<Ad>(
+            &config,
+            &RunDir::at(&b).unwrap(),
+            &Default::default(),
+            &TrainOptions { resume: true, ..Default::default() },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is not a checkpoint of this run"), "{pointer}: {err}");
+        assert!(a_checkpoint.join(AGENT_FILE).is_file(), "{pointer}: run A keeps its checkpoint");
+    }
+    fs::remove_dir_all(a).unwrap();
+    fs::remove_dir_all(b).unwrap();
+}
+
+#[test]
+fn a_checkpoint_of_another_config_or_with_damaged_bytes_is_an_error_never_a_silent_load_or_a_panic() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let mut checkpoints = Vec::new();
+    for (tag, hidden) in [("h16", "[16]"), ("h32", "[32]"), ("deep", "[16, 16, 16]")] {
+        let dir = fresh_dir(&format!("shape-{tag}"));
+        run(&smoke(&["train.total_steps=64", &format!("policy.hidden={hidden}")]), &dir, false, None);
+        checkpoints.push((dir.clone(), latest_checkpoint(&dir).unwrap().unwrap()));
+    }
+    let target = &checkpoints[0].1;
+    let original = fs::read(target.join(AGENT_FILE)).unwrap();
+    let load_error = || load_agent::<Flex>(target, &Default::default()).err().map(|e| e.to_string());
+    assert_eq!(load_error(), None, "its own weights load");
+
+    // Replaced by another config's weights, or one flipped bit: the recorded checksum differs.
+    for (i, _) in [(), ()].iter().enumerate() {
+        fs::copy(checkpoints[i + 1].1.join(AGENT_FILE), target.join(AGENT_FILE)).unwrap();
+        let err = load_error().expect("refused");
+        assert!(err.contains("checksum") && err.contains(AGENT_FILE), "{err}");
+    }
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    fs::write(target.join(AGENT_FILE), &flipped).unwrap();
+    assert!(load_error().expect("refused").contains("checksum"));
+
+    // Without a recorded checksum (checkpoints written before them), shapes are still checked.
+    let state = fs::read_to_string(target.join(STATE_FILE)).unwrap();
+    let without: String = state.split("[checksums]").next().unwrap().to_string();
+    fs::write(target.join(STATE_FILE), without).unwrap();
+    fs::copy(checkpoints[1].1.join(AGENT_FILE), target.join(AGENT_FILE)).unwrap();
+    let err = load_error().expect("refused");
+    assert!(err.contains("has shape") && err.contains("[8, 32]") && err.contains("[8, 16]"), "{err}");
+    fs::copy(checkpoints[2].1.join(AGENT_FILE), target.join(AGENT_FILE)).unwrap();
+    let err = load_error().expect("refused, not a panic");
+    assert!(err.contains("do not fit the config's network"), "{err}");
+    fs::write(target.join(AGENT_FILE), &original).unwrap();
+    assert_eq!(load_error(), None);
+    for (dir, _) in checkpoints {
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn a_one_row_last_minibatch_is_normalised_with_the_minibatch_before_it() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let mean_of = |summary: &TrainSummary, key: &str| {
+        let row = &summary.rows[0];
+        row.iter().find(|(k, _)| k == key).unwrap().1
+    };
+    let mut policy_losses = Vec::new();
+    for minibatch in ["63", "64"] {
+        let dir = fresh_dir(&format!("minibatch-{minibatch}"));
+        let config = smoke(&["train.total_steps=64", "aux.kind=\"none\"", &format!("ppo.minibatch_size={minibatch}")]);
+        let summary = run(&config, &dir, false, None);
+        policy_losses.push(mean_of(&summary, "losses/policy"));
+        fs::remove_dir_all(dir).unwrap();
+    }
+    // With normalised advantages the clipped policy loss stays near 0; one unnormalised row (the
+    // pendulum's advantages are tens) once made it 34.5.
+    for loss in &policy_losses {
+        assert!(loss.abs() < 1.0, "policy losses {policy_losses:?}");
+    }
+}
+
+#[test]
+fn a_run_that_cannot_start_leaves_no_directory_behind() {
+    let dir = fresh_dir("no-start");
+    let runs = dir.display().to_string();
+    let train = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_train"))
+            .args(args)
+            .args(["--runs-dir", &runs, "--quiet"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let sac = config_path("sac-smoke.toml").display().to_string();
+    let out = train(&["--config", &sac, "--max-updates", "2", "--run-name", "sac"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--max-updates"));
+    let ddpg = config_path("ddpg-smoke.toml").display().to_string();
+    let out = train(&["--config", &ddpg, "--set", "pretrained.path=\"no/such/run\"", "--run-name", "ddpg"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("pretrained.path") && err.contains("no/such/run"), "{err}");
+    for name in ["sac", "ddpg"] {
+        assert!(!dir.join(name).exists(), "{name}: no directory blocks the name");
+    }
+    let _ = fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_resume_clears_what_a_killed_checkpoint_write_left_and_continues_the_runs_clock() {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let config = smoke(&["train.total_steps=192"]);
+    let dir = fresh_dir("leftovers");
+    let first = run(&config, &dir, false, Some(1));
+    let elapsed = |row: &Vec<(String, f64)>| row.iter().find(|(k, _)| k == "time/elapsed_seconds").unwrap().1;
+    let clock_at_checkpoint = elapsed(&first.rows[0]);
+    // What kill -9 during a checkpoint write leaves: a checkpoint directory nobody points at and
+    // temporaries of atomic writes, in the run and in a checkpoint.
+    let orphan = dir.join(CHECKPOINTS_DIR).join("update-000002");
+    fs::create_dir_all(&orphan).unwrap();
+    fs::write(orphan.join(AGENT_FILE), b"half").unwrap();
+    let current = latest_checkpoint(&dir).unwrap().unwrap();
+    let temporaries =
+        [dir.join(".checkpoint.toml.tmp-4242"), dir.join(".metrics.csv.tmp-17"), current.join(".agent.mpk.tmp-99")];
+    for t in &temporaries {
+        fs::write(t, b"partial").unwrap();
+    }
+    let resumed = run(&config, &dir, true, None);
+    assert!(!orphan.exists(), "the orphan checkpoint is removed");
+    for t in &temporaries {
+        assert!(!t.exists(), "{} is removed", t.display());
+    }
+    assert!(current.join(AGENT_FILE).is_file() || latest_checkpoint(&dir).unwrap().is_some());
+    // The clock continues from the checkpoint's, so report sees the run's whole wall time.
+    for row in &resumed.rows {
+        assert!(elapsed(row) > clock_at_checkpoint, "{} <= {clock_at_checkpoint}", elapsed(row));
+    }
+    fs::remove_dir_all(dir).unwrap();
+}
