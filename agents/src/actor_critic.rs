@@ -330,8 +330,7 @@ mod tests {
         let space = ObsSpace::new([("proprio", m3ixup_envs::ModalitySpec::vector(&[(-1.0, 1.0); 3]))]).unwrap();
         for action_space in [ActionSpace::Box { low: vec![-2.0, 0.0], high: vec![2.0, 1.0] }, ActionSpace::Discrete(4)]
         {
-            let mut config = ActorCriticConfig::default();
-            config.log_std_init = -0.3;
+            let config = ActorCriticConfig { log_std_init: -0.3, ..Default::default() };
             let ac = config.init::<Flex>(&EncoderConfig::default(), &space, &action_space, &device).unwrap();
             let k = action_space.policy_outputs();
             let policy: Vec<f32> = (0..3 * k).map(|i| (i as f32 * 0.37).sin()).collect();

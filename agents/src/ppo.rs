@@ -814,7 +814,8 @@ pub fn minibatches(indices: &[usize], size: usize) -> impl Iterator<Item = &[usi
 }
 
 /// The policy a rollout queries (`rollout.inference`): the learner's weights on its device, or
-/// a copy on the CPU.
+/// a copy on the CPU. One lives per update, so the size gap between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum RolloutPolicy<B: Backend> {
     Learner(ActorCritic<B>, B::Device),
     Cpu(ActorCritic<Flex>),

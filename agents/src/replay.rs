@@ -24,11 +24,13 @@
 //! sub-environment and `F = n + n / 16 + k + 1` frame slots: `F / n` times (one frame of every
 //! modality, plus 2 flag bytes per modality and 8 bytes of episode bookkeeping), plus 16 bytes
 //! (index, reward, flags) and 4 bytes per action dimension. For the multimodal pendulum (two
-//! frames of u8 60x60 pixels and f32 6-microphone sound, one action): about 1.06 x (3,600 + 24
-//! + 12) + 20 = 3,887 bytes, against 1.06 x (7,248 + 12) + 20 = 7,739 for stored stacks (a
-//! 100,000-transition buffer: 389 MB instead of 774 MB). A test checks it. Each episode end takes one extra frame (its
-//! final observation), which the `n / 16` slots cover for episodes of 16 steps or more; with
-//! shorter episodes the oldest transitions leave a little before `n` are stored.
+//! frames of u8 60x60 pixels and f32 6-microphone sound, one action): about
+//! 1.06 x (3,600 + 24 + 12) + 20 = 3,887 bytes, against 1.06 x (7,248 + 12) + 20 = 7,739 for
+//! stored stacks (a 100,000-transition buffer: 389 MB instead of 774 MB). A test checks it.
+//!
+//! Each episode end takes one extra frame (its final observation), which the `n / 16` slots
+//! cover for episodes of 16 steps or more; with shorter episodes the oldest transitions leave a
+//! little before `n` are stored.
 
 use std::collections::VecDeque;
 

@@ -91,7 +91,7 @@ pub fn gae(
 ) -> Advantages {
     let n = last_values.len();
     let len = rewards.len();
-    assert!(n > 0 && len % n == 0, "{len} transitions do not split into steps of {n} environments");
+    assert!(n > 0 && len.is_multiple_of(n), "{len} transitions do not split into steps of {n} environments");
     for (name, l) in [
         ("values", values.len()),
         ("terminated", terminated.len()),
@@ -102,6 +102,7 @@ pub fn gae(
     }
     let steps = len / n;
     let mut advantages = vec![0.0f32; len];
+    #[allow(clippy::needless_range_loop)] // `i` indexes a strided layout, not one slice
     for i in 0..n {
         let mut running = 0.0f32;
         for t in (0..steps).rev() {

@@ -227,7 +227,8 @@ impl SacConfig {
         check_range("sac.critic_tau", s.critic_tau, 0.0, 1.0, true)?;
         check_range("sac.encoder_tau", s.encoder_tau, 0.0, 1.0, true)?;
         check_range("sac.aux_weight", s.aux_weight, 0.0, f64::MAX, false)?;
-        if !(s.log_std_min < s.log_std_max) || !s.log_std_min.is_finite() || !s.log_std_max.is_finite() {
+        let ordered = s.log_std_min.partial_cmp(&s.log_std_max) == Some(std::cmp::Ordering::Less);
+        if !ordered || !s.log_std_min.is_finite() || !s.log_std_max.is_finite() {
             return Err(TrainError::config("sac.log_std_min", "log_std_min must be finite and below log_std_max"));
         }
         if let Some(t) = s.target_entropy {
@@ -524,7 +525,8 @@ where
         // Critic (+ auxiliary loss): one backward pass into the Q heads and the encoder.
         let (x, presence) = batch_input::<B>(space, &batch.obs, device);
         let complete = (0..n).all(|k| presence.complete(k));
-        let aux_on = LossTerm::ALL.iter().any(|&t| aux.enabled(t)) && complete && self.updates % sac.aux_every == 0;
+        let aux_on =
+            LossTerm::ALL.iter().any(|&t| aux.enabled(t)) && complete && self.updates.is_multiple_of(sac.aux_every);
         let (repr, aux_loss) = if aux_on {
             let feats = self.agent.encoder.features(&x);
             let z_m = self.agent.encoder.project(feats.joint.clone());
@@ -553,7 +555,7 @@ where
         };
 
         // Actor and temperature, on the representation detached.
-        if self.updates % sac.actor_every == 0 {
+        if self.updates.is_multiple_of(sac.actor_every) {
             let repr = repr.detach();
             let pi = self.agent.sample(repr.clone(), normal_noise(n, width, rng, device));
             let q = self.agent.critic.min(repr, pi.action);
@@ -570,7 +572,7 @@ where
         }
 
         // Targets.
-        if self.updates % sac.target_every == 0 {
+        if self.updates.is_multiple_of(sac.target_every) {
             let target = self.target.clone();
             self.target = SacTarget {
                 encoder: soft_update(&self.agent.encoder, target.encoder, sac.encoder_tau),
