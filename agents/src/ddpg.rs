@@ -34,8 +34,8 @@ use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, V
 
 use crate::actor_critic::Mlp;
 use crate::checkpoint::{
-    load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
-    STATE_FILE,
+    checksum, load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError,
+    AGENT_FILE, STATE_FILE,
 };
 use crate::encoder::M3ixupEncoder;
 use crate::off_policy::{
@@ -162,6 +162,23 @@ impl Default for DdpgSection {
 
 impl DdpgConfig {
     /// Checks every value; the error names the field.
+    /// Checks the files the config names (the pretrained encoder), apart from [`Self::validate`]
+    /// so that a config can be checked on a machine without its runs; `train` calls both before
+    /// it makes a run directory.
+    pub fn check_inputs(&self) -> Result<(), TrainError> {
+        let meta = self.pretrained.path.join(META_FILE);
+        if !meta.is_file() {
+            return Err(TrainError::config(
+                "pretrained.path",
+                format!(
+                    "{} has no {META_FILE}: give the directory of a `pretrain` run",
+                    self.pretrained.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), TrainError> {
         if self.algo != "ddpg-frozen" {
             return Err(TrainError::config("algo", format!("`{}` is not \"ddpg-frozen\"", self.algo)));
@@ -170,18 +187,6 @@ impl DdpgConfig {
         box_width(env.action_space(), "ddpg-frozen")?;
         if self.pretrained.path.as_os_str().is_empty() {
             return Err(TrainError::config("pretrained.path", "is empty: give the directory of a `pretrain` run"));
-        }
-        // Checked here, before a run directory is made for a run that cannot start.
-        let meta = self.pretrained.path.join(crate::pretrain::META_FILE);
-        if !meta.is_file() {
-            return Err(TrainError::config(
-                "pretrained.path",
-                format!(
-                    "{} has no {}: give the directory of a `pretrain` run",
-                    self.pretrained.path.display(),
-                    crate::pretrain::META_FILE
-                ),
-            ));
         }
         self.rollout.validate()?;
         self.train.validate()?;
@@ -379,6 +384,8 @@ pub fn train<B: AutodiffBackend>(
         checksums: Default::default(),
     };
     let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(CHECKPOINT_FILE))?;
+    // The copy's own checksum (the bytes are re-recorded here, not copied from the pretrain run).
+    let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
     let bar = progress_bar(verbose, t.total_steps, "", "steps");

@@ -58,7 +58,10 @@ impl AnyConfig {
         match self {
             Self::Ppo(c) => c.validate()?,
             Self::Sac(c) => c.validate()?,
-            Self::Ddpg(c) => c.validate()?,
+            Self::Ddpg(c) => {
+                c.validate()?;
+                c.check_inputs()?
+            }
         }
         Ok(())
     }
