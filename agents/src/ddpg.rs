@@ -17,7 +17,6 @@
 //! compares its parameters with the pretrained ones).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::nn::{Linear, LinearConfig};
@@ -34,17 +33,16 @@ use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, V
 
 use crate::actor_critic::Mlp;
 use crate::checkpoint::{
-    checksum, load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError,
-    AGENT_FILE, STATE_FILE,
+    checksum, load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
 };
 use crate::encoder::M3ixupEncoder;
+use crate::harness::{Harness, Progress};
 use crate::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
     Tally,
 };
 use crate::optim::soft_update;
 use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
-use crate::progress::progress_bar;
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -342,7 +340,6 @@ pub fn train<B: AutodiffBackend>(
     verbose: bool,
 ) -> Result<OffPolicySummary, TrainError> {
     config.validate()?;
-    let started = Instant::now();
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (d, t) = (&config.ddpg, &config.train);
 
@@ -363,8 +360,6 @@ pub fn train<B: AutodiffBackend>(
     let latent_dim = encoder.latent_dim();
     let latent_space = ObsSpace::new([("latent", ModalitySpec::uniform(&[latent_dim], DType::F32, -1.0, 1.0))])
         .map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
-    run.write_config(&config_text).map_err(TrainError::io("cannot write config.toml"))?;
-    let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
 
     // 3. Heads, targets, optimisers; replay of latents.
     let mut heads = config.policy.init::<B>(latent_dim, width, device);
@@ -372,7 +367,7 @@ pub fn train<B: AutodiffBackend>(
     let mut actor_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
     let mut critic_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
     let mut replay = ReplayBuffer::new(&latent_space, width, num_envs, config.replay.capacity, 1)?;
-    let mut state = CheckpointState {
+    let state = CheckpointState {
         algo: config.algo.clone(),
         update: 0,
         global_step: 0,
@@ -388,7 +383,7 @@ pub fn train<B: AutodiffBackend>(
     let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    let bar = progress_bar(verbose, t.total_steps, "", "steps");
+    let mut harness = Harness::start(run, state, Progress { verbose, total: t.total_steps, unit: "steps" })?;
     let obs = envs.reset(Some(t.seed))?.clone();
     let mut z = latents(&encoder, &obs_space, &obs, device);
     replay.reset(&z)?;
@@ -396,7 +391,6 @@ pub fn train<B: AutodiffBackend>(
     let (mut global_step, mut owed, mut updates) = (0u64, 0.0f64, 0usize);
     let (mut next_log, mut next_checkpoint) = (t.log_every, t.checkpoint_every);
     let mut tally = Tally::with_losses(&["losses/critic", "losses/actor"]);
-    let mut rows = Vec::new();
     while global_step < t.total_steps {
         // 4. Act: uniform random during the warm-up, then the actor plus annealed OU noise.
         let squashed: Vec<f32> = if global_step < d.learning_starts {
@@ -463,21 +457,18 @@ pub fn train<B: AutodiffBackend>(
         // 6. Metrics, checkpoints, progress.
         if global_step >= next_log || global_step >= t.total_steps {
             next_log += t.log_every;
-            let elapsed = started.elapsed().as_secs_f64();
+            harness.state.global_step = global_step;
             let mut row = vec![("global_step".to_string(), global_step as f64), ("update".to_string(), updates as f64)];
             row.extend(tally.take_row());
-            row.push(("time/sps".into(), global_step as f64 / elapsed));
-            row.push(("time/elapsed_seconds".into(), elapsed));
-            metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
+            row.push(("time/sps".into(), harness.sps()));
             let reward = row.iter().find(|(k, _)| k == "charts/reward_per_step").map_or(f64::NAN, |(_, v)| *v);
-            bar.set_message(format!("reward/step {reward:.3}"));
-            rows.push(row);
+            harness.log(row)?;
+            harness.bar.set_message(format!("reward/step {reward:.3}"));
         }
         if global_step >= next_checkpoint || global_step >= t.total_steps {
             next_checkpoint += t.checkpoint_every;
-            state.update = updates;
-            state.global_step = global_step;
-            state.elapsed_seconds = started.elapsed().as_secs_f64();
+            harness.state.update = updates;
+            harness.state.global_step = global_step;
             let name = format!("checkpoints/step-{global_step:09}");
             let dir = run.file(&name);
             let files = [
@@ -485,12 +476,12 @@ pub fn train<B: AutodiffBackend>(
                 (CHECKPOINT_FILE, encoder_bytes.clone()),
                 (META_FILE, meta_text.clone().into_bytes()),
             ];
-            write_checkpoint(run, &name, &state, &files)?;
+            harness.checkpoint(&name, &files)?;
         }
-        bar.set_position(global_step);
+        harness.bar.set_position(global_step);
     }
-    bar.finish_and_clear();
-    Ok(OffPolicySummary::new(run, global_step, updates, started, rows))
+    let seconds = harness.process_seconds();
+    Ok(OffPolicySummary::new(run, global_step, updates, seconds, harness.finish()))
 }
 
 /// A one-modality batch of latents as a `[N, d]` tensor.

@@ -18,6 +18,7 @@ pub mod conv;
 pub mod ddpg;
 pub mod encoder;
 pub mod evaluate;
+pub mod harness;
 pub mod losses;
 pub mod off_policy;
 pub mod optim;

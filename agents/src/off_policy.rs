@@ -3,7 +3,6 @@
 //! bookkeeping between metrics rows.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -227,17 +226,16 @@ pub struct OffPolicySummary {
 }
 
 impl OffPolicySummary {
-    /// The summary of a run that logged `rows` and started at `started`.
+    /// The summary of a run that logged `rows` in `wall_seconds`.
     pub fn new(
         run: &RunDir,
         global_step: u64,
         updates: usize,
-        started: Instant,
+        wall_seconds: f64,
         rows: Vec<Vec<(String, f64)>>,
     ) -> Self {
         let last =
             |key: &str| rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
-        let wall_seconds = started.elapsed().as_secs_f64();
         Self {
             run_dir: run.path().to_path_buf(),
             global_step,

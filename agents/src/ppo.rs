@@ -40,12 +40,12 @@ pub use crate::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
     OPTIMIZER_FILE, STATE_FILE,
 };
-use crate::checkpoint::{load_module, load_record, record_bytes, remove_orphan_checkpoints, write_checkpoint};
+use crate::checkpoint::{load_module, load_record, record_bytes};
 use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
+use crate::harness::{Harness, Progress};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
 use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
-use crate::progress::progress_bar;
 use crate::rollout::{gae, Rollout};
 use crate::run::RunDir;
 use crate::storage::{batch_input, DeviceObs};
@@ -370,6 +370,29 @@ pub struct PpoLoss<B: Backend> {
     pub aux_report: Option<M3ixupReport>,
 }
 
+impl<B: AutodiffBackend> PpoLoss<B> {
+    /// total, policy, value, entropy, aux, approx_kl, clip_fraction, read back in one transfer.
+    pub fn parts(&self) -> Vec<f32> {
+        let parts =
+            [&self.total, &self.policy, &self.value, &self.entropy, &self.aux, &self.approx_kl, &self.clip_fraction];
+        Tensor::cat(parts.iter().map(|t| (*t).clone().inner()).collect(), 0)
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .expect("f32 losses")
+    }
+
+    /// `Some(description)` when a loss among [`Self::parts`]' first five is NaN or infinite.
+    pub fn not_finite(parts: &[f32]) -> Option<String> {
+        parts[..5].iter().any(|v| !v.is_finite()).then(|| {
+            format!(
+                "total {}, policy {}, value {}, entropy {}, aux {}",
+                parts[0], parts[1], parts[2], parts[3], parts[4]
+            )
+        })
+    }
+}
+
 /// The combined PPO + auxiliary loss of one minibatch (module docs: which loss trains what).
 /// `draws` are the mixup draws for the rows the auxiliary loss sees.
 pub fn ppo_loss<B: AutodiffBackend>(
@@ -446,17 +469,17 @@ pub fn ppo_loss<B: AutodiffBackend>(
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
 
-/// Writes `checkpoints/update-NNNNNN/` (agent, optimiser, state) as [`write_checkpoint`] does.
-pub fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
-    run: &RunDir,
+/// Writes `checkpoints/update-NNNNNN/` (agent, optimiser, state) through the harness.
+fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
+    harness: &mut Harness,
     agent: &ActorCritic<B>,
     optim: &O,
-    state: &CheckpointState,
 ) -> Result<PathBuf, PpoError> {
-    let rel = format!("checkpoints/update-{:06}", state.update);
-    let agent_bytes = record_bytes(agent.clone().into_record(), &run.file(&rel).join(AGENT_FILE))?;
-    let optim_bytes = record_bytes(optim.to_record(), &run.file(&rel).join(OPTIMIZER_FILE))?;
-    write_checkpoint(run, &rel, state, &[(AGENT_FILE, agent_bytes), (OPTIMIZER_FILE, optim_bytes)])
+    let rel = format!("checkpoints/update-{:06}", harness.state.update);
+    let dir = harness.run().file(&rel);
+    let agent_bytes = record_bytes(agent.clone().into_record(), &dir.join(AGENT_FILE))?;
+    let optim_bytes = record_bytes(optim.to_record(), &dir.join(OPTIMIZER_FILE))?;
+    harness.checkpoint(&rel, &[(AGENT_FILE, agent_bytes), (OPTIMIZER_FILE, optim_bytes)])
 }
 
 /// Builds the agent of a checkpoint from its config and loads its weights.
@@ -512,7 +535,6 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainSummary, PpoError> {
     config.validate()?;
-    let started = Instant::now();
     let config_text = toml::to_string_pretty(config).map_err(|e| PpoError::config("(config)", e.to_string()))?;
     let (r, p) = (&config.rollout, &config.ppo);
     let aux = config.aux_loss()?;
@@ -538,49 +560,33 @@ pub fn train<B: AutodiffBackend>(
         ActionSpace::Discrete(_) => 1,
     };
 
-    // 3. Agent and optimiser: fresh, or from the last checkpoint.
+    // 3. Agent and optimiser: fresh, or from the last checkpoint (the harness finds it, checks
+    // its config, reopens the metrics and continues the run's clock).
     let mut agent = config.policy.init::<B>(&config.encoder, &obs_space, &action_space, device)?;
     let mut optim = AdamConfig::new().with_epsilon(1e-5).init::<B, ActorCritic<B>>();
-    let mut start_update = 0usize;
-    let mut global_step = 0u64;
-    let mut last_checkpoint = 0usize;
-    // Wall time of the run's earlier processes (a resumed run's clock continues).
-    let mut elapsed_before = 0.0f64;
-    let mut metrics = if options.resume {
-        let dir = latest_checkpoint(run.path())?.ok_or_else(|| PpoError::Checkpoint {
-            path: run.file(CHECKPOINT_POINTER),
-            reason: "no checkpoint to resume from".into(),
-        })?;
-        let state = load_checkpoint_state(&dir)?;
-        // What a kill mid-checkpoint left: checkpoint directories nobody points at.
-        remove_orphan_checkpoints(run)?;
-        if state.config != config_text {
-            return Err(PpoError::Checkpoint {
-                path: dir.join(STATE_FILE),
-                reason: "the run's config differs from the one given: resume with the run's own config.toml".into(),
-            });
-        }
-        let (loaded, _, _) = load_agent::<B>(&dir, device)?;
-        agent = loaded;
-        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), state.checksums.get(OPTIMIZER_FILE), device)?);
-        (start_update, global_step, last_checkpoint) = (state.update, state.global_step, state.update);
-        elapsed_before = state.elapsed_seconds;
-        run.resume_metrics("global_step", global_step as f64).map_err(PpoError::io("cannot reopen the metrics"))?
-    } else {
-        run.write_config(&config_text).map_err(PpoError::io("cannot write config.toml"))?;
-        run.metrics().map_err(PpoError::io("cannot create the metrics files"))?
-    };
-    let mut state = CheckpointState {
+    let state = CheckpointState {
         algo: config.algo.clone(),
-        update: start_update,
-        global_step,
+        update: 0,
+        global_step: 0,
         env_name: config.env.name.clone(),
         observation_space: obs_space.clone(),
         action_space: action_space.clone(),
-        config: config_text.clone(),
+        config: config_text,
         elapsed_seconds: 0.0,
         checksums: Default::default(),
     };
+    let progress = Progress { verbose: options.verbose, total: num_updates as u64 * batch_size as u64, unit: "steps" };
+    let mut harness = if options.resume {
+        let (harness, dir) = Harness::resume(run, state, progress)?;
+        let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
+        agent = loaded;
+        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), saved.checksums.get(OPTIMIZER_FILE), device)?);
+        harness
+    } else {
+        Harness::start(run, state, progress)?
+    };
+    let (start_update, mut global_step) = (harness.state.update, harness.state.global_step);
+    let mut last_checkpoint = start_update;
 
     // A resumed run restarts its episodes from a seed of its own (environment state is not
     // checkpointed).
@@ -590,11 +596,6 @@ pub fn train<B: AutodiffBackend>(
     let mut recent_returns: std::collections::VecDeque<(usize, f64)> = Default::default();
     let mut cpu_policy: Option<ActorCritic<Flex>> = None;
 
-    let bar = progress_bar(options.verbose, num_updates as u64 * batch_size as u64, "", "steps");
-    bar.set_position(global_step);
-    let mut rows = Vec::new();
-    let process_start = Instant::now();
-    let process_start_step = global_step;
     let last_update = match options.max_updates {
         Some(m) => num_updates.min(start_update + m),
         None => num_updates,
@@ -618,43 +619,10 @@ pub fn train<B: AutodiffBackend>(
             }
         };
         let log_std = agent.log_std_values();
-        rollout.clear();
-        let (mut episode_returns, mut episode_lengths) = (Vec::new(), Vec::new());
-        for _ in 0..r.steps {
-            let (values, logits) = policy.outputs(&obs_space, &obs);
-            let chosen = choose_actions(&action_space, &logits, &log_std, false, &mut rng);
-            rollout.obs.push_batch(&obs);
-            rollout.actions.extend_from_slice(&chosen.raw);
-            rollout.log_probs.extend_from_slice(&chosen.log_prob);
-            rollout.values.extend_from_slice(&values);
-
-            let step = envs.step(&chosen.env)?;
-            rollout.rewards.extend(step.rewards.iter().map(|&x| x as f32));
-            rollout.terminated.extend_from_slice(&step.terminated);
-            rollout.truncated.extend_from_slice(&step.truncated);
-            // V(final observation) of truncated episodes, in one batch.
-            let truncated: Vec<usize> = (0..r.num_envs).filter(|&i| step.truncated[i] && !step.terminated[i]).collect();
-            let mut trunc_values = vec![0.0f32; r.num_envs];
-            if !truncated.is_empty() {
-                let finals: Vec<_> = truncated
-                    .iter()
-                    .map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation"))
-                    .collect();
-                let vf = policy.values_of(&obs_space, &finals)?;
-                for (&i, v) in truncated.iter().zip(vf) {
-                    trunc_values[i] = v;
-                }
-            }
-            rollout.truncation_values.extend_from_slice(&trunc_values);
-            for i in (0..r.num_envs).filter(|&i| step.done(i)) {
-                if let Some(&ret) = step.infos[i].get(INFO_EPISODE_RETURN) {
-                    episode_returns.push(ret);
-                    episode_lengths.push(step.infos[i].get(INFO_EPISODE_LENGTH).copied().unwrap_or(f64::NAN));
-                }
-            }
-            obs.clone_from(&step.obs);
-        }
+        let (episode_returns, episode_lengths) =
+            collect_rollout(&policy, &mut envs, &mut obs, &mut rollout, r.steps, &log_std, &mut rng)?;
         global_step += batch_size as u64;
+        harness.state.global_step = global_step;
         let rollout_seconds = update_start.elapsed().as_secs_f64();
 
         // 5. GAE, bootstrapping from V(s_T) for the episodes still running.
@@ -693,33 +661,9 @@ pub fn train<B: AutodiffBackend>(
                 let draws =
                     (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
                 let loss = ppo_loss(&agent, &mb, p, &aux, draws);
-                let parts: Vec<f32> = Tensor::cat(
-                    vec![
-                        loss.total.clone().inner(),
-                        loss.policy.clone().inner(),
-                        loss.value.clone().inner(),
-                        loss.entropy.clone().inner(),
-                        loss.aux.clone().inner(),
-                        loss.approx_kl.clone().inner(),
-                        loss.clip_fraction.clone().inner(),
-                    ],
-                    0,
-                )
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .expect("f32 losses");
-                if parts[..5].iter().any(|v| !v.is_finite()) {
-                    return Err(PpoError::Diverged {
-                        update,
-                        epoch,
-                        minibatch: k + 1,
-                        parts: format!(
-                            "total {}, policy {}, value {}, entropy {}, aux {}",
-                            parts[0], parts[1], parts[2], parts[3], parts[4]
-                        ),
-                        last_checkpoint,
-                    });
+                let parts = loss.parts();
+                if let Some(parts) = PpoLoss::<B>::not_finite(&parts) {
+                    return Err(PpoError::Diverged { update, epoch, minibatch: k + 1, parts, last_checkpoint });
                 }
                 let mut grads = GradientsParams::from_grads(loss.total.backward(), &agent);
                 let grad_norm = clip_grad_norm(&agent, &mut grads, p.max_grad_norm);
@@ -746,7 +690,7 @@ pub fn train<B: AutodiffBackend>(
         let y_var = variance(&adv.returns);
         let residual: Vec<f32> = adv.returns.iter().zip(&rollout.values).map(|(r, v)| r - v).collect();
         let explained_variance = if y_var == 0.0 { f64::NAN } else { 1.0 - variance(&residual) / y_var };
-        let sps = (global_step - process_start_step) as f64 / process_start.elapsed().as_secs_f64();
+        let sps = harness.sps();
         let mut row: Vec<(String, f64)> = vec![
             ("global_step".into(), global_step as f64),
             ("update".into(), update as f64),
@@ -763,23 +707,21 @@ pub fn train<B: AutodiffBackend>(
         row.push(("time/sps".into(), sps));
         row.push(("time/rollout_seconds".into(), rollout_seconds));
         row.push(("time/learn_seconds".into(), learn_seconds));
-        let elapsed = elapsed_before + started.elapsed().as_secs_f64();
-        row.push(("time/elapsed_seconds".into(), elapsed));
-        metrics.log(&row).map_err(PpoError::io("cannot write the metrics"))?;
+        harness.log(row)?;
 
-        state.update = update;
-        state.global_step = global_step;
-        state.elapsed_seconds = elapsed;
+        harness.state.update = update;
         if update % config.train.checkpoint_every == 0 || update == last_update {
-            save_checkpoint(run, &agent, &optim, &state)?;
+            save_checkpoint(&mut harness, &agent, &optim)?;
             last_checkpoint = update;
         }
         let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
-        bar.set_position(global_step);
-        bar.set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}", mean(&recent)));
-        rows.push(row);
+        harness.bar.set_position(global_step);
+        harness
+            .bar
+            .set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}", mean(&recent)));
     }
-    bar.finish_and_clear();
+    let (sps, wall_seconds) = (harness.sps(), harness.process_seconds());
+    let rows = harness.finish();
     let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
     let last_reward_per_step = rows
         .last()
@@ -789,12 +731,63 @@ pub fn train<B: AutodiffBackend>(
         run_dir: run.path().to_path_buf(),
         updates: last_update,
         global_step,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        sps: (global_step - process_start_step) as f64 / process_start.elapsed().as_secs_f64().max(1e-9),
+        wall_seconds,
+        sps,
         last_reward_per_step,
         recent_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
         rows,
     })
+}
+
+/// One rollout of `steps` vector steps with `policy` (step 4 of [`train`]): fills
+/// `rollout` (cleared first), advances `obs`, and returns the returns and lengths of the
+/// episodes that ended. Truncated episodes get V(final observation), in one batch per step.
+fn collect_rollout<B: Backend>(
+    policy: &RolloutPolicy<B>,
+    envs: &mut VecEnv,
+    obs: &mut BatchObs,
+    rollout: &mut Rollout,
+    steps: usize,
+    log_std: &[f32],
+    rng: &mut StdRng,
+) -> Result<(Vec<f64>, Vec<f64>), PpoError> {
+    let (obs_space, action_space) = (envs.observation_space().clone(), envs.action_space().clone());
+    let num_envs = envs.num_envs();
+    rollout.clear();
+    let (mut episode_returns, mut episode_lengths) = (Vec::new(), Vec::new());
+    for _ in 0..steps {
+        let (values, logits) = policy.outputs(&obs_space, obs);
+        let chosen = choose_actions(&action_space, &logits, log_std, false, rng);
+        rollout.obs.push_batch(obs);
+        rollout.actions.extend_from_slice(&chosen.raw);
+        rollout.log_probs.extend_from_slice(&chosen.log_prob);
+        rollout.values.extend_from_slice(&values);
+
+        let step = envs.step(&chosen.env)?;
+        rollout.rewards.extend(step.rewards.iter().map(|&x| x as f32));
+        rollout.terminated.extend_from_slice(&step.terminated);
+        rollout.truncated.extend_from_slice(&step.truncated);
+        let truncated: Vec<usize> = (0..num_envs).filter(|&i| step.truncated[i] && !step.terminated[i]).collect();
+        let mut trunc_values = vec![0.0f32; num_envs];
+        if !truncated.is_empty() {
+            let finals: Vec<_> = truncated
+                .iter()
+                .map(|&i| step.final_obs[i].clone().expect("a finished episode keeps its final observation"))
+                .collect();
+            for (&i, v) in truncated.iter().zip(policy.values_of(&obs_space, &finals)?) {
+                trunc_values[i] = v;
+            }
+        }
+        rollout.truncation_values.extend_from_slice(&trunc_values);
+        for i in (0..num_envs).filter(|&i| step.done(i)) {
+            if let Some(&ret) = step.infos[i].get(INFO_EPISODE_RETURN) {
+                episode_returns.push(ret);
+                episode_lengths.push(step.infos[i].get(INFO_EPISODE_LENGTH).copied().unwrap_or(f64::NAN));
+            }
+        }
+        obs.clone_from(&step.obs);
+    }
+    Ok((episode_returns, episode_lengths))
 }
 
 /// The minibatches of one epoch: `indices` in chunks of `size`, except that a last chunk of a

@@ -39,10 +39,10 @@ use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, Ve
 
 use crate::actor_critic::{Mlp, PolicyInput};
 use crate::checkpoint::{
-    load_checkpoint_state, load_module, record_bytes, write_checkpoint, CheckpointState, TrainError, AGENT_FILE,
-    STATE_FILE,
+    load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
 };
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
+use crate::harness::{Harness, Progress};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
 use crate::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
@@ -50,7 +50,6 @@ use crate::off_policy::{
 };
 use crate::optim::soft_update;
 use crate::pretrain::{EnvSection, LossSection};
-use crate::progress::progress_bar;
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
 use crate::storage::batch_input;
@@ -623,10 +622,7 @@ pub fn train<B: AutodiffBackend>(
     verbose: bool,
 ) -> Result<OffPolicySummary, TrainError> {
     config.validate()?;
-    let started = Instant::now();
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
-    run.write_config(&config_text).map_err(TrainError::io("cannot write config.toml"))?;
-    let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
     let (s, t) = (&config.sac, &config.train);
     let aux = TrainError::checked_aux(&config.aux)?;
     let aux_terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| aux.enabled(t)).collect();
@@ -652,7 +648,7 @@ pub fn train<B: AutodiffBackend>(
     // 3. Agent, targets, temperature, optimisers.
     let agent = config.policy.init::<B>(&config.encoder, s, &obs_space, &action_space, device)?;
     let mut learner = learner(agent, s, device);
-    let mut state = CheckpointState {
+    let state = CheckpointState {
         algo: config.algo.clone(),
         update: 0,
         global_step: 0,
@@ -664,7 +660,7 @@ pub fn train<B: AutodiffBackend>(
         checksums: Default::default(),
     };
 
-    let bar = progress_bar(verbose, t.total_steps, "", "steps");
+    let mut harness = Harness::start(run, state, Progress { verbose, total: t.total_steps, unit: "steps" })?;
     let mut obs = envs.reset(Some(t.seed))?.clone();
     replay.reset(&obs)?;
     let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =
@@ -677,7 +673,6 @@ pub fn train<B: AutodiffBackend>(
         "losses/alpha",
         "charts/entropy",
     ]);
-    let mut rows = Vec::new();
     let mut update_seconds = 0.0f64;
     while global_step < t.total_steps {
         // 4. Act: uniform random during the warm-up, then the policy's sample.
@@ -725,54 +720,47 @@ pub fn train<B: AutodiffBackend>(
         // 6. Metrics, checkpoints, progress.
         if global_step >= next_log || global_step >= t.total_steps {
             next_log += t.log_every;
-            let elapsed = started.elapsed().as_secs_f64();
+            harness.state.global_step = global_step;
             let mut row =
                 vec![("global_step".to_string(), global_step as f64), ("update".to_string(), learner.updates as f64)];
             row.extend(tally.take_row());
             row.push(("charts/alpha".into(), learner.temperature.alpha()));
             row.push(("charts/aux_terms".into(), aux_terms.len() as f64));
-            row.push(("time/sps".into(), global_step as f64 / elapsed));
+            row.push(("time/sps".into(), harness.sps()));
             row.push(("time/update_seconds".into(), update_seconds));
-            row.push(("time/elapsed_seconds".into(), elapsed));
-            metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
             let reward = row.iter().find(|(k, _)| k == "charts/reward_per_step").map_or(f64::NAN, |(_, v)| *v);
-            bar.set_message(format!("reward/step {reward:.3} | alpha {:.3}", learner.temperature.alpha()));
-            rows.push(row);
+            harness.log(row)?;
+            harness.bar.set_message(format!("reward/step {reward:.3} | alpha {:.3}", learner.temperature.alpha()));
         }
         if global_step >= next_checkpoint || global_step >= t.total_steps {
             next_checkpoint += t.checkpoint_every;
-            state.update = learner.updates;
-            state.global_step = global_step;
-            state.elapsed_seconds = started.elapsed().as_secs_f64();
-            save(run, &learner, &state)?;
+            harness.state.update = learner.updates;
+            harness.state.global_step = global_step;
+            save(&mut harness, &learner)?;
         }
-        bar.set_position(global_step);
+        harness.bar.set_position(global_step);
     }
-    bar.finish_and_clear();
-    Ok(OffPolicySummary::new(run, global_step, learner.updates, started, rows))
+    let seconds = harness.process_seconds();
+    Ok(OffPolicySummary::new(run, global_step, learner.updates, seconds, harness.finish()))
 }
 
 /// Writes `checkpoints/step-N/`: the agent, its targets and its temperature (no optimiser or
 /// replay state: off-policy runs are not resumed).
-fn save<B, OC, OA, OT>(
-    run: &RunDir,
-    learner: &SacLearner<B, OC, OA, OT>,
-    state: &CheckpointState,
-) -> Result<(), TrainError>
+fn save<B, OC, OA, OT>(harness: &mut Harness, learner: &SacLearner<B, OC, OA, OT>) -> Result<(), TrainError>
 where
     B: AutodiffBackend,
     OC: Optimizer<SacAgent<B>, B>,
     OA: Optimizer<SacAgent<B>, B>,
     OT: Optimizer<Temperature<B>, B>,
 {
-    let name = format!("checkpoints/step-{:09}", state.global_step);
-    let dir = run.file(&name);
+    let name = format!("checkpoints/step-{:09}", harness.state.global_step);
+    let dir = harness.run().file(&name);
     let files = [
         (AGENT_FILE, record_bytes(learner.agent.clone().into_record(), &dir.join(AGENT_FILE))?),
         (TARGET_FILE, record_bytes(learner.target.clone().into_record(), &dir.join(TARGET_FILE))?),
         (TEMPERATURE_FILE, record_bytes(learner.temperature.clone().into_record(), &dir.join(TEMPERATURE_FILE))?),
     ];
-    write_checkpoint(run, &name, state, &files)?;
+    harness.checkpoint(&name, &files)?;
     Ok(())
 }
 

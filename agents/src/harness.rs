@@ -1,0 +1,145 @@
+//! What every training loop shares, in one place: the run's `config.toml` and metrics files, its
+//! checkpoint state and checkpoints, resume, the run's clock, the progress bar and the rows
+//! logged. An algorithm's loop keeps only its own steps (collect, update) and its metrics.
+//!
+//! ```text
+//! let mut harness = Harness::start(run, state, progress)?;      // or Harness::resume(...)
+//! for update in ... {
+//!     ... collect, learn ...
+//!     harness.log(row)?;                                         // + time/elapsed_seconds
+//!     harness.checkpoint(&name, files)?;                         // when it is due
+//! }
+//! let rows = harness.finish();
+//! ```
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use crate::checkpoint::{
+    latest_checkpoint, load_checkpoint_state, remove_orphan_checkpoints, write_checkpoint, CheckpointState, TrainError,
+    CHECKPOINT_POINTER, STATE_FILE,
+};
+use crate::progress::progress_bar;
+use crate::run::{MetricsSink, RunDir};
+
+/// One metrics row: `(key, value)` pairs in the CSV's column order.
+pub type Row = Vec<(String, f64)>;
+
+/// The progress bar a run draws: hidden unless `verbose`; `total` in `unit`s (steps, epochs).
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub verbose: bool,
+    pub total: u64,
+    pub unit: &'a str,
+}
+
+/// A training run in progress (see the module documentation).
+pub struct Harness<'a> {
+    run: &'a RunDir,
+    metrics: MetricsSink,
+    /// The checkpoint state: the loop updates `update` and `global_step`; the harness keeps
+    /// `elapsed_seconds`.
+    pub state: CheckpointState,
+    /// Wall time of the run's earlier processes (a resumed run's clock continues).
+    elapsed_before: f64,
+    started: Instant,
+    process_start_step: u64,
+    pub bar: ProgressBar,
+    rows: Vec<Row>,
+}
+
+impl<'a> Harness<'a> {
+    /// A new run: writes `state.config` as `config.toml` and creates the metrics files.
+    pub fn start(run: &'a RunDir, state: CheckpointState, progress: Progress) -> Result<Self, TrainError> {
+        run.write_config(&state.config).map_err(TrainError::io("cannot write config.toml"))?;
+        let metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
+        Ok(Self::new(run, metrics, state, 0.0, progress))
+    }
+
+    /// Continues `run` from its last checkpoint, whose config must be `state.config` (the run's
+    /// own `config.toml`). Removes what a killed checkpoint write left, drops the metrics rows
+    /// logged after the checkpoint, and continues the clock. Returns the harness, with the
+    /// checkpoint's state, and the checkpoint's directory, for the algorithm's weights.
+    pub fn resume(run: &'a RunDir, state: CheckpointState, progress: Progress) -> Result<(Self, PathBuf), TrainError> {
+        let dir = latest_checkpoint(run.path())?.ok_or_else(|| TrainError::Checkpoint {
+            path: run.file(CHECKPOINT_POINTER),
+            reason: "no checkpoint to resume from".into(),
+        })?;
+        remove_orphan_checkpoints(run)?;
+        let saved = load_checkpoint_state(&dir)?;
+        if saved.config != state.config {
+            return Err(TrainError::Checkpoint {
+                path: dir.join(STATE_FILE),
+                reason: "the run's config differs from the one given: resume with the run's own config.toml".into(),
+            });
+        }
+        let metrics = run
+            .resume_metrics("global_step", saved.global_step as f64)
+            .map_err(TrainError::io("cannot reopen the metrics"))?;
+        let elapsed = saved.elapsed_seconds;
+        let state = CheckpointState { update: saved.update, global_step: saved.global_step, ..state };
+        Ok((Self::new(run, metrics, state, elapsed, progress), dir))
+    }
+
+    fn new(run: &'a RunDir, metrics: MetricsSink, state: CheckpointState, elapsed: f64, progress: Progress) -> Self {
+        let bar = progress_bar(progress.verbose, progress.total, "", progress.unit);
+        bar.set_position(state.global_step.min(progress.total));
+        let process_start_step = state.global_step;
+        Self {
+            run,
+            metrics,
+            state,
+            elapsed_before: elapsed,
+            started: Instant::now(),
+            process_start_step,
+            bar,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn run(&self) -> &RunDir {
+        self.run
+    }
+
+    /// Seconds of training over every process that worked on the run.
+    pub fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Seconds this process has trained.
+    pub fn process_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Environment steps per second in this process.
+    pub fn sps(&self) -> f64 {
+        (self.state.global_step - self.process_start_step) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Logs `row` (with `time/elapsed_seconds` appended) to both metrics files and keeps it.
+    pub fn log(&mut self, mut row: Row) -> Result<(), TrainError> {
+        row.push(("time/elapsed_seconds".into(), self.elapsed()));
+        self.metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
+        self.rows.push(row);
+        Ok(())
+    }
+
+    /// The rows logged by this process.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Writes the checkpoint `name` (`checkpoints/...`) with `files` and the current state.
+    pub fn checkpoint(&mut self, name: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf, TrainError> {
+        self.state.elapsed_seconds = self.elapsed();
+        write_checkpoint(self.run, name, &self.state, files)
+    }
+
+    /// Clears the progress bar and returns the rows this process logged.
+    pub fn finish(self) -> Vec<Row> {
+        self.bar.finish_and_clear();
+        self.rows
+    }
+}
