@@ -55,6 +55,15 @@ fn lock_run(path: &Path) -> io::Result<File> {
                 ),
             ));
         }
+        // A file system without locks (some FUSE and SMB mounts): the run goes on, unguarded,
+        // rather than not at all, and says so.
+        Err(fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {
+            eprintln!(
+                "warning: {} cannot be locked on this file system ({e}): nothing stops a second process \
+                 from writing this run at the same time",
+                lock_path.display()
+            );
+        }
         Err(fs::TryLockError::Error(e)) => {
             return Err(io::Error::new(e.kind(), format!("cannot lock {}: {e}", lock_path.display())))
         }
