@@ -541,7 +541,7 @@ def make(env_id, kwargs, render):
             raise UnknownId(f"`{env_id}`: {e}") from e
         if render:
             env.reset()
-            env.render()
+            _frame(env)
     return env
 
 
@@ -613,8 +613,9 @@ def _encode(obs, entries):
     return out
 
 
-# Frames are drawn one at a time across threads: pygame (pygame-ce 2.5 with Gymnasium 1.4)
-# releases the GIL while it draws and then corrupts frames drawn at once in other threads.
+# Frames are drawn one at a time across threads, the first one at `make` included: pygame
+# (pygame-ce 2.5 with Gymnasium 1.4) releases the GIL while it draws and then corrupts frames
+# drawn at once in other threads.
 _render_lock = threading.Lock()
 
 
