@@ -10,11 +10,14 @@ use rand::SeedableRng;
 
 use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
-use m3ixup_agents::ppo::{train, PpoConfig, PpoError, TrainOptions};
+use m3ixup_agents::harness::TrainOptions;
+use m3ixup_agents::ppo::{train, PpoConfig, PpoError};
 use m3ixup_agents::pretrain::{train_step, PretrainError, SampleSet};
 use m3ixup_agents::run::RunDir;
 use m3ixup_agents::{EncoderConfig, M3ixupEncoder, M3ixupLossConfig};
 use m3ixup_envs::{make, Action, BatchActions, EnvError, VecEnv, VecEnvConfig};
+
+use crate::device::{BackendJob, DeviceArgs};
 
 /// How many pre-drawn random actions the loops cycle through, so the measurement is of the
 /// environment, not of the random-number generator.
@@ -208,4 +211,63 @@ impl PpoTiming {
     pub fn mean_learn_seconds(&self) -> f64 {
         self.learn_seconds.iter().sum::<f64>() / self.learn_seconds.len() as f64
     }
+}
+
+/// `bench encoders` on `device`: one step's timings with the GMC loss, then (unless
+/// `gmc_only`) with the full M3ixup loss, GMC's encoder on multimodal-pendulum observations.
+pub fn encoder_timings(
+    device: &DeviceArgs,
+    batch_size: usize,
+    warmup: usize,
+    steps: usize,
+    gmc_only: bool,
+) -> anyhow::Result<(StepTiming, Option<StepTiming>)> {
+    struct Job {
+        batch_size: usize,
+        warmup: usize,
+        steps: usize,
+        gmc_only: bool,
+    }
+    impl BackendJob for Job {
+        type Output = (StepTiming, Option<StepTiming>);
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+            let (env, params, encoder) = ("multimodal-pendulum", toml::Table::new(), EncoderConfig::default());
+            let time = |loss: &M3ixupLossConfig| {
+                train_step_timing::<B>(env, &params, &encoder, loss, self.batch_size, self.warmup, self.steps, &device)
+            };
+            let gmc = time(&M3ixupLossConfig::gmc_only())?;
+            let full = if self.gmc_only { None } else { Some(time(&M3ixupLossConfig::default())?) };
+            Ok((gmc, full))
+        }
+    }
+    device.run(Job { batch_size, warmup, steps, gmc_only })
+}
+
+/// `bench ppo` on `device`: each config's update timings over `rounds` runs of `updates`
+/// updates, the configs interleaved round by round so that a change in the machine's load
+/// reaches every config alike.
+pub fn ppo_timings(
+    device: &DeviceArgs,
+    configs: &[PpoConfig],
+    updates: usize,
+    rounds: usize,
+) -> anyhow::Result<Vec<PpoTiming>> {
+    struct Job<'a> {
+        configs: &'a [PpoConfig],
+        updates: usize,
+        rounds: usize,
+    }
+    impl BackendJob for Job<'_> {
+        type Output = Vec<PpoTiming>;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
+            let mut timings = vec![PpoTiming::default(); self.configs.len()];
+            for _ in 0..self.rounds {
+                for (config, timing) in self.configs.iter().zip(&mut timings) {
+                    timing.extend(ppo_update_timing::<B>(config, self.updates, &std::env::temp_dir(), &device)?);
+                }
+            }
+            Ok(timings)
+        }
+    }
+    device.run(Job { configs, updates, rounds })
 }

@@ -1,7 +1,8 @@
 //! m3ixup: reinforcement learning from several sensors at once.
 //!
-//! This crate is the facade and the home of the binaries (`bench`, and the training,
-//! evaluation and pretraining entry points). The work is done in two crates:
+//! This crate is the facade and the home of the binaries (`train`, `evaluate`, `pretrain`,
+//! `report`, `bench`): [`device`] chooses the backend, [`jobs`] runs training, pretraining and
+//! evaluation on it, [`plot`] draws the charts. The work is done in two crates:
 //! - [`envs`] (`m3ixup-envs`): multimodal environments, wrappers, vector environments, with no
 //!   deep-learning dependency, so custom environments compile without burn;
 //! - [`agents`] (`m3ixup-agents`): M3ixup encoders, losses and agents on burn.
@@ -13,4 +14,5 @@ pub mod alloc;
 pub mod bench;
 pub mod config;
 pub mod device;
+pub mod jobs;
 pub mod plot;

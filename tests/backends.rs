@@ -35,8 +35,9 @@ pub mod checks {
     use rand::SeedableRng;
 
     use m3ixup::agents::envs::VecEnvConfig;
+    use m3ixup::agents::harness::TrainOptions;
     use m3ixup::agents::losses::{gmc_infonce, info_nce, soft_nce};
-    use m3ixup::agents::ppo::{train, PpoConfig, TrainOptions};
+    use m3ixup::agents::ppo::{train, PpoConfig};
     use m3ixup::agents::pretrain::{train_step, SampleSet};
     use m3ixup::agents::run::RunDir;
     use m3ixup::agents::{m3ixup_loss, EncoderConfig, M3ixupEncoder, M3ixupLossConfig, M3ixupReport};

@@ -14,7 +14,8 @@ use m3ixup::agents::envs::{
     ModalitySpec, Obs, ObsSpace, Step,
 };
 use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError, Policy, Score};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions};
+use m3ixup::agents::harness::TrainOptions;
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 

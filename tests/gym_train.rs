@@ -12,7 +12,8 @@ use burn::backend::{Autodiff, Flex};
 
 use m3ixup::agents::envs::make;
 use m3ixup::agents::evaluate::{evaluate, EvalConfig, Policy};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions};
+use m3ixup::agents::harness::TrainOptions;
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 

@@ -14,6 +14,7 @@ use burn::module::Module;
 use m3ixup::agents::checkpoint::{latest_checkpoint, record_bytes};
 use m3ixup::agents::ddpg::{self, DdpgConfig};
 use m3ixup::agents::evaluate::{evaluate, EvalConfig, Policy};
+use m3ixup::agents::harness::TrainOptions;
 use m3ixup::agents::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainOptions};
 use m3ixup::agents::run::RunDir;
 use m3ixup::agents::sac::{self, SacConfig};
@@ -68,7 +69,7 @@ fn sac_smoke_trains_deterministically_checkpoints_and_evaluates() {
     config.validate().unwrap();
     let device = Default::default();
     let dir = fresh_dir("sac");
-    let a = sac::train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &device, false).unwrap();
+    let a = sac::train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &device, &TrainOptions::default()).unwrap();
     assert_eq!(a.global_step, 64);
     // 32 warm-up steps, then 0.25 updates per step.
     assert_eq!(a.updates, 8);
@@ -77,7 +78,8 @@ fn sac_smoke_trains_deterministically_checkpoints_and_evaluates() {
         let v = last.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{key} missing")).1;
         assert!(v.is_finite(), "{key} = {v}");
     }
-    let b = sac::train::<Ad>(&config, &RunDir::at(fresh_dir("sac-again")).unwrap(), &device, false).unwrap();
+    let b = sac::train::<Ad>(&config, &RunDir::at(fresh_dir("sac-again")).unwrap(), &device, &TrainOptions::default())
+        .unwrap();
     assert_eq!(timeless(&a.rows), timeless(&b.rows), "same seed, same run");
 
     let checkpoint = latest_checkpoint(&dir).unwrap().unwrap();
@@ -99,7 +101,7 @@ fn ddpg_trains_on_the_pretrained_encoder_without_changing_it() {
     let config: DdpgConfig = load(Some(&config_path("ddpg-smoke.toml")), &[set]).unwrap();
     config.validate().unwrap();
     let dir = fresh_dir("ddpg");
-    let summary = ddpg::train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &device, false).unwrap();
+    let summary = ddpg::train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &device, &TrainOptions::default()).unwrap();
     // Updates follow every vector step from the one that reaches the 32-step warm-up: 17 x 2.
     assert_eq!((summary.global_step, summary.updates), (64, 34));
 
@@ -128,8 +130,13 @@ fn a_pretrained_encoder_of_another_observation_space_is_rejected_naming_both() {
     let overrides =
         vec![format!("pretrained.path={:?}", encoder_dir.display().to_string()), "env.params.proprio=true".into()];
     let config: DdpgConfig = load(Some(&config_path("ddpg-smoke.toml")), &overrides).unwrap();
-    let err = ddpg::train::<Ad>(&config, &RunDir::at(fresh_dir("ddpg-other")).unwrap(), &Default::default(), false)
-        .unwrap_err();
+    let err = ddpg::train::<Ad>(
+        &config,
+        &RunDir::at(fresh_dir("ddpg-other")).unwrap(),
+        &Default::default(),
+        &TrainOptions::default(),
+    )
+    .unwrap_err();
     let e = err.to_string();
     assert!(e.contains("pretrained.path") && e.contains("trained on") && e.contains("proprio"), "{e}");
 }

@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use burn::backend::{Autodiff, Flex};
 
 use m3ixup::agents::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, TrainOptions, TrainSummary, AGENT_FILE};
+use m3ixup::agents::harness::{TrainOptions, TrainSummary};
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, AGENT_FILE};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use burn::backend::{Autodiff, Flex};
 
 use m3ixup::agents::envs::{register, Action, ActionSpace, Env, EnvError, Info, Obs, ObsSpace, Step};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoError, TrainOptions};
+use m3ixup::agents::harness::TrainOptions;
+use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoError};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 

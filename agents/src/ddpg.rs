@@ -32,14 +32,14 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::Mlp;
+use crate::algorithm::{Algorithm, AlgorithmConfig};
 use crate::checkpoint::{
     checksum, load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
 };
 use crate::encoder::M3ixupEncoder;
-use crate::harness::{Harness, Progress};
+use crate::harness::{Harness, Progress, TrainOptions, TrainSummary};
 use crate::off_policy::{
-    box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
-    Tally,
+    box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
 use crate::optim::soft_update;
 use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
@@ -337,9 +337,10 @@ pub fn train<B: AutodiffBackend>(
     config: &DdpgConfig,
     run: &RunDir,
     device: &B::Device,
-    verbose: bool,
-) -> Result<OffPolicySummary, TrainError> {
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
     config.validate()?;
+    options.check_for(&config.algo, false)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (d, t) = (&config.ddpg, &config.train);
 
@@ -383,7 +384,8 @@ pub fn train<B: AutodiffBackend>(
     let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    let mut harness = Harness::start(run, state, Progress { verbose, total: t.total_steps, unit: "steps" })?;
+    let mut harness =
+        Harness::start(run, state, Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" })?;
     let obs = envs.reset(Some(t.seed))?.clone();
     let mut z = latents(&encoder, &obs_space, &obs, device);
     replay.reset(&z)?;
@@ -480,8 +482,7 @@ pub fn train<B: AutodiffBackend>(
         }
         harness.bar.set_position(global_step);
     }
-    let seconds = harness.process_seconds();
-    Ok(OffPolicySummary::new(run, global_step, updates, seconds, harness.finish()))
+    Ok(harness.finish(updates, global_step, None))
 }
 
 /// A one-modality batch of latents as a `[N, d]` tensor.
@@ -489,4 +490,48 @@ fn tensor2<B: Backend>(batch: &BatchObs, d: usize, device: &B::Device) -> Tensor
     let v = batch.buffers[0].as_f32().expect("latents are f32").to_vec();
     let n = v.len() / d;
     Tensor::from_data(TensorData::new(v, [n, d]), device)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The algorithm, as the registry (`crate::algorithm`) knows it
+// ---------------------------------------------------------------------------------------------
+
+/// DDPG on a frozen pretrained encoder (`algo = "ddpg-frozen"`).
+pub struct DdpgFrozen;
+
+impl Algorithm for DdpgFrozen {
+    const NAME: &'static str = "ddpg-frozen";
+    const RESUMABLE: bool = false;
+    type Config = DdpgConfig;
+    type Agent<B: Backend> = DdpgAgent<B>;
+
+    fn train<B: AutodiffBackend>(
+        config: &DdpgConfig,
+        run: &RunDir,
+        device: &B::Device,
+        options: &TrainOptions,
+    ) -> Result<TrainSummary, TrainError> {
+        train::<B>(config, run, device, options)
+    }
+
+    fn load<B: Backend>(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<(DdpgAgent<B>, CheckpointState, DdpgConfig), TrainError> {
+        load_agent::<B>(dir, device)
+    }
+}
+
+impl AlgorithmConfig for DdpgConfig {
+    fn validate(&self) -> Result<(), TrainError> {
+        DdpgConfig::validate(self)
+    }
+
+    fn check_inputs(&self) -> Result<(), TrainError> {
+        DdpgConfig::check_inputs(self)
+    }
+
+    fn env(&self) -> &EnvSection {
+        &self.env
+    }
 }

@@ -9,7 +9,7 @@
 //!     harness.log(row)?;                                         // + time/elapsed_seconds
 //!     harness.checkpoint(&name, files)?;                         // when it is due
 //! }
-//! let rows = harness.finish();
+//! let summary = harness.finish(updates, global_step, recent_return);
 //! ```
 
 use std::path::PathBuf;
@@ -26,6 +26,65 @@ use crate::run::{MetricsSink, RunDir};
 
 /// One metrics row: `(key, value)` pairs in the CSV's column order.
 pub type Row = Vec<(String, f64)>;
+
+/// Run-time options of a training run that are not part of the experiment.
+#[derive(Clone, Debug, Default)]
+pub struct TrainOptions {
+    /// Progress bar and per-update lines.
+    pub verbose: bool,
+    /// Continue from the run directory's last checkpoint.
+    pub resume: bool,
+    /// Stop after this many updates in this process (the run resumes later; `None` = run to
+    /// the end).
+    pub max_updates: Option<usize>,
+}
+
+impl TrainOptions {
+    /// Refuses `resume` and `max_updates` for an algorithm whose runs cannot resume (today the
+    /// off-policy ones: their replay buffer is not checkpointed).
+    pub fn check_for(&self, algo: &str, resumable: bool) -> Result<(), TrainError> {
+        if !resumable && (self.resume || self.max_updates.is_some()) {
+            return Err(TrainError::config(
+                "algo",
+                format!(
+                    "`{algo}` runs cannot be resumed or stopped early (their replay buffer is not checkpointed); \
+                     only ppo runs can"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a training run did, whatever its algorithm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    /// The algorithm's updates so far (PPO: rollouts learned from; off-policy: gradient steps).
+    pub updates: usize,
+    pub global_step: u64,
+    /// Seconds this process trained.
+    pub wall_seconds: f64,
+    /// Environment steps per second in this process, updates included.
+    pub sps: f64,
+    /// Mean per-step reward of the last metrics row's steps.
+    pub last_reward_per_step: f64,
+    /// Mean episodic return of the recently finished episodes (NaN if none).
+    pub recent_return: f64,
+    /// Every row this process logged, in order.
+    pub rows: Vec<Row>,
+}
+
+impl TrainSummary {
+    /// The last logged value of `key` (NaN if never logged).
+    pub fn last(&self, key: &str) -> f64 {
+        last_value(&self.rows, key)
+    }
+}
+
+fn last_value(rows: &[Row], key: &str) -> f64 {
+    rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN)
+}
 
 /// The progress bar a run draws: hidden unless `verbose`; `total` in `unit`s (steps, epochs).
 #[derive(Clone, Debug)]
@@ -137,9 +196,21 @@ impl<'a> Harness<'a> {
         write_checkpoint(self.run, name, &self.state, files)
     }
 
-    /// Clears the progress bar and returns the rows this process logged.
-    pub fn finish(self) -> Vec<Row> {
+    /// Clears the progress bar and sums the run up: `updates` and `global_step` where the loop
+    /// stopped, and the recent episodes' mean return (`None`: the last row's
+    /// `charts/episodic_return`).
+    pub fn finish(self, updates: usize, global_step: u64, recent_return: Option<f64>) -> TrainSummary {
         self.bar.finish_and_clear();
-        self.rows
+        let wall_seconds = self.process_seconds();
+        TrainSummary {
+            run_dir: self.run.path().to_path_buf(),
+            updates,
+            global_step,
+            wall_seconds,
+            sps: global_step.saturating_sub(self.process_start_step) as f64 / wall_seconds.max(1e-9),
+            last_reward_per_step: last_value(&self.rows, "charts/reward_per_step"),
+            recent_return: recent_return.unwrap_or_else(|| last_value(&self.rows, "charts/episodic_return")),
+            rows: self.rows,
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub use m3ixup_envs as envs;
 
 pub mod actor_critic;
+pub mod algorithm;
 pub mod checkpoint;
 pub mod conv;
 pub mod ddpg;

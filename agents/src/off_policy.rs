@@ -2,8 +2,6 @@
 //! [`crate::ddpg`]) share: config sections, squashed actions, and the episode and loss
 //! bookkeeping between metrics rows.
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
@@ -13,7 +11,6 @@ use burn::prelude::*;
 
 use crate::checkpoint::TrainError;
 use crate::replay::ReplayBatch;
-use crate::run::RunDir;
 
 /// `[rollout]` of the off-policy agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -206,46 +203,6 @@ impl Tally {
         let names: Vec<String> = self.losses.iter().map(|(n, _, _)| n.clone()).collect();
         *self = Tally { losses: names.into_iter().map(|n| (n, 0.0, 0)).collect(), ..Tally::default() };
         row
-    }
-}
-
-/// What a run did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OffPolicySummary {
-    pub run_dir: PathBuf,
-    pub global_step: u64,
-    pub updates: usize,
-    pub wall_seconds: f64,
-    /// Environment steps per second, updates included.
-    pub sps: f64,
-    /// Mean per-step reward of the last metrics row's steps.
-    pub last_reward_per_step: f64,
-    /// Mean episodic return of the last metrics row's episodes (NaN if none).
-    pub recent_return: f64,
-    pub rows: Vec<Vec<(String, f64)>>,
-}
-
-impl OffPolicySummary {
-    /// The summary of a run that logged `rows` in `wall_seconds`.
-    pub fn new(
-        run: &RunDir,
-        global_step: u64,
-        updates: usize,
-        wall_seconds: f64,
-        rows: Vec<Vec<(String, f64)>>,
-    ) -> Self {
-        let last =
-            |key: &str| rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN);
-        Self {
-            run_dir: run.path().to_path_buf(),
-            global_step,
-            updates,
-            wall_seconds,
-            sps: global_step as f64 / wall_seconds.max(1e-9),
-            last_reward_per_step: last("charts/reward_per_step"),
-            recent_return: last("charts/episodic_return"),
-            rows,
-        }
     }
 }
 

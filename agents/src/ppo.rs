@@ -36,6 +36,7 @@ use m3ixup_envs::vector::BatchObs;
 use m3ixup_envs::{make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
+use crate::algorithm::{Algorithm, AlgorithmConfig};
 pub use crate::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
     OPTIMIZER_FILE, STATE_FILE,
@@ -43,6 +44,7 @@ pub use crate::checkpoint::{
 use crate::checkpoint::{load_module, load_record, record_bytes};
 use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
 use crate::harness::{Harness, Progress};
+use crate::harness::{TrainOptions, TrainSummary};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
 use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
@@ -499,34 +501,6 @@ pub fn load_agent<B: Backend>(
 // The loop
 // ---------------------------------------------------------------------------------------------
 
-/// Run-time options that are not part of the experiment.
-#[derive(Clone, Debug, Default)]
-pub struct TrainOptions {
-    /// Progress bar and per-update lines.
-    pub verbose: bool,
-    /// Continue from the run directory's last checkpoint.
-    pub resume: bool,
-    /// Stop after this many updates in this process (tests of resume; `None` = run to the end).
-    pub max_updates: Option<usize>,
-}
-
-/// What a run did.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TrainSummary {
-    pub run_dir: PathBuf,
-    pub updates: usize,
-    pub global_step: u64,
-    pub wall_seconds: f64,
-    /// Environment steps per second over this process's updates.
-    pub sps: f64,
-    /// Mean per-step reward of the last update's rollout.
-    pub last_reward_per_step: f64,
-    /// Mean episodic return of the episodes finished in the last 10 updates (NaN if none).
-    pub recent_return: f64,
-    /// Every logged row, in order (this process's updates).
-    pub rows: Vec<Vec<(String, f64)>>,
-}
-
 /// Trains PPO (+ the auxiliary loss) as configured, writing metrics and checkpoints to `run`.
 pub fn train<B: AutodiffBackend>(
     config: &PpoConfig,
@@ -601,6 +575,7 @@ pub fn train<B: AutodiffBackend>(
         None => num_updates,
     };
 
+    let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     for update in start_update + 1..=last_update {
         let update_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed ^ (update as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -685,7 +660,6 @@ pub fn train<B: AutodiffBackend>(
         while recent_returns.front().is_some_and(|&(u, _)| u + 10 <= update) {
             recent_returns.pop_front();
         }
-        let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
         let reward_per_step = rollout.rewards.iter().map(|&x| x as f64).sum::<f64>() / rollout.len() as f64;
         let y_var = variance(&adv.returns);
         let residual: Vec<f32> = adv.returns.iter().zip(&rollout.values).map(|(r, v)| r - v).collect();
@@ -720,23 +694,8 @@ pub fn train<B: AutodiffBackend>(
             .bar
             .set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}", mean(&recent)));
     }
-    let (sps, wall_seconds) = (harness.sps(), harness.process_seconds());
-    let rows = harness.finish();
     let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
-    let last_reward_per_step = rows
-        .last()
-        .and_then(|row| row.iter().find(|(k, _)| k == "charts/reward_per_step").map(|(_, v)| *v))
-        .unwrap_or(f64::NAN);
-    Ok(TrainSummary {
-        run_dir: run.path().to_path_buf(),
-        updates: last_update,
-        global_step,
-        wall_seconds,
-        sps,
-        last_reward_per_step,
-        recent_return: if recent.is_empty() { f64::NAN } else { recent.iter().sum::<f64>() / recent.len() as f64 },
-        rows,
-    })
+    Ok(harness.finish(last_update, global_step, Some(mean(&recent))))
 }
 
 /// One rollout of `steps` vector steps with `policy` (step 4 of [`train`]): fills
@@ -997,6 +956,57 @@ impl LossSums {
             out.extend(self.aux.iter().map(|(k, s)| (k.clone(), s / a)));
         }
         out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The algorithm, as the registry (`crate::algorithm`) knows it
+// ---------------------------------------------------------------------------------------------
+
+/// PPO with the M3ixup auxiliary loss in the same update (`algo = "ppo"`).
+pub struct Ppo;
+
+impl Algorithm for Ppo {
+    const NAME: &'static str = "ppo";
+    const RESUMABLE: bool = true;
+    type Config = PpoConfig;
+    type Agent<B: Backend> = ActorCritic<B>;
+
+    fn train<B: AutodiffBackend>(
+        config: &PpoConfig,
+        run: &RunDir,
+        device: &B::Device,
+        options: &TrainOptions,
+    ) -> Result<TrainSummary, PpoError> {
+        train::<B>(config, run, device, options)
+    }
+
+    fn load<B: Backend>(
+        dir: &Path,
+        device: &B::Device,
+    ) -> Result<(ActorCritic<B>, CheckpointState, PpoConfig), PpoError> {
+        load_agent::<B>(dir, device)
+    }
+}
+
+impl AlgorithmConfig for PpoConfig {
+    fn validate(&self) -> Result<(), PpoError> {
+        PpoConfig::validate(self)
+    }
+
+    fn plan(&self) -> Option<String> {
+        Some(format!(
+            "{} updates of {} transitions ({} environments x {} steps), {} env steps",
+            self.num_updates(),
+            self.batch_size(),
+            self.rollout.num_envs,
+            self.rollout.steps,
+            self.num_updates() * self.batch_size()
+        ))
+    }
+
+    fn env(&self) -> &EnvSection {
+        &self.env
     }
 }
 

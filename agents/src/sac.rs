@@ -38,15 +38,15 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, VecEnvConfig};
 
 use crate::actor_critic::{Mlp, PolicyInput};
+use crate::algorithm::{Algorithm, AlgorithmConfig};
 use crate::checkpoint::{
     load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
 };
 use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
-use crate::harness::{Harness, Progress};
+use crate::harness::{Harness, Progress, TrainOptions, TrainSummary};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
 use crate::off_policy::{
-    box_width, check_range, td_target, to_env_actions, OffPolicySummary, OffPolicyTrain, ReplaySection, RolloutSection,
-    Tally,
+    box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
 use crate::optim::soft_update;
 use crate::pretrain::{EnvSection, LossSection};
@@ -614,14 +614,14 @@ pub fn load_agent<B: Backend>(
 // ---------------------------------------------------------------------------------------------
 
 /// Trains SAC (+ the auxiliary loss) as configured, writing metrics and checkpoints to `run`.
-/// `verbose` shows a progress bar.
 pub fn train<B: AutodiffBackend>(
     config: &SacConfig,
     run: &RunDir,
     device: &B::Device,
-    verbose: bool,
-) -> Result<OffPolicySummary, TrainError> {
+    options: &TrainOptions,
+) -> Result<TrainSummary, TrainError> {
     config.validate()?;
+    options.check_for(&config.algo, false)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (s, t) = (&config.sac, &config.train);
     let aux = TrainError::checked_aux(&config.aux)?;
@@ -660,7 +660,8 @@ pub fn train<B: AutodiffBackend>(
         checksums: Default::default(),
     };
 
-    let mut harness = Harness::start(run, state, Progress { verbose, total: t.total_steps, unit: "steps" })?;
+    let mut harness =
+        Harness::start(run, state, Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" })?;
     let mut obs = envs.reset(Some(t.seed))?.clone();
     replay.reset(&obs)?;
     let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =
@@ -740,8 +741,7 @@ pub fn train<B: AutodiffBackend>(
         }
         harness.bar.set_position(global_step);
     }
-    let seconds = harness.process_seconds();
-    Ok(OffPolicySummary::new(run, global_step, learner.updates, seconds, harness.finish()))
+    Ok(harness.finish(learner.updates, global_step, None))
 }
 
 /// Writes `checkpoints/step-N/`: the agent, its targets and its temperature (no optimiser or
@@ -762,6 +762,46 @@ where
     ];
     harness.checkpoint(&name, &files)?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The algorithm, as the registry (`crate::algorithm`) knows it
+// ---------------------------------------------------------------------------------------------
+
+/// SAC with the M3ixup auxiliary loss (`algo = "sac"`).
+pub struct Sac;
+
+impl Algorithm for Sac {
+    const NAME: &'static str = "sac";
+    const RESUMABLE: bool = false;
+    type Config = SacConfig;
+    type Agent<B: Backend> = SacAgent<B>;
+
+    fn train<B: AutodiffBackend>(
+        config: &SacConfig,
+        run: &RunDir,
+        device: &B::Device,
+        options: &TrainOptions,
+    ) -> Result<TrainSummary, TrainError> {
+        train::<B>(config, run, device, options)
+    }
+
+    fn load<B: Backend>(
+        dir: &std::path::Path,
+        device: &B::Device,
+    ) -> Result<(SacAgent<B>, CheckpointState, SacConfig), TrainError> {
+        load_agent::<B>(dir, device)
+    }
+}
+
+impl AlgorithmConfig for SacConfig {
+    fn validate(&self) -> Result<(), TrainError> {
+        SacConfig::validate(self)
+    }
+
+    fn env(&self) -> &EnvSection {
+        &self.env
+    }
 }
 
 #[cfg(test)]

@@ -11,58 +11,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use burn::tensor::backend::AutodiffBackend;
 use m3ixup::agents::ppo::PpoConfig;
-use m3ixup::agents::{EncoderConfig, M3ixupLossConfig};
-use m3ixup::bench::{env_table, ppo_update_timing, train_step_timing, PpoTiming, StepTiming};
+use m3ixup::bench::{encoder_timings, env_table, ppo_timings};
 use m3ixup::config::load;
-use m3ixup::device::{BackendJob, DeviceArgs, DeviceSpec, Threads};
+use m3ixup::device::{DeviceArgs, DeviceSpec, Threads};
 use m3ixup::envs::registered_names;
-
-/// The `bench encoders` timings, generic over the backend that `--device` selects.
-struct EncoderTimings {
-    batch_size: usize,
-    warmup: usize,
-    steps: usize,
-    gmc_only: bool,
-}
-
-impl BackendJob for EncoderTimings {
-    /// GMC loss, then (unless `gmc_only`) the full M3ixup loss.
-    type Output = (StepTiming, Option<StepTiming>);
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
-        let (env, params, encoder) = ("multimodal-pendulum", toml::Table::new(), EncoderConfig::default());
-        let time = |loss: &M3ixupLossConfig| {
-            train_step_timing::<B>(env, &params, &encoder, loss, self.batch_size, self.warmup, self.steps, &device)
-        };
-        let gmc = time(&M3ixupLossConfig::gmc_only())?;
-        let full = if self.gmc_only { None } else { Some(time(&M3ixupLossConfig::default())?) };
-        Ok((gmc, full))
-    }
-}
-
-/// `bench ppo`: each config's update timings, the configs interleaved round by round so that a
-/// change in the machine's load reaches every config alike.
-struct PpoTimings<'a> {
-    configs: &'a [PpoConfig],
-    updates: usize,
-    rounds: usize,
-}
-
-impl BackendJob for PpoTimings<'_> {
-    type Output = Vec<PpoTiming>;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<Self::Output> {
-        let mut timings = vec![PpoTiming::default(); self.configs.len()];
-        for _ in 0..self.rounds {
-            for (config, timing) in self.configs.iter().zip(&mut timings) {
-                timing.extend(ppo_update_timing::<B>(config, self.updates, &std::env::temp_dir(), &device)?);
-            }
-        }
-        Ok(timings)
-    }
-}
 
 #[derive(Parser)]
 #[command(about = "Throughput figures measured on this machine")]
@@ -143,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             for c in &configs {
                 c.validate()?;
             }
-            let timings = device.run(PpoTimings { configs: &configs, updates, rounds })?;
+            let timings = ppo_timings(&device, &configs, updates, rounds)?;
             if json {
                 for (name, t) in names.iter().zip(&timings) {
                     let row = serde_json::json!({
@@ -201,8 +154,7 @@ fn main() -> anyhow::Result<()> {
         }
         What::Encoders { steps, warmup, batch_size, device: args, gmc_only, json } => {
             let env = "multimodal-pendulum";
-            let job = EncoderTimings { batch_size, warmup, steps, gmc_only };
-            let (gmc, full) = args.run(job)?;
+            let (gmc, full) = encoder_timings(&args, batch_size, warmup, steps, gmc_only)?;
             let device = args.device;
             let intra = if device == DeviceSpec::Flex { 1 } else { Threads::new(args.threads).resolved().0 };
             if json {

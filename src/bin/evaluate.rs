@@ -10,19 +10,15 @@
 //! Writes `eval.md`, `eval.csv`, `eval.json` and `dropout.png` to `--out` (default: the first
 //! run directory's `eval/`), and prints the table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use m3ixup::agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
-use m3ixup::agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy, Score};
-use m3ixup::agents::pretrain::EnvSection;
-use m3ixup::agents::progress::progress_bar;
+use m3ixup::agents::evaluate::{EvalConfig, Score};
 use m3ixup::agents::run::write_atomic;
-use m3ixup::agents::{ddpg, ppo, sac};
-use m3ixup::device::{BackendJob, DeviceArgs};
+use m3ixup::device::DeviceArgs;
+use m3ixup::jobs::{evaluate_checkpoints, EvalAgent};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
 
 #[derive(Parser)]
@@ -82,104 +78,6 @@ fn parse_score(text: &str) -> Result<Score, String> {
         .ok_or_else(|| format!("`{text}` is not a score: expected `return` or `per-step`"))
 }
 
-/// The evaluation, generic over the backend `--device` selects (inference only: the autodiff
-/// backend's inner backend runs the agents).
-struct Evaluate<'a> {
-    cli: &'a Cli,
-    config: &'a EvalConfig,
-}
-
-impl BackendJob for Evaluate<'_> {
-    type Output = EvalReport;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
-        evaluate_on::<B::InnerBackend>(self.cli, self.config, &device)
-    }
-}
-
-/// The checkpoint directory for a run directory or a checkpoint directory.
-fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
-    if path.join(STATE_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    latest_checkpoint(path)?
-        .with_context(|| format!("{} holds no checkpoint (no checkpoint.toml, no state.toml)", path.display()))
-}
-
-/// A trained controller of any algorithm, with what its checkpoint says about it.
-struct Loaded<B: Backend> {
-    label: String,
-    policy: Box<dyn Policy<B>>,
-    state: CheckpointState,
-    env: EnvSection,
-}
-
-/// Loads the checkpoint in `dir` as the algorithm its state names.
-fn load<B: Backend>(dir: &Path, label: String, device: &B::Device) -> anyhow::Result<Loaded<B>> {
-    let algo = load_checkpoint_state(dir)?.algo;
-    let (policy, state, env): (Box<dyn Policy<B>>, _, _) = match algo.as_str() {
-        "ppo" => {
-            let (a, s, c) = ppo::load_agent::<B>(dir, device)?;
-            (Box::new(a), s, c.env)
-        }
-        "sac" => {
-            let (a, s, c) = sac::load_agent::<B>(dir, device)?;
-            (Box::new(a), s, c.env)
-        }
-        "ddpg-frozen" => {
-            let (a, s, c) = ddpg::load_agent::<B>(dir, device)?;
-            (Box::new(a), s, c.env)
-        }
-        other => bail!(
-            "{}: algo `{other}` is not one `evaluate` knows (ppo, sac, ddpg-frozen)",
-            dir.join(STATE_FILE).display()
-        ),
-    };
-    Ok(Loaded { label, policy, state, env })
-}
-
-/// Loads every agent (a bad checkpoint fails before any episode runs) and evaluates them on
-/// `device`.
-fn evaluate_on<B: Backend>(cli: &Cli, config: &EvalConfig, device: &B::Device) -> anyhow::Result<EvalReport> {
-    let mut loaded = Vec::new();
-    for (k, path) in cli.checkpoints.iter().enumerate() {
-        let dir = checkpoint_dir(path)?;
-        let label = cli.labels.get(k).cloned().unwrap_or_else(|| {
-            path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
-        });
-        loaded.push(load::<B>(&dir, label, device).with_context(|| format!("cannot load {}", dir.display()))?);
-    }
-    let (env_name, params) = match &cli.env {
-        Some(name) => (name.clone(), loaded[0].env.params.clone()),
-        None => (loaded[0].state.env_name.clone(), loaded[0].env.params.clone()),
-    };
-    for Loaded { label, state, .. } in &loaded {
-        if cli.env.is_none() && state.env_name != env_name {
-            bail!(
-                "agent `{label}` was trained on `{}`, agent `{}` on `{env_name}`: evaluate them separately or pass --env",
-                state.env_name,
-                loaded[0].label
-            );
-        }
-    }
-    let agents: Vec<_> =
-        loaded.iter().map(|l| (l.label.clone(), l.policy.as_ref(), l.state.observation_space.clone())).collect();
-
-    let conditions = {
-        let probe = m3ixup::agents::envs::make(&env_name, &{
-            let mut p = params.clone();
-            p.remove("sensor_dropout");
-            p
-        })?;
-        config.conditions(probe.observation_space()).len()
-    };
-    let total = (config.episodes * (1 + conditions * agents.len())) as u64;
-    let bar = progress_bar(!cli.quiet, total, "", "episodes");
-    let report = evaluate::<B>(&agents, &env_name, &params, config, device, Some(&bar))?;
-    bar.finish_and_clear();
-    Ok(report)
-}
-
 fn main() -> anyhow::Result<()> {
     m3ixup::alloc::keep_freed_memory();
     let cli = Cli::parse();
@@ -200,7 +98,18 @@ fn main() -> anyhow::Result<()> {
     };
     config.validate()?;
     cli.device.check()?;
-    let report = cli.device.run(Evaluate { cli: &cli, config: &config })?;
+    let agents: Vec<EvalAgent> = cli
+        .checkpoints
+        .iter()
+        .enumerate()
+        .map(|(k, path)| EvalAgent {
+            label: cli.labels.get(k).cloned().unwrap_or_else(|| {
+                path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
+            }),
+            checkpoint: path.clone(),
+        })
+        .collect();
+    let report = evaluate_checkpoints(&agents, cli.env.as_deref(), &config, &cli.device, !cli.quiet)?;
 
     let markdown = report.to_markdown();
     println!("{markdown}");

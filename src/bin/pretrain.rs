@@ -14,28 +14,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use burn::tensor::backend::AutodiffBackend;
-use m3ixup::agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary, CHECKPOINT_FILE};
+use m3ixup::agents::pretrain::{PretrainConfig, PretrainOptions, CHECKPOINT_FILE};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::{load, to_toml};
-use m3ixup::device::{BackendJob, DeviceArgs};
-
-/// Pretraining, generic over the backend that `--device` selects.
-struct Pretrain<'a> {
-    config: &'a PretrainConfig,
-    run: &'a RunDir,
-    options: PretrainOptions,
-}
-
-impl BackendJob for Pretrain<'_> {
-    type Output = PretrainSummary;
-
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PretrainSummary> {
-        let (_, summary) = pretrain::<B>(self.config, self.run, &device, &self.options)
-            .with_context(|| format!("pretraining failed (run directory {})", self.run.path().display()))?;
-        Ok(summary)
-    }
-}
+use m3ixup::device::DeviceArgs;
+use m3ixup::jobs::pretrain_encoders;
 
 #[derive(Parser)]
 #[command(about = "Pretrain the multimodal encoders (GMC or M3ixup loss) on random-policy data")]
@@ -75,8 +58,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("device: {} ({})", cli.device.device, cli.device.device.describe());
 
-    let job = Pretrain { config: &config, run: &run, options: PretrainOptions { verbose: !cli.quiet } };
-    let summary = match cli.device.run(job) {
+    let summary = match pretrain_encoders(&config, &run, &cli.device, PretrainOptions { verbose: !cli.quiet }) {
         Ok(summary) => summary,
         Err(e) => {
             // A run that failed before it logged or saved anything frees its name again.

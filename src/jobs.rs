@@ -1,0 +1,318 @@
+//! What the binaries do, as plain functions: train a config of any registered algorithm,
+//! pretrain the encoders, evaluate checkpoints of any algorithm, each on the backend and device
+//! a [`DeviceArgs`] names.
+//!
+//! Inside, each is generic over the algorithm ([`m3ixup_agents::algorithm`]) and the backend
+//! ([`BackendJob`]); outside it is not. So every (algorithm, backend) instantiation of the
+//! training loops is compiled once, in this library, and the binaries keep their command line
+//! and their printing: with LibTorch and wgpu compiled in, each binary instantiating the loops
+//! itself made five copies of them, the bulk of a test build's half hour.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use m3ixup_agents::algorithm::{with_algorithm, Algorithm, AlgorithmConfig, AlgorithmVisitor};
+use m3ixup_agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
+use m3ixup_agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
+use m3ixup_agents::harness::{TrainOptions, TrainSummary};
+use m3ixup_agents::pretrain::{pretrain, EnvSection, PretrainConfig, PretrainOptions, PretrainSummary};
+use m3ixup_agents::progress::progress_bar;
+use m3ixup_agents::run::RunDir;
+
+use crate::config::{load, to_toml};
+use crate::device::{BackendJob, DeviceArgs};
+
+// ---------------------------------------------------------------------------------------------
+// Training
+// ---------------------------------------------------------------------------------------------
+
+/// A training config of any registered algorithm, read as the algorithm its `algo` key names
+/// (`"ppo"` when it has none).
+pub struct TrainConfig(Box<dyn AnyTrainConfig>);
+
+/// [`TrainConfig`]'s view of one algorithm's config.
+trait AnyTrainConfig {
+    fn algo(&self) -> &'static str;
+    fn resumable(&self) -> bool;
+    fn config(&self) -> &dyn ConfigView;
+    fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary>;
+}
+
+/// The object-safe part of [`AlgorithmConfig`].
+trait ConfigView {
+    fn validate(&self) -> anyhow::Result<()>;
+    fn check_inputs(&self) -> anyhow::Result<()>;
+    fn env(&self) -> &EnvSection;
+    fn plan(&self) -> Option<String>;
+    fn to_toml(&self) -> anyhow::Result<String>;
+}
+
+impl<C: AlgorithmConfig> ConfigView for C {
+    fn validate(&self) -> anyhow::Result<()> {
+        Ok(AlgorithmConfig::validate(self)?)
+    }
+    fn check_inputs(&self) -> anyhow::Result<()> {
+        Ok(AlgorithmConfig::check_inputs(self)?)
+    }
+    fn env(&self) -> &EnvSection {
+        AlgorithmConfig::env(self)
+    }
+    fn plan(&self) -> Option<String> {
+        AlgorithmConfig::plan(self)
+    }
+    fn to_toml(&self) -> anyhow::Result<String> {
+        to_toml(self)
+    }
+}
+
+struct Typed<A: Algorithm>(A::Config);
+
+impl<A: Algorithm> AnyTrainConfig for Typed<A> {
+    fn algo(&self) -> &'static str {
+        A::NAME
+    }
+    fn resumable(&self) -> bool {
+        A::RESUMABLE
+    }
+    fn config(&self) -> &dyn ConfigView {
+        &self.0
+    }
+    fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
+        struct Job<'a, A: Algorithm> {
+            config: &'a A::Config,
+            run: &'a RunDir,
+            options: &'a TrainOptions,
+        }
+        impl<A: Algorithm> BackendJob for Job<'_, A> {
+            type Output = TrainSummary;
+            fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<TrainSummary> {
+                Ok(A::train::<B>(self.config, self.run, &device, self.options)?)
+            }
+        }
+        device.run(Job::<A> { config: &self.0, run, options })
+    }
+}
+
+impl TrainConfig {
+    /// Reads the config file (`None`: the defaults) with `overrides` (`section.key=value`) as
+    /// the algorithm its `algo` key names.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        struct Load<'a> {
+            path: Option<&'a Path>,
+            overrides: &'a [String],
+        }
+        impl AlgorithmVisitor for Load<'_> {
+            type Output = anyhow::Result<TrainConfig>;
+            fn visit<A: Algorithm>(self) -> Self::Output {
+                let config: A::Config = load(self.path, self.overrides)?;
+                Ok(TrainConfig(Box::new(Typed::<A>(config))))
+            }
+        }
+        let table: toml::Table = load(path, overrides)?;
+        let algo = match table.get("algo") {
+            None => m3ixup_agents::ppo::Ppo::NAME.to_string(),
+            Some(toml::Value::String(name)) => name.clone(),
+            Some(other) => bail!("{}: `algo = {other}` is not a string", source_name(path)),
+        };
+        with_algorithm(&algo, Load { path, overrides }).with_context(|| format!("{}: `algo`", source_name(path)))?
+    }
+
+    /// The algorithm's name.
+    pub fn algo(&self) -> &'static str {
+        self.0.algo()
+    }
+
+    /// Whether its runs can stop (`max_updates`) and resume.
+    pub fn resumable(&self) -> bool {
+        self.0.resumable()
+    }
+
+    pub fn env_name(&self) -> &str {
+        &self.0.config().env().name
+    }
+
+    /// `<algo>-<env>`, the default run-name prefix.
+    pub fn kind(&self) -> String {
+        format!("{}-{}", self.algo(), self.env_name())
+    }
+
+    /// Checks every value and what the config points at (files); the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let config = self.0.config();
+        config.validate().and_then(|()| config.check_inputs()).context("invalid train config")
+    }
+
+    /// A line on the run's length, if the algorithm has one to give.
+    pub fn plan(&self) -> Option<String> {
+        self.0.config().plan()
+    }
+
+    /// The resolved config as TOML (what the run directory's `config.toml` holds).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        self.0.config().to_toml()
+    }
+
+    /// Refuses `options` this algorithm's runs do not support (resume, `max_updates`).
+    pub fn check_options(&self, options: &TrainOptions) -> anyhow::Result<()> {
+        Ok(options.check_for(self.algo(), self.resumable())?)
+    }
+
+    /// Trains on `device`, writing to `run`.
+    pub fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
+        self.check_options(options)?;
+        self.0
+            .train(run, device, options)
+            .with_context(|| format!("training failed (run directory {})", run.path().display()))
+    }
+}
+
+fn source_name(path: Option<&Path>) -> String {
+    path.map_or("the defaults".to_string(), |p| format!("config {}", p.display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pretraining
+// ---------------------------------------------------------------------------------------------
+
+/// Pretrains the encoders as configured on `device`, writing to `run`.
+pub fn pretrain_encoders(
+    config: &PretrainConfig,
+    run: &RunDir,
+    device: &DeviceArgs,
+    options: PretrainOptions,
+) -> anyhow::Result<PretrainSummary> {
+    struct Job<'a> {
+        config: &'a PretrainConfig,
+        run: &'a RunDir,
+        options: PretrainOptions,
+    }
+    impl BackendJob for Job<'_> {
+        type Output = PretrainSummary;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<PretrainSummary> {
+            Ok(pretrain::<B>(self.config, self.run, &device, &self.options)?.1)
+        }
+    }
+    device
+        .run(Job { config, run, options })
+        .with_context(|| format!("pretraining failed (run directory {})", run.path().display()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------------------------
+
+/// One agent to evaluate: its label in the table, and a run directory (its last checkpoint is
+/// used) or a checkpoint directory.
+#[derive(Clone, Debug)]
+pub struct EvalAgent {
+    pub label: String,
+    pub checkpoint: PathBuf,
+}
+
+/// The sensor-failure table of `agents`, on their environment (or on `env`), on `device`
+/// (inference only: the autodiff backend's inner backend runs the agents). Every checkpoint
+/// loads before any episode runs.
+pub fn evaluate_checkpoints(
+    agents: &[EvalAgent],
+    env: Option<&str>,
+    config: &EvalConfig,
+    device: &DeviceArgs,
+    verbose: bool,
+) -> anyhow::Result<EvalReport> {
+    struct Job<'a> {
+        agents: &'a [EvalAgent],
+        env: Option<&'a str>,
+        config: &'a EvalConfig,
+        verbose: bool,
+    }
+    impl BackendJob for Job<'_> {
+        type Output = EvalReport;
+        fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
+            evaluate_on::<B::InnerBackend>(self.agents, self.env, self.config, &device, self.verbose)
+        }
+    }
+    if agents.is_empty() {
+        bail!("no agent to evaluate");
+    }
+    device.run(Job { agents, env, config, verbose })
+}
+
+/// A trained controller of any algorithm, with what its checkpoint says about it.
+struct Loaded<B: Backend> {
+    label: String,
+    policy: Box<dyn Policy<B>>,
+    state: CheckpointState,
+    env: EnvSection,
+}
+
+/// The checkpoint directory for a run directory or a checkpoint directory.
+fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if path.join(STATE_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    latest_checkpoint(path)?
+        .with_context(|| format!("{} holds no checkpoint (no checkpoint.toml, no state.toml)", path.display()))
+}
+
+/// Loads the checkpoint in `dir` as the algorithm its state names.
+fn load_policy<B: Backend>(dir: &Path, label: String, device: &B::Device) -> anyhow::Result<Loaded<B>> {
+    struct LoadPolicy<'a, B: Backend> {
+        dir: &'a Path,
+        device: &'a B::Device,
+    }
+    impl<B: Backend> AlgorithmVisitor for LoadPolicy<'_, B> {
+        type Output = anyhow::Result<(Box<dyn Policy<B>>, CheckpointState, EnvSection)>;
+        fn visit<A: Algorithm>(self) -> Self::Output {
+            let (agent, state, config) = A::load::<B>(self.dir, self.device)?;
+            Ok((Box::new(agent), state, AlgorithmConfig::env(&config).clone()))
+        }
+    }
+    let algo = load_checkpoint_state(dir)?.algo;
+    let (policy, state, env) = with_algorithm(&algo, LoadPolicy::<B> { dir, device })
+        .with_context(|| format!("{}: `algo`", dir.join(STATE_FILE).display()))??;
+    Ok(Loaded { label, policy, state, env })
+}
+
+fn evaluate_on<B: Backend>(
+    agents: &[EvalAgent],
+    env: Option<&str>,
+    config: &EvalConfig,
+    device: &B::Device,
+    verbose: bool,
+) -> anyhow::Result<EvalReport> {
+    let mut loaded = Vec::new();
+    for agent in agents {
+        let dir = checkpoint_dir(&agent.checkpoint)?;
+        loaded.push(
+            load_policy::<B>(&dir, agent.label.clone(), device)
+                .with_context(|| format!("cannot load {}", dir.display()))?,
+        );
+    }
+    let env_name = env.map_or_else(|| loaded[0].state.env_name.clone(), str::to_string);
+    let params = loaded[0].env.params.clone();
+    for Loaded { label, state, .. } in &loaded {
+        if env.is_none() && state.env_name != env_name {
+            bail!(
+                "agent `{label}` was trained on `{}`, agent `{}` on `{env_name}`: evaluate them separately or pass --env",
+                state.env_name,
+                loaded[0].label
+            );
+        }
+    }
+    let policies: Vec<_> =
+        loaded.iter().map(|l| (l.label.clone(), l.policy.as_ref(), l.state.observation_space.clone())).collect();
+
+    let conditions = {
+        let mut probe_params = params.clone();
+        probe_params.remove("sensor_dropout");
+        let probe = m3ixup_agents::envs::make(&env_name, &probe_params)?;
+        config.conditions(probe.observation_space()).len()
+    };
+    let total = (config.episodes * (1 + conditions * policies.len())) as u64;
+    let bar = progress_bar(verbose, total, "", "episodes");
+    let report = evaluate::<B>(&policies, &env_name, &params, config, device, Some(&bar))?;
+    bar.finish_and_clear();
+    Ok(report)
+}
