@@ -17,9 +17,10 @@ use m3ixup_agents::algorithm::{with_algorithm, Algorithm, AlgorithmConfig, Algor
 use m3ixup_agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
 use m3ixup_agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
 use m3ixup_agents::harness::{TrainOptions, TrainSummary};
-use m3ixup_agents::pretrain::{pretrain, EnvSection, PretrainConfig, PretrainOptions, PretrainSummary};
+use m3ixup_agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
 use m3ixup_agents::progress::progress_bar;
 use m3ixup_agents::run::RunDir;
+use m3ixup_agents::sections::EnvSection;
 
 use crate::config::{load, to_toml};
 use crate::device::{BackendJob, DeviceArgs};

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::checkpoint::{CheckpointState, TrainError};
 use crate::evaluate::Policy;
 use crate::harness::{TrainOptions, TrainSummary};
-use crate::pretrain::EnvSection;
+use crate::sections::EnvSection;
 
 /// A config of one algorithm: what `train` reads from TOML and checks before it makes a run
 /// directory.

@@ -20,9 +20,10 @@ use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, 
 
 use crate::encoder::EncoderError;
 use crate::losses::{LossTerm, M3ixupLossConfig};
-use crate::pretrain::{CheckpointRecorder, EnvSection, LossKind, LossSection, PretrainError};
+use crate::pretrain::{CheckpointRecorder, PretrainError};
 use crate::replay::ReplayError;
 use crate::run::{write_atomic, RunDir};
+use crate::sections::{EnvSection, LossKind, LossSection};
 
 /// Errors of `train` (every algorithm); config errors name the field.
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +71,7 @@ impl TrainError {
 
     /// The effective auxiliary loss of an `[aux]` section, checked (every algorithm's `aux`).
     pub fn checked_aux(aux: &LossSection) -> Result<M3ixupLossConfig, Self> {
-        let loss = aux.effective().map_err(|e| TrainError::config("aux", e.to_string()))?;
+        let loss = aux.effective().map_err(|e| TrainError::config("aux.terms", e.reason))?;
         loss.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
         if aux.gmc_with_other_terms() {
             return Err(TrainError::config(

@@ -42,9 +42,10 @@ use crate::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
 use crate::optim::soft_update;
-use crate::pretrain::{load_encoder, EncoderMeta, EnvSection, CHECKPOINT_FILE, META_FILE};
+use crate::pretrain::{load_encoder, EncoderMeta, CHECKPOINT_FILE, META_FILE};
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
+use crate::sections::EnvSection;
 use crate::storage::batch_input;
 
 // ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ pub mod replay;
 pub mod rollout;
 pub mod run;
 pub mod sac;
+pub mod sections;
 pub mod storage;
 
 pub use encoder::{

@@ -47,9 +47,10 @@ use crate::harness::{Harness, Progress};
 use crate::harness::{TrainOptions, TrainSummary};
 use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::optim::clip_grad_norm;
-use crate::pretrain::{CheckpointRecorder, EnvSection, LossSection};
+use crate::pretrain::CheckpointRecorder;
 use crate::rollout::{gae, Rollout};
 use crate::run::RunDir;
+use crate::sections::{EnvSection, LossSection};
 use crate::storage::{batch_input, DeviceObs};
 
 // ---------------------------------------------------------------------------------------------
@@ -244,7 +245,7 @@ impl PpoConfig {
 
     /// The auxiliary loss the update evaluates (every term off for `kind = "none"`).
     pub fn aux_loss(&self) -> Result<M3ixupLossConfig, PpoError> {
-        self.aux.effective().map_err(|e| PpoError::config("aux", e.to_string()))
+        self.aux.effective().map_err(|e| PpoError::config("aux.terms", e.reason))
     }
 
     /// Checks every value; the error names the field.

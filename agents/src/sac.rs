@@ -49,9 +49,9 @@ use crate::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
 use crate::optim::soft_update;
-use crate::pretrain::{EnvSection, LossSection};
 use crate::replay::{next_observations, ReplayBuffer};
 use crate::run::RunDir;
+use crate::sections::{EnvSection, LossSection};
 use crate::storage::batch_input;
 
 // ---------------------------------------------------------------------------------------------
