@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use burn::backend::{Autodiff, Flex};
 
@@ -19,7 +18,8 @@ use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
+mod common;
+use common::{backend_rng, fresh_dir};
 
 fn pendulum(condition: &Condition) -> Box<dyn Env> {
     condition.wrap(make("multimodal-pendulum", &toml::Table::new()).unwrap()).unwrap()
@@ -92,12 +92,6 @@ fn each_condition_masks_or_corrupts_exactly_what_it_says() {
     assert_ne!(clean[20].data[0], clean[0].data[0], "the pendulum did move");
 }
 
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("evaluate-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
 /// Trains the smoke config (about a second) and returns its run directory.
 fn smoke_checkpoint(tag: &str, overrides: &[&str]) -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/ppo-smoke.toml");
@@ -122,7 +116,7 @@ fn small_protocol() -> EvalConfig {
 
 #[test]
 fn a_smoke_checkpoint_evaluates_end_to_end_and_identical_seeds_give_identical_tables() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let dir = smoke_checkpoint("smoke", &[]);
     let (agent, state, config) =
         load_agent::<Flex>(&latest_checkpoint(&dir).unwrap().unwrap(), &Default::default()).unwrap();
@@ -164,7 +158,7 @@ fn a_smoke_checkpoint_evaluates_end_to_end_and_identical_seeds_give_identical_ta
 
 #[test]
 fn incompatible_agents_unknown_modalities_and_bad_probabilities_fail_before_any_episode() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     // An agent trained with proprio as a third sensor does not fit the pixels + sound pendulum.
     let dir = smoke_checkpoint("proprio", &["env.params.proprio=true", "train.total_steps=64"]);
     let (agent, state, _) =

@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
@@ -20,26 +19,10 @@ use m3ixup::agents::run::RunDir;
 use m3ixup::agents::sac::{self, SacConfig};
 use m3ixup::config::load;
 
+mod common;
+use common::{backend_rng, config_path, fresh_dir, timeless};
+
 type Ad = Autodiff<Flex>;
-
-/// The Flex backend seeds one global RNG: the tests that train take this lock.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
-
-fn config_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
-}
-
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("off-policy-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
-fn timeless(rows: &[Vec<(String, f64)>]) -> Vec<Vec<(String, u64)>> {
-    rows.iter()
-        .map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect())
-        .collect()
-}
 
 fn tiny_protocol() -> EvalConfig {
     EvalConfig {
@@ -64,7 +47,7 @@ fn pretrained(dir: &Path) -> PathBuf {
 
 #[test]
 fn sac_smoke_trains_deterministically_checkpoints_and_evaluates() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let config: SacConfig = load(Some(&config_path("sac-smoke.toml")), &[]).unwrap();
     config.validate().unwrap();
     let device = Default::default();
@@ -94,7 +77,7 @@ fn sac_smoke_trains_deterministically_checkpoints_and_evaluates() {
 
 #[test]
 fn ddpg_trains_on_the_pretrained_encoder_without_changing_it() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let device = Default::default();
     let encoder_dir = pretrained(&fresh_dir("pretrained"));
     let set = format!("pretrained.path={:?}", encoder_dir.display().to_string());
@@ -124,7 +107,7 @@ fn ddpg_trains_on_the_pretrained_encoder_without_changing_it() {
 
 #[test]
 fn a_pretrained_encoder_of_another_observation_space_is_rejected_naming_both() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let encoder_dir = pretrained(&fresh_dir("pretrained-other"));
     // The encoder saw pixels and sound; this environment adds proprioception.
     let overrides =

@@ -2,8 +2,7 @@
 //! per epoch and writes a checkpoint that loads back into an identical encoder.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
@@ -13,11 +12,10 @@ use m3ixup::agents::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainO
 use m3ixup::agents::run::RunDir;
 use m3ixup::agents::Presence;
 
-type Ad = Autodiff<Flex>;
+mod common;
+use common::{backend_rng, fresh_dir};
 
-/// The Flex backend seeds one global RNG: runs in parallel test threads would draw from it in
-/// turn, so the tests that train take this lock.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
+type Ad = Autodiff<Flex>;
 
 fn smoke_config() -> PretrainConfig {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/pretrain-smoke.toml");
@@ -26,15 +24,9 @@ fn smoke_config() -> PretrainConfig {
     config
 }
 
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("pretrain-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
 #[test]
 fn smoke_config_trains_logs_and_checkpoints() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let config = smoke_config();
     let dir = fresh_dir("smoke");
     let run = RunDir::at(&dir).unwrap();
@@ -119,7 +111,7 @@ fn smoke_config_trains_logs_and_checkpoints() {
 
 #[test]
 fn same_seed_same_run() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let mut config = smoke_config();
     config.train.epochs = 1;
     let device = Default::default();

@@ -3,9 +3,8 @@
 //! the `train` binary where the defect was the binary's).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
 use burn::backend::{Autodiff, Flex};
 
@@ -13,29 +12,11 @@ use m3ixup::agents::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE
 use m3ixup::agents::harness::{TrainOptions, TrainSummary};
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, AGENT_FILE};
 use m3ixup::agents::run::RunDir;
-use m3ixup::config::load;
+
+mod common;
+use common::{backend_rng, config_path, fresh_dir, ppo_smoke};
 
 type Ad = Autodiff<Flex>;
-
-/// The Flex backend seeds one global RNG: the tests that train take this lock.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
-
-fn config_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
-}
-
-fn smoke(overrides: &[&str]) -> PpoConfig {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let config: PpoConfig = load(Some(&config_path("ppo-smoke.toml")), &overrides).unwrap();
-    config.validate().unwrap();
-    config
-}
-
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("run-safety-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
 
 /// Trains `config` in `dir` for at most `max_updates` updates, resuming when asked.
 fn run(config: &PpoConfig, dir: &Path, resume: bool, max_updates: Option<usize>) -> TrainSummary {
@@ -62,8 +43,8 @@ fn cut_off(path: &Path, bytes: usize) {
 
 #[test]
 fn a_cut_off_last_metrics_line_neither_blocks_resume_nor_loses_a_row() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=256", "train.checkpoint_every=1"]); // 4 updates of 64 steps
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=256", "train.checkpoint_every=1"]); // 4 updates of 64 steps
     for file in ["metrics.jsonl", "metrics.csv"] {
         let dir = fresh_dir(&format!("cut-{file}"));
         run(&config, &dir, false, Some(2));
@@ -95,8 +76,8 @@ fn a_cut_off_last_metrics_line_neither_blocks_resume_nor_loses_a_row() {
 
 #[test]
 fn a_second_process_on_the_same_run_is_refused_while_the_first_holds_it() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=128"]);
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=128"]);
     let dir = fresh_dir("lock");
     run(&config, &dir, false, Some(1));
     let held = RunDir::at(&dir).unwrap();
@@ -119,8 +100,8 @@ fn a_second_process_on_the_same_run_is_refused_while_the_first_holds_it() {
 
 #[test]
 fn a_checkpoint_pointer_leading_outside_its_run_is_refused_and_nothing_is_deleted() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=128"]);
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=128"]);
     let (a, b) = (fresh_dir("pointer-a"), fresh_dir("pointer-b"));
     run(&config, &a, false, Some(1));
     run(&config, &b, false, Some(1));
@@ -147,11 +128,11 @@ fn a_checkpoint_pointer_leading_outside_its_run_is_refused_and_nothing_is_delete
 
 #[test]
 fn a_checkpoint_of_another_config_or_with_damaged_bytes_is_an_error_never_a_silent_load_or_a_panic() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let mut checkpoints = Vec::new();
     for (tag, hidden) in [("h16", "[16]"), ("h32", "[32]"), ("deep", "[16, 16, 16]")] {
         let dir = fresh_dir(&format!("shape-{tag}"));
-        run(&smoke(&["train.total_steps=64", &format!("policy.hidden={hidden}")]), &dir, false, None);
+        run(&ppo_smoke(&["train.total_steps=64", &format!("policy.hidden={hidden}")]), &dir, false, None);
         checkpoints.push((dir.clone(), latest_checkpoint(&dir).unwrap().unwrap()));
     }
     let target = &checkpoints[0].1;
@@ -190,7 +171,7 @@ fn a_checkpoint_of_another_config_or_with_damaged_bytes_is_an_error_never_a_sile
 
 #[test]
 fn a_one_row_last_minibatch_is_normalised_with_the_minibatch_before_it() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let mean_of = |summary: &TrainSummary, key: &str| {
         let row = &summary.rows[0];
         row.iter().find(|(k, _)| k == key).unwrap().1
@@ -198,7 +179,8 @@ fn a_one_row_last_minibatch_is_normalised_with_the_minibatch_before_it() {
     let mut policy_losses = Vec::new();
     for minibatch in ["63", "64"] {
         let dir = fresh_dir(&format!("minibatch-{minibatch}"));
-        let config = smoke(&["train.total_steps=64", "aux.kind=\"none\"", &format!("ppo.minibatch_size={minibatch}")]);
+        let config =
+            ppo_smoke(&["train.total_steps=64", "aux.kind=\"none\"", &format!("ppo.minibatch_size={minibatch}")]);
         let summary = run(&config, &dir, false, None);
         policy_losses.push(mean_of(&summary, "losses/policy"));
         fs::remove_dir_all(dir).unwrap();
@@ -237,8 +219,8 @@ fn a_run_that_cannot_start_leaves_no_directory_behind() {
 
 #[test]
 fn a_resume_clears_what_a_killed_checkpoint_write_left_and_continues_the_runs_clock() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=192"]);
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=192"]);
     let dir = fresh_dir("leftovers");
     let first = run(&config, &dir, false, Some(1));
     let elapsed = |row: &Vec<(String, f64)>| row.iter().find(|(k, _)| k == "time/elapsed_seconds").unwrap().1;

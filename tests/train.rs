@@ -3,8 +3,7 @@
 //! non-finite loss with its last checkpoint intact.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 
@@ -14,39 +13,15 @@ use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoEr
 use m3ixup::agents::run::RunDir;
 use m3ixup::config::load;
 
+mod common;
+use common::{backend_rng, config_path, fresh_dir, ppo_smoke, timeless};
+
 type Ad = Autodiff<Flex>;
-
-/// The Flex backend seeds one global RNG: the tests that train take this lock.
-static BACKEND_RNG: Mutex<()> = Mutex::new(());
-
-fn config_path(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs").join(name)
-}
-
-fn smoke(overrides: &[&str]) -> PpoConfig {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let config: PpoConfig = load(Some(&config_path("ppo-smoke.toml")), &overrides).unwrap();
-    config.validate().unwrap();
-    config
-}
-
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("train-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir
-}
-
-/// The rows without wall-clock figures, values as bits (so NaN equals NaN).
-fn timeless(rows: &[Vec<(String, f64)>]) -> Vec<Vec<(String, u64)>> {
-    rows.iter()
-        .map(|r| r.iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| (k.clone(), v.to_bits())).collect())
-        .collect()
-}
 
 #[test]
 fn smoke_config_trains_end_to_end_with_metrics_and_a_loadable_checkpoint() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&[]);
+    let _rng = backend_rng();
+    let config = ppo_smoke(&[]);
     let dir = fresh_dir("smoke");
     let run = RunDir::at(&dir).unwrap();
     let summary = train::<Ad>(&config, &run, &Default::default(), &TrainOptions::default()).unwrap();
@@ -82,8 +57,8 @@ fn smoke_config_trains_end_to_end_with_metrics_and_a_loadable_checkpoint() {
 
 #[test]
 fn the_same_seed_with_inline_workers_gives_identical_metrics() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=64"]);
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=64"]);
     let mut results = Vec::new();
     for tag in ["det-a", "det-b"] {
         let dir = fresh_dir(tag);
@@ -95,7 +70,7 @@ fn the_same_seed_with_inline_workers_gives_identical_metrics() {
     assert_eq!(results[0], results[1]);
     // A different seed gives a different run.
     let dir = fresh_dir("det-c");
-    let other = smoke(&["train.total_steps=64", "train.seed=8"]);
+    let other = ppo_smoke(&["train.total_steps=64", "train.seed=8"]);
     let summary =
         train::<Ad>(&other, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
     assert_ne!(timeless(&summary.rows), results[0]);
@@ -104,10 +79,10 @@ fn the_same_seed_with_inline_workers_gives_identical_metrics() {
 
 #[test]
 fn rollout_inference_on_a_cpu_copy_of_the_weights_gives_the_same_run_as_on_the_learner() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     let mut results = Vec::new();
     for inference in ["learner", "cpu"] {
-        let config = smoke(&["train.total_steps=128", &format!("rollout.inference={inference}")]);
+        let config = ppo_smoke(&["train.total_steps=128", &format!("rollout.inference={inference}")]);
         let dir = fresh_dir(&format!("inference-{inference}"));
         let summary =
             train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
@@ -120,8 +95,8 @@ fn rollout_inference_on_a_cpu_copy_of_the_weights_gives_the_same_run_as_on_the_l
 
 #[test]
 fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and_config() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    let config = smoke(&["train.total_steps=192"]); // 3 updates
+    let _rng = backend_rng();
+    let config = ppo_smoke(&["train.total_steps=192"]); // 3 updates
     let dir = fresh_dir("resume");
     let run = RunDir::at(&dir).unwrap();
     let first =
@@ -140,7 +115,7 @@ fn an_interrupted_run_resumes_from_its_checkpoint_with_the_same_step_counter_and
     let logged: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
     assert_eq!(logged, ["64", "128", "192"]);
     // A resume with another config is refused.
-    let other = smoke(&["train.total_steps=192", "ppo.learning_rate=0.01"]);
+    let other = ppo_smoke(&["train.total_steps=192", "ppo.learning_rate=0.01"]);
     let err = train::<Ad>(&other, &run, &Default::default(), &TrainOptions { resume: true, ..Default::default() })
         .unwrap_err();
     assert!(err.to_string().contains("config differs"), "{err}");
@@ -225,13 +200,13 @@ impl Env for NanPendulum {
 
 #[test]
 fn a_nan_loss_stops_the_run_with_a_clear_error_and_the_last_checkpoint_intact() {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = backend_rng();
     register("nan-pendulum", Default::default(), |c: NanConfig| {
         let inner = m3ixup::agents::envs::make("multimodal-pendulum", &toml::Table::new())?;
         Ok(NanPendulum { inner, steps: 0, after: c.after })
     });
     // 16 steps per update: the rewards turn NaN during the second update.
-    let config = smoke(&["env.name=\"nan-pendulum\"", "env.params.after=20", "train.total_steps=192"]);
+    let config = ppo_smoke(&["env.name=\"nan-pendulum\"", "env.params.after=20", "train.total_steps=192"]);
     let dir = fresh_dir("nan");
     let run = RunDir::at(&dir).unwrap();
     let err = train::<Ad>(&config, &run, &Default::default(), &TrainOptions::default()).unwrap_err();

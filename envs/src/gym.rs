@@ -33,7 +33,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyModule};
 use serde::Deserialize;
 
-use crate::registry::EnvFactory;
+use crate::registry::{EnvDefaults, EnvFactory, Registry};
 use crate::{
     validate_action, Action, ActionSpace, DType, Env, EnvError, Info, ModalityData, ModalitySpec, Obs, ObsSpace, Step,
 };
@@ -89,6 +89,11 @@ impl ImageSize {
             ImageSize::HeightWidth([h, w]) => (h, w),
         }
     }
+}
+
+/// Registers the `gym` family: `gym:<id>` is Gymnasium's environment `<id>`.
+pub fn register(registry: &mut Registry) {
+    registry.register_family(FAMILY, EnvDefaults::default(), factory());
 }
 
 /// The registry factory of the `gym` family.

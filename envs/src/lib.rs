@@ -17,6 +17,7 @@ pub mod env;
 pub mod error;
 #[cfg(feature = "python")]
 pub mod gym;
+pub mod registered;
 pub mod registry;
 pub mod render;
 pub mod spaces;
@@ -26,6 +27,9 @@ pub mod wrappers;
 pub use check::{check_env, CheckReport};
 pub use env::{validate_action, Env, Info, ModalityData, Obs, Step, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 pub use error::EnvError;
-pub use registry::{frame_stack, is_registered, make, max_episode_steps, register, registered_names, Registry};
+pub use registered::{
+    frame_stack, is_registered, make, max_episode_steps, register, registered_names, standard_registry,
+};
+pub use registry::Registry;
 pub use spaces::{Action, ActionSpace, DType, ModalitySpec, ObsSpace};
 pub use vector::{BatchActions, BatchObs, VecEnv, VecEnvConfig, VecStep};

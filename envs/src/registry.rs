@@ -14,15 +14,16 @@
 //! (they cannot be built without an `id`); [`Registry::contains`] accepts `family:<id>`.
 //! Wrapping order, inner to outer: environment, frame stack, time limit, sensor dropout,
 //! episode statistics.
+//!
+//! As Gymnasium's `registration.py`, this module knows no environment: the environments
+//! register themselves ([`crate::builtin::register`], [`crate::gym::register`]), and
+//! [`crate::registered`] composes the process-wide registry that [`crate::make`] reads.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::builtin::{
-    self, MultimodalPendulum, PendulumConfig, PixelCartPole, PixelCartPoleConfig, Reacher, ReacherConfig,
-};
 use crate::wrappers::{DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, TimeLimit};
 use crate::{Env, EnvError};
 
@@ -54,6 +55,8 @@ pub struct Registry {
     entries: BTreeMap<String, Entry>,
     /// Environments selected as `family:<id>` (or by name with an `id` parameter).
     families: BTreeMap<String, Entry>,
+    /// Families this build leaves out, with what would bring them in.
+    absent_families: BTreeMap<String, String>,
 }
 
 const WRAPPER_KEYS: [&str; 3] = ["frame_stack", "max_episode_steps", "sensor_dropout"];
@@ -62,22 +65,6 @@ impl Registry {
     /// An empty registry.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// The built-in environments: `multimodal-pendulum` (2 frames, 200 steps as Gymnasium's
-    /// Pendulum-v1; the paper evaluates 300), `pixel-cartpole` (2 frames, 500 steps) and
-    /// `reacher` (2 frames, 50 steps).
-    pub fn with_builtins() -> Self {
-        let mut registry = Self::new();
-        let two_frames = |steps| EnvDefaults { frame_stack: 2, max_episode_steps: Some(steps) };
-        registry
-            .register_typed(builtin::pendulum::NAME, two_frames(200), |c: PendulumConfig| MultimodalPendulum::new(c));
-        registry
-            .register_typed(builtin::cartpole::NAME, two_frames(500), |c: PixelCartPoleConfig| PixelCartPole::new(c));
-        registry.register_typed(builtin::reacher::NAME, two_frames(50), |c: ReacherConfig| Reacher::new(c));
-        #[cfg(feature = "python")]
-        registry.register_family(crate::gym::FAMILY, EnvDefaults::default(), crate::gym::factory());
-        registry
     }
 
     /// Registers (or replaces) an environment whose factory reads the raw parameter table.
@@ -112,6 +99,12 @@ impl Registry {
     /// parameters (the factory reads `id` from its table).
     pub fn register_family(&mut self, family: &str, defaults: EnvDefaults, factory: EnvFactory) {
         self.families.insert(family.to_string(), Entry { factory, defaults });
+    }
+
+    /// Records that this build leaves out `family`: `family:<id>` then fails with `why` (for
+    /// example, the Cargo feature that compiles it in).
+    pub fn register_absent_family(&mut self, family: &str, why: &str) {
+        self.absent_families.insert(family.to_string(), why.to_string());
     }
 
     /// Registered names, sorted (families not included: they need an `id`).
@@ -179,13 +172,9 @@ impl Registry {
     }
 
     fn unknown(&self, name: &str) -> EnvError {
-        if name.starts_with("gym:") && !self.families.contains_key("gym") {
-            return EnvError::Other {
-                env: name.to_string(),
-                message: "Gymnasium environments (`gym:<id>`) need m3ixup built with the `python` feature \
-                          (for example `cargo run --features python ...`)"
-                    .into(),
-            };
+        let family = name.split_once(':').map_or(name, |(family, _)| family);
+        if let Some(why) = self.absent_families.get(family) {
+            return EnvError::Other { env: name.to_string(), message: why.clone() };
         }
         let mut available = self.names();
         available.extend(self.families.keys().map(|f| format!("{f}:<id>")));
@@ -267,49 +256,4 @@ pub fn toml_key_at(text: &str, offset: usize) -> Option<String> {
         Some(header) => format!("{}.{key}", header.trim_matches(|c| c == '[' || c == ']').trim()),
         None => key.to_string(),
     })
-}
-
-fn global() -> &'static RwLock<Registry> {
-    static REGISTRY: OnceLock<RwLock<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| RwLock::new(Registry::with_builtins()))
-}
-
-/// Registers an environment in the process-wide registry used by [`make`] (and so by the
-/// `train`, `evaluate` and `pretrain` entry points).
-pub fn register<C, E, F>(name: &str, defaults: EnvDefaults, make: F)
-where
-    C: DeserializeOwned,
-    E: Env + 'static,
-    F: Fn(C) -> Result<E, EnvError> + Send + Sync + 'static,
-{
-    global().write().unwrap_or_else(|e| e.into_inner()).register_typed(name, defaults, make);
-}
-
-/// Builds a registered environment from the process-wide registry.
-pub fn make(name: &str, params: &toml::Table) -> Result<Box<dyn Env>, EnvError> {
-    global().read().unwrap_or_else(|e| e.into_inner()).make(name, params)
-}
-
-/// Frames per observation of a registered environment with `params` (see
-/// [`Registry::frame_stack`]).
-pub fn frame_stack(name: &str, params: &toml::Table) -> Result<usize, EnvError> {
-    global().read().unwrap_or_else(|e| e.into_inner()).frame_stack(name, params)
-}
-
-/// The episode limit of a registered environment with `params` (see
-/// [`Registry::max_episode_steps`]).
-pub fn max_episode_steps(name: &str, params: &toml::Table) -> Result<Option<usize>, EnvError> {
-    global().read().unwrap_or_else(|e| e.into_inner()).max_episode_steps(name, params)
-}
-
-/// Names in the process-wide registry, sorted (families such as `gym:<id>` are not listed: use
-/// [`is_registered`] to check a name).
-pub fn registered_names() -> Vec<String> {
-    global().read().unwrap_or_else(|e| e.into_inner()).names()
-}
-
-/// Whether [`make`] knows `name`: a registered name, or `family:<id>` of a registered family
-/// (`gym:Pendulum-v1` with feature `python`).
-pub fn is_registered(name: &str) -> bool {
-    global().read().unwrap_or_else(|e| e.into_inner()).contains(name)
 }

@@ -1,6 +1,6 @@
 //! Environments by name: parameters from TOML, wrapper parameters, clear errors.
 
-use m3ixup_envs::registry::{EnvDefaults, Registry};
+use m3ixup_envs::registry::EnvDefaults;
 use m3ixup_envs::{make, registered_names, Action, DType, EnvError};
 
 mod common;
@@ -79,7 +79,7 @@ fn unknown_or_invalid_parameters_are_named() {
 
 #[test]
 fn a_user_environment_gets_its_own_config_and_the_common_wrapper_parameters() {
-    let mut registry = Registry::with_builtins();
+    let mut registry = m3ixup_envs::standard_registry();
     registry.register_typed("counter", EnvDefaults::default(), |c: CounterConfig| Ok(Counter::new(c.terminate_at)));
     let mut env = registry.make("counter", &params("terminate_at = 2\nframe_stack = 2")).unwrap();
     assert_eq!(env.observation_space().spec(1).shape, vec![4]);
@@ -102,7 +102,7 @@ fn gym_ids_without_the_python_feature_name_the_feature() {
 
 #[test]
 fn a_family_is_selected_as_family_colon_id() {
-    let mut registry = Registry::with_builtins();
+    let mut registry = m3ixup_envs::standard_registry();
     let factory: m3ixup_envs::registry::EnvFactory = std::sync::Arc::new(|params: &toml::Table| {
         let limit = params.get("id").and_then(|v| v.as_str()).unwrap().parse::<u32>().unwrap();
         Ok(Box::new(Counter::new(Some(limit))) as Box<dyn m3ixup_envs::Env>)

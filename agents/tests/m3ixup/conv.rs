@@ -34,12 +34,19 @@ const LAYERS: &[(usize, usize, usize, usize, usize, usize, bool)] = &[
     (3, 6, 5, 3, 1, 1, true),
 ];
 
+/// A conv layer whose parameters are drawn now: burn draws them lazily, at first use, which
+/// would happen outside `seeded`'s lock and race with other tests' seeded draws.
 fn layer<B: Backend>(c: usize, out: usize, k: usize, s: usize, p: usize, bias: bool, device: &B::Device) -> Conv2d<B> {
-    Conv2dConfig::new([c, out], [k, k])
+    let conv = Conv2dConfig::new([c, out], [k, k])
         .with_stride([s, s])
         .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
         .with_bias(bias)
-        .init(device)
+        .init(device);
+    let _ = conv.weight.val();
+    if let Some(b) = &conv.bias {
+        let _ = b.val();
+    }
+    conv
 }
 
 #[test]
