@@ -33,39 +33,16 @@ use crate::device::{BackendJob, DeviceArgs};
 /// (`"ppo"` when it has none).
 pub struct TrainConfig(Box<dyn AnyTrainConfig>);
 
-/// [`TrainConfig`]'s view of one algorithm's config.
+/// [`TrainConfig`]'s view of one algorithm's config: the object-safe part of
+/// [`AlgorithmConfig`], and training on a device.
 trait AnyTrainConfig {
     fn algo(&self) -> &'static str;
     fn resumable(&self) -> bool;
-    fn config(&self) -> &dyn ConfigView;
-    fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary>;
-}
-
-/// The object-safe part of [`AlgorithmConfig`].
-trait ConfigView {
     fn validate(&self) -> anyhow::Result<()>;
-    fn check_inputs(&self) -> anyhow::Result<()>;
     fn env(&self) -> &EnvSection;
     fn plan(&self) -> Option<String>;
     fn to_toml(&self) -> anyhow::Result<String>;
-}
-
-impl<C: AlgorithmConfig> ConfigView for C {
-    fn validate(&self) -> anyhow::Result<()> {
-        Ok(AlgorithmConfig::validate(self)?)
-    }
-    fn check_inputs(&self) -> anyhow::Result<()> {
-        Ok(AlgorithmConfig::check_inputs(self)?)
-    }
-    fn env(&self) -> &EnvSection {
-        AlgorithmConfig::env(self)
-    }
-    fn plan(&self) -> Option<String> {
-        AlgorithmConfig::plan(self)
-    }
-    fn to_toml(&self) -> anyhow::Result<String> {
-        to_toml(self)
-    }
+    fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary>;
 }
 
 struct Typed<A: Algorithm>(A::Config);
@@ -77,8 +54,18 @@ impl<A: Algorithm> AnyTrainConfig for Typed<A> {
     fn resumable(&self) -> bool {
         A::RESUMABLE
     }
-    fn config(&self) -> &dyn ConfigView {
-        &self.0
+    fn validate(&self) -> anyhow::Result<()> {
+        self.0.validate()?;
+        Ok(self.0.check_inputs()?)
+    }
+    fn env(&self) -> &EnvSection {
+        self.0.env()
+    }
+    fn plan(&self) -> Option<String> {
+        self.0.plan()
+    }
+    fn to_toml(&self) -> anyhow::Result<String> {
+        to_toml(&self.0)
     }
     fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
         struct Job<'a, A: Algorithm> {
@@ -131,7 +118,7 @@ impl TrainConfig {
     }
 
     pub fn env_name(&self) -> &str {
-        &self.0.config().env().name
+        &self.0.env().name
     }
 
     /// `<algo>-<env>`, the default run-name prefix.
@@ -141,18 +128,17 @@ impl TrainConfig {
 
     /// Checks every value and what the config points at (files); the error names the field.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let config = self.0.config();
-        config.validate().and_then(|()| config.check_inputs()).context("invalid train config")
+        self.0.validate().context("invalid train config")
     }
 
     /// A line on the run's length, if the algorithm has one to give.
     pub fn plan(&self) -> Option<String> {
-        self.0.config().plan()
+        self.0.plan()
     }
 
     /// The resolved config as TOML (what the run directory's `config.toml` holds).
     pub fn to_toml(&self) -> anyhow::Result<String> {
-        self.0.config().to_toml()
+        self.0.to_toml()
     }
 
     /// Refuses `options` this algorithm's runs do not support (resume, `max_updates`).
@@ -160,9 +146,9 @@ impl TrainConfig {
         Ok(options.check_for(self.algo(), self.resumable())?)
     }
 
-    /// Trains on `device`, writing to `run`.
+    /// Trains on `device`, writing to `run` (the algorithm refuses options it does not
+    /// support; [`Self::check_options`] tells before a run directory is made).
     pub fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
-        self.check_options(options)?;
         self.0
             .train(run, device, options)
             .with_context(|| format!("training failed (run directory {})", run.path().display()))

@@ -75,13 +75,6 @@ pub struct TrainSummary {
     pub rows: Vec<Row>,
 }
 
-impl TrainSummary {
-    /// The last logged value of `key` (NaN if never logged).
-    pub fn last(&self, key: &str) -> f64 {
-        last_value(&self.rows, key)
-    }
-}
-
 fn last_value(rows: &[Row], key: &str) -> f64 {
     rows.last().and_then(|r| r.iter().find(|(k, _)| k == key).map(|(_, v)| *v)).unwrap_or(f64::NAN)
 }

@@ -621,7 +621,7 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     config.validate()?;
-    options.check_for(&config.algo, false)?;
+    options.check_for(&config.algo, Sac::RESUMABLE)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (s, t) = (&config.sac, &config.train);
     let aux = TrainError::checked_aux(&config.aux)?;
