@@ -61,20 +61,22 @@ fn both_formulations_match_conv2d_in_value_and_every_gradient() {
             });
             let x = x.require_grad();
             let scale = 0.5;
+            let case = format!("{method:?} c{c} {size}x{size} -> {out} k{k} s{s} p{p}");
+            // The same upstream gradient through both: values and the gradients of x, W and b
+            // must agree. One autodiff graph at a time (see the input-mixup shortcut test in
+            // losses.rs): the reference is differentiated before our forward pass is built.
             let reference = conv.forward(x.clone().mul_scalar(scale));
             let [_, _, oh, ow] = reference.dims();
-            let geom = ConvGeometry::of(&conv, c, size, size);
-            assert_eq!((geom.out_height, geom.out_width), (oh, ow));
-            let ours = conv_rows_with(&conv, to_rows(x.clone()), 3, &geom, scale, method, None);
-            let expected = to_rows(reference.clone());
-            let case = format!("{method:?} c{c} {size}x{size} -> {out} k{k} s{s} p{p}");
-            assert!(max_abs_diff(&values(ours.clone()), &values(expected)) < 1e-4, "{case}: values");
-
-            // The same upstream gradient through both: gradients of x, W and b must agree.
+            let reference = to_rows(reference);
+            let expected = values(reference.clone());
             let upstream =
-                seeded::<Ad, _>(8, |d| Tensor::<Ad, 2>::random(ours.dims(), Distribution::Normal(0.0, 1.0), d));
-            let g_ours = (ours * upstream.clone()).sum().backward();
-            let g_ref = (to_rows(reference) * upstream).sum().backward();
+                seeded::<Ad, _>(8, |d| Tensor::<Ad, 2>::random(reference.dims(), Distribution::Normal(0.0, 1.0), d));
+            let g_ref = (reference * upstream.clone()).sum().backward();
+            let geom = ConvGeometry::of(&conv, c, size, size);
+            assert_eq!((geom.out_height, geom.out_width), (oh, ow), "{case}: output size");
+            let ours = conv_rows_with(&conv, to_rows(x.clone()), 3, &geom, scale, method, None);
+            assert!(max_abs_diff(&values(ours.clone()), &expected) < 1e-4, "{case}: values");
+            let g_ours = (ours * upstream).sum().backward();
             let pairs = [
                 (x.grad(&g_ours).map(values), x.grad(&g_ref).map(values), "x"),
                 (conv.weight.val().grad(&g_ours).map(values), conv.weight.val().grad(&g_ref).map(values), "weight"),
