@@ -28,10 +28,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{Features, FirstLayer, M3ixupEncoder, MultimodalInput, ProjectionHead};
 
-/// A large negative logit for the removed diagonal: `exp` of it underflows to exactly 0 in f32
-/// while staying finite (no `inf - inf` anywhere).
-const MASKED: f32 = -1.0e9;
-
 // ---------------------------------------------------------------------------------------------
 // Primitives
 // ---------------------------------------------------------------------------------------------
@@ -48,39 +44,157 @@ pub fn mix<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>, lambda:
     a.mul_scalar(lambda) + b_perm.mul_scalar(1.0 - lambda)
 }
 
+/// The smallest temperature the contrastive terms accept. They evaluate `exp(s - 1/tau)` for
+/// similarities `s` of unit rows, so in `[-1/tau, 1/tau]`, and the smallest value, `exp(-2/tau)`,
+/// must stay a normal f32: at `tau = 0.025` it is `exp(-80)`, and f32 ends near `exp(-87)`.
+pub const MIN_TAU: f64 = 0.025;
+
+/// The joint side of every contrastive term of one batch: z_M (`[B, d]`), the temperature, and
+/// the row sums of `exp(z_M z_M^T / tau - 1/tau)` without the diagonal (`[B, 1]`).
+///
+/// Each term's `[2B, 2B]` matrix `S = [z_M; z~][z_M; z~]^T / tau` (docs/M3IXUP.md section 1) has
+/// four `B x B` blocks: `z_M z_M^T` (the same in every term of the batch: computed here, once),
+/// `A = z_M z~^T`, its transpose, and `z~ z~^T`. Because the rows are unit vectors (g normalises
+/// them; the primitives require rows of norm at most 1), every entry lies in `[-1/tau, 1/tau]`
+/// and one constant shift, `1/tau`, keeps every `exp` finite. With one shift for the whole matrix,
+/// the rows `B + k` read the exponentials of `A` by column: each term exponentiates two `B x B`
+/// blocks instead of a `[2B, 2B]` matrix, and gathers no targets from it (see [`Self::soft_nce`]).
+#[derive(Clone, Debug)]
+pub struct Anchor<B: Backend> {
+    z: Tensor<B, 2>,
+    tau: f32,
+    /// 1 off the diagonal, 0 on it, `[B, B]`.
+    off_diagonal: Tensor<B, 2>,
+    /// `sum_{j != k} exp(z_M^k . z_M^j / tau - 1/tau)`, `[B, 1]`.
+    joint_sums: Tensor<B, 2>,
+}
+
+impl<B: Backend> Anchor<B> {
+    /// `z_joint`: z_M, `[B, d]`, rows of norm at most 1. Panics when `tau < MIN_TAU`
+    /// (configs are checked before: [`M3ixupLossConfig::validate`]).
+    pub fn new(z_joint: Tensor<B, 2>, tau: f32) -> Self {
+        assert!(
+            tau as f64 >= MIN_TAU,
+            "the contrastive temperature is {tau}; it must be at least {MIN_TAU} (f32 range)"
+        );
+        let b = z_joint.dims()[0];
+        let device = z_joint.device();
+        let off_diagonal = Tensor::<B, 2>::ones([b, b], &device) - Tensor::eye(b, &device);
+        let mut anchor = Self { z: z_joint.clone(), tau, off_diagonal, joint_sums: Tensor::zeros([b, 1], &device) };
+        anchor.joint_sums = anchor.shifted_exp_off_diagonal(z_joint).sum_dim(1);
+        anchor
+    }
+
+    /// `exp(a a^T / tau - 1/tau)` with the diagonal set to 0: `[B, d] -> [B, B]`.
+    fn shifted_exp_off_diagonal(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
+        shifted_exp(a.clone(), a, self.tau) * self.off_diagonal.clone()
+    }
+
+    /// One modality's GMC term: `mean over 2B rows of (logsumexp(row of S without diagonal) -
+    /// pos)`, the positive of rows k and B+k being `z_M^k . z_u^k / tau`.
+    ///
+    /// `z_other`: `[B, d]`, rows of norm at most 1. Returns `[1]`.
+    pub fn info_nce(&self, z_other: Tensor<B, 2>) -> Tensor<B, 1> {
+        self.soft_nce_targets(z_other, 1.0, None)
+    }
+
+    /// The GMC loss of every modality: `sum over u of info_nce(z_u)`. Returns `[1]`.
+    pub fn gmc(&self, z_uni: &[Tensor<B, 2>]) -> Tensor<B, 1> {
+        let device = self.z.device();
+        z_uni
+            .iter()
+            .map(|z_u| self.info_nce(z_u.clone()))
+            .reduce(|a, b| a + b)
+            .unwrap_or_else(|| Tensor::zeros([1], &device))
+    }
+
+    /// SoftNCE (docs/M3IXUP.md section 3): the GMC term with `z_tilde` (a mixed view) in place
+    /// of `z_u` and soft targets. With `Lg` the row log-softmax of `S` (diagonal removed), the
+    /// targets put, for every k, `lambda` on `(k, B+k)` and `(B+k, k)`, `1 - lambda` on
+    /// `(k, B+pi^-1(k))` and `(B+k, pi(k))`; the loss is `-(1/2B) sum T * Lg`. With `lambda = 1`
+    /// or `pi = id` it equals [`Self::info_nce`].
+    ///
+    /// Every row's targets sum to 1, so the loss is the mean row log-sum-exp minus the mean
+    /// target logit. The four target logits of k are `A_kk` twice, `A_{k, pi^-1(k)}` and
+    /// `A_{pi(k), k}`, and the last summed over k is the third summed over k: the targets
+    /// cost `mean_k (lambda z_M^k . z~^k + (1 - lambda) z_M^k . z~^{pi^-1(k)}) / tau`, two dot
+    /// products per row.
+    ///
+    /// `z_tilde`: `[B, d]`, rows of norm at most 1; `perm`: a permutation of `0..B`. Returns `[1]`.
+    pub fn soft_nce(&self, z_tilde: Tensor<B, 2>, lambda: f32, perm: &[usize]) -> Tensor<B, 1> {
+        self.soft_nce_targets(z_tilde, lambda, Some(perm))
+    }
+
+    fn soft_nce_targets(&self, z_tilde: Tensor<B, 2>, lambda: f32, perm: Option<&[usize]>) -> Tensor<B, 1> {
+        let b = self.z.dims()[0];
+        assert_eq!(z_tilde.dims()[0], b, "the view must have the anchor's batch size");
+        let shift = 1.0 / self.tau;
+        // Row sums of each half of S without its diagonal, shifted by 1/tau: rows k read the
+        // z_M z_M^T block and A; rows B+k read A by column and the z~ z~^T block.
+        let cross = shifted_exp(self.z.clone(), z_tilde.clone(), self.tau); // [B, B]
+        let top = self.joint_sums.clone() + cross.clone().sum_dim(1); // [B, 1]
+        let bottom = cross.sum_dim(0).reshape([b, 1]) + self.shifted_exp_off_diagonal(z_tilde.clone()).sum_dim(1);
+        let mean_lse = (top.log().mean() + bottom.log().mean()).mul_scalar(0.5).add_scalar(shift); // [1]
+        let own = (self.z.clone() * z_tilde.clone()).sum_dim(1); // [B, 1]: z_M^k . z~^k
+        let targets = match perm {
+            Some(perm) if lambda != 1.0 => {
+                assert_eq!(perm.len(), b, "the permutation must cover the batch");
+                let inv = index_tensor::<B>(&inverse_permutation(perm), &self.z.device());
+                let other = (self.z.clone() * z_tilde.select(0, inv)).sum_dim(1); // z_M^k . z~^{pi^-1(k)}
+                own.mul_scalar(lambda) + other.mul_scalar(1.0 - lambda)
+            }
+            _ => own,
+        };
+        mean_lse - targets.mean().div_scalar(self.tau)
+    }
+}
+
+impl<B: AutodiffBackend> Anchor<B> {
+    /// The same anchor cut from the autodiff graph (the inner steps' stop-grad z_M).
+    pub fn detached(&self) -> Self {
+        Self {
+            z: self.z.clone().detach(),
+            tau: self.tau,
+            off_diagonal: self.off_diagonal.clone().detach(),
+            joint_sums: self.joint_sums.clone().detach(),
+        }
+    }
+
+    /// The same anchor on the inner (non-autodiff) backend.
+    pub fn inner(&self) -> Anchor<B::InnerBackend> {
+        Anchor {
+            z: self.z.clone().inner(),
+            tau: self.tau,
+            off_diagonal: self.off_diagonal.clone().inner(),
+            joint_sums: self.joint_sums.clone().inner(),
+        }
+    }
+}
+
+/// `exp(a b^T / tau - 1/tau)`: `[B, d] x [B, d] -> [B, B]`, every entry in `(0, 1]` for rows of
+/// norm at most 1. (1/tau scales the `[B, d]` factor rather than the `[B, B]` product.)
+fn shifted_exp<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, tau: f32) -> Tensor<B, 2> {
+    a.div_scalar(tau).matmul(b.transpose()).sub_scalar(1.0 / tau).exp()
+}
+
 /// The GMC loss (Poklukar et al. 2022, the `infonce` of GMC's code):
 /// `L = mean over 2B rows of sum over u of -log(exp(pos) / denominator)`, where for modality u
 /// `Z = [z_M; z_u]` (`[2B, d]`), `S = Z Z^T / tau` without its diagonal, the positive of rows k
 /// and B+k is `z_M^k . z_u^k / tau` and the denominator sums the row (positive included).
 ///
-/// `z_joint`: `[B, d]`; `z_uni`: one `[B, d]` per modality. Returns `[1]`. Computed with a row
-/// log-sum-exp (equal to the exp/log form of GMC's code, without its overflow).
+/// `z_joint`: `[B, d]`; `z_uni`: one `[B, d]` per modality; rows of norm at most 1. Returns `[1]`.
+/// [`Anchor::gmc`], for a caller without an anchor.
 pub fn gmc_infonce<B: Backend>(z_joint: Tensor<B, 2>, z_uni: &[Tensor<B, 2>], tau: f32) -> Tensor<B, 1> {
-    let device = z_joint.device();
-    z_uni
-        .iter()
-        .map(|z_u| info_nce(z_joint.clone(), z_u.clone(), tau))
-        .reduce(|a, b| a + b)
-        .unwrap_or_else(|| Tensor::zeros([1], &device))
+    Anchor::new(z_joint, tau).gmc(z_uni)
 }
 
-/// One modality's GMC term: `mean over 2B rows of (logsumexp(row of S without diagonal) - pos)`.
-///
-/// `z_joint`, `z_other`: `[B, d]`. Returns `[1]`.
+/// One modality's GMC term ([`Anchor::info_nce`]). `z_joint`, `z_other`: `[B, d]`. Returns `[1]`.
 pub fn info_nce<B: Backend>(z_joint: Tensor<B, 2>, z_other: Tensor<B, 2>, tau: f32) -> Tensor<B, 1> {
-    let pos = (z_joint.clone() * z_other.clone()).sum_dim(1).div_scalar(tau); // [B, 1]
-    let pos = Tensor::cat(vec![pos.clone(), pos], 0); // [2B, 1]
-    let s = masked_similarity(z_joint, z_other, tau); // [2B, 2B]
-    (row_logsumexp(s) - pos).mean()
+    Anchor::new(z_joint, tau).info_nce(z_other)
 }
 
-/// SoftNCE (docs/M3IXUP.md section 3): the GMC term with `z_tilde` (a mixed view) in place of `z_u`
-/// and soft targets. With `Lg` the row log-softmax of `S = [z_M; z~][z_M; z~]^T / tau` (diagonal
-/// removed), the targets put, for every k, `lambda` on `(k, B+k)` and `(B+k, k)`, `1 - lambda` on
-/// `(k, B+pi^-1(k))` and `(B+k, pi(k))`; the loss is `-(1/2B) sum T * Lg`. With `lambda = 1` or
-/// `pi = id` it equals [`info_nce`].
-///
-/// `z_joint`, `z_tilde`: `[B, d]`; `perm`: a permutation of `0..B`. Returns `[1]`.
+/// SoftNCE ([`Anchor::soft_nce`]). `z_joint`, `z_tilde`: `[B, d]`; `perm`: a permutation of
+/// `0..B`. Returns `[1]`.
 pub fn soft_nce<B: Backend>(
     z_joint: Tensor<B, 2>,
     z_tilde: Tensor<B, 2>,
@@ -88,40 +202,7 @@ pub fn soft_nce<B: Backend>(
     perm: &[usize],
     tau: f32,
 ) -> Tensor<B, 1> {
-    let b = z_joint.dims()[0];
-    assert_eq!(perm.len(), b, "the permutation must cover the batch");
-    let device = z_joint.device();
-    let s = masked_similarity(z_joint, z_tilde, tau); // [2B, 2B]
-    let lse = row_logsumexp(s.clone()); // [2B, 1]
-                                        // log p of a target = its logit - the row's log-sum-exp: gather the two target columns
-                                        // first, so no full [2B, 2B] log-softmax is built.
-                                        // Column of the lambda target of each row: B+k for row k, k for row B+k.
-    let own: Vec<usize> = (0..b).map(|k| b + k).chain(0..b).collect();
-    let own = (s.clone().gather(1, index_tensor::<B>(&own, &device).reshape([2 * b, 1])) - lse.clone()).mean();
-    if lambda == 1.0 {
-        return own.neg();
-    }
-    // Column of the 1 - lambda target: B + pi^-1(k) for row k, pi(k) for row B+k.
-    let inv = inverse_permutation(perm);
-    let other: Vec<usize> = inv.iter().map(|&j| b + j).chain(perm.iter().copied()).collect();
-    let other = (s.gather(1, index_tensor::<B>(&other, &device).reshape([2 * b, 1])) - lse).mean();
-    (own.mul_scalar(lambda) + other.mul_scalar(1.0 - lambda)).neg()
-}
-
-/// `S = Z Z^T / tau` for `Z = [a; b]` (`[2B, d]`) with the diagonal set to a huge negative value.
-fn masked_similarity<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, tau: f32) -> Tensor<B, 2> {
-    let n = 2 * a.dims()[0];
-    let device = a.device();
-    let z = Tensor::cat(vec![a, b], 0); // [2B, d]
-                                        // 1/tau scales the [2B, d] factor rather than the [2B, 2B] product.
-    let s = z.clone().div_scalar(tau).matmul(z.transpose()); // [2B, 2B]
-    s.mask_fill(Tensor::<B, 2, Bool>::diag_mask([n, n], 0, &device).bool_not(), MASKED)
-}
-
-/// `log(sum_j exp(s_ij))` per row: `[N, M] -> [N, 1]`.
-fn row_logsumexp<B: Backend>(s: Tensor<B, 2>) -> Tensor<B, 2> {
-    let max = s.clone().max_dim(1).detach(); // [N, 1]; any constant works, the max avoids overflow
-    (s - max.clone()).exp().sum_dim(1).log() + max
+    Anchor::new(z_joint, tau).soft_nce(z_tilde, lambda, perm)
 }
 
 /// Indices as a `[len]` Int tensor, for `select`, `gather` and `select_assign`.
@@ -169,26 +250,25 @@ pub struct InnerStep<B: AutodiffBackend> {
 
 /// Normalised gradient steps on a detached copy of `start` (docs/M3IXUP.md section 3, L_adapt and
 /// L_mix): `v <- v -/+ eta * ||start_k|| * G_k / ||G_k||` per row k, where G is the gradient with
-/// respect to v of `SoftNCE(z_target, g(v); lambda, pi)`, with g the head's parameters detached
-/// and `z_target` detached (stop-grad z_M). `v` starts as a fresh autodiff leaf
+/// respect to v of `SoftNCE(z_M, g(v); lambda, pi)`, with g the head's parameters detached and
+/// the anchor detached (stop-grad z_M). `v` starts as a fresh autodiff leaf
 /// (`start.detach().require_grad()`); each step's update runs on the inner backend, so nothing of
 /// the inner problem reaches the outer graph or the parameters' gradients.
 ///
-/// `start`: `[B, F]`; `z_target`: `[B, d]`; `perm`: a permutation of `0..B`.
+/// `start`: `[B, F]`; `perm`: a permutation of `0..B`.
 #[allow(clippy::too_many_arguments)]
 pub fn inner_step<B: AutodiffBackend>(
     head: &ProjectionHead<B>,
     start: Tensor<B, 2>,
-    z_target: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     lambda: f32,
     perm: &[usize],
-    tau: f32,
     eta: f32,
     steps: usize,
     direction: StepDirection,
 ) -> InnerStep<B> {
     let head = head.detached();
-    let z_target = z_target.detach();
+    let anchor = anchor.detached();
     let start = start.inner();
     let sign = match direction {
         StepDirection::Descend => -1.0,
@@ -200,15 +280,14 @@ pub fn inner_step<B: AutodiffBackend>(
     let mut loss_before = None;
     for _ in 0..steps {
         let leaf = Tensor::<B, 2>::from_inner(v.clone()).require_grad();
-        let loss = soft_nce(z_target.clone(), head.forward(leaf.clone()), lambda, perm, tau);
+        let loss = anchor.soft_nce(head.forward(leaf.clone()), lambda, perm);
         let grads = loss.backward();
         let g = leaf.grad(&grads).expect("the inner loss depends on its leaf"); // [B, F]
         loss_before.get_or_insert_with(|| loss.inner());
         let g_norm = g.clone().square().sum_dim(1).sqrt().clamp_min(1e-12); // [B, 1]
         v = v + g.div(g_norm).mul(radius.clone());
     }
-    let head_inner = head.valid();
-    let loss_after = soft_nce(z_target.inner(), head_inner.forward(v.clone()), lambda, perm, tau);
+    let loss_after = anchor.inner().soft_nce(head.valid().forward(v.clone()), lambda, perm);
     let loss_before = loss_before.unwrap_or_else(|| loss_after.clone());
     InnerStep { v, loss_before, loss_after }
 }
@@ -242,20 +321,19 @@ fn sum_terms<B: Backend>(terms: impl IntoIterator<Item = Tensor<B, 1>>) -> Tenso
 }
 
 /// L_in = sum_u SoftNCE(z_M, g(f_u(mix(x_u, x_u, lambda, pi))); lambda, pi): mixup of each
-/// modality's raw inputs (before f_u). `batch`: `n` modalities of `B` rows; `z_joint`: z_M of
-/// the clean batch, `[B, d]`. Returns `[1]`.
+/// modality's raw inputs (before f_u). `batch`: `n` modalities of `B` rows; `anchor`: z_M of the
+/// clean batch. Returns `[1]`.
 pub fn input_mixup_loss<B: Backend>(
     encoder: &M3ixupEncoder<B>,
     batch: &MultimodalInput<B>,
-    z_joint: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     lambda: f32,
     perm: &[usize],
-    tau: f32,
 ) -> Tensor<B, 1> {
     sum_terms(batch.modalities.iter().enumerate().map(|(u, x)| {
         let x_mix = x.clone().map(|x| mix(x.clone(), x, lambda, perm), |x| mix(x.clone(), x, lambda, perm));
         let z_tilde = encoder.project(encoder.unimodal_feature(u, x_mix));
-        soft_nce(z_joint.clone(), z_tilde, lambda, perm, tau)
+        anchor.soft_nce(z_tilde, lambda, perm)
     }))
 }
 
@@ -266,51 +344,46 @@ pub fn input_mixup_loss<B: Backend>(
 pub fn input_mixup_loss_from_first_layers<B: Backend>(
     encoder: &M3ixupEncoder<B>,
     first_layers: &[FirstLayer<B>],
-    z_joint: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     lambda: f32,
     perm: &[usize],
-    tau: f32,
 ) -> Tensor<B, 1> {
     sum_terms(first_layers.iter().enumerate().map(|(u, first)| {
         let processor = &encoder.unimodal[u];
         let z_tilde = encoder.project(processor.proj.forward(processor.trunk.rest(first.mix(lambda, perm))));
-        soft_nce(z_joint.clone(), z_tilde, lambda, perm, tau)
+        anchor.soft_nce(z_tilde, lambda, perm)
     }))
 }
 
 /// L_man = sum_u SoftNCE(z_M, g(mix(h_u, h_u, lambda, pi)); lambda, pi): mixup of each h_u.
-/// `h_uni`: `n x [B, F]`; `z_joint`: `[B, d]`. Returns `[1]`.
+/// `h_uni`: `n x [B, F]`. Returns `[1]`.
 pub fn manifold_mixup_loss<B: Backend>(
     encoder: &M3ixupEncoder<B>,
     h_uni: &[Tensor<B, 2>],
-    z_joint: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     lambda: f32,
     perm: &[usize],
-    tau: f32,
 ) -> Tensor<B, 1> {
     let mixed = h_uni.iter().map(|h| mix(h.clone(), h.clone(), lambda, perm)).collect();
-    sum_terms(project_views(encoder, mixed).into_iter().map(|z| soft_nce(z_joint.clone(), z, lambda, perm, tau)))
+    sum_terms(project_views(encoder, mixed).into_iter().map(|z| anchor.soft_nce(z, lambda, perm)))
 }
 
 /// The adapted view of `adapt.mode = "step"`: normalised descent steps on a detached copy v of
 /// `h_mix` toward stop-grad(z_M), then `h_ad = h_mix + stopgrad(v - h_mix)` (gradients still
-/// reach the f_u through h_mix). `h_mix`: `[B, F]`; `z_joint`: `[B, d]`. Returns h_ad `[B, F]`
-/// and the inner step.
+/// reach the f_u through h_mix). `h_mix`: `[B, F]`. Returns h_ad `[B, F]` and the inner step.
 pub fn adapt_step_view<B: AutodiffBackend>(
     encoder: &M3ixupEncoder<B>,
     h_mix: Tensor<B, 2>,
-    z_joint: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     adapt: &AdaptConfig,
-    tau: f32,
 ) -> (Tensor<B, 2>, InnerStep<B>) {
     let identity: Vec<usize> = (0..h_mix.dims()[0]).collect();
     let step = inner_step(
         &encoder.head,
         h_mix.clone(),
-        z_joint,
+        anchor,
         1.0,
         &identity,
-        tau,
         adapt.eta as f32,
         adapt.steps,
         StepDirection::Descend,
@@ -325,14 +398,9 @@ pub fn bridge_views<B: Backend>(h_uni: &[Tensor<B, 2>], h_joint: Tensor<B, 2>, l
 }
 
 /// L_adapt = sum over the adapted views of SoftNCE(z_M, g(h_ad); 1, id) (= InfoNCE).
-/// `z_joint`: `[B, d]`; `views`: `k x [B, F]`. Returns `[1]`.
-pub fn adapt_loss<B: Backend>(
-    encoder: &M3ixupEncoder<B>,
-    z_joint: Tensor<B, 2>,
-    views: &[Tensor<B, 2>],
-    tau: f32,
-) -> Tensor<B, 1> {
-    sum_terms(project_views(encoder, views.to_vec()).into_iter().map(|z| info_nce(z_joint.clone(), z, tau)))
+/// `views`: `k x [B, F]`. Returns `[1]`.
+pub fn adapt_loss<B: Backend>(encoder: &M3ixupEncoder<B>, anchor: &Anchor<B>, views: &[Tensor<B, 2>]) -> Tensor<B, 1> {
+    sum_terms(project_views(encoder, views.to_vec()).into_iter().map(|z| anchor.info_nce(z)))
 }
 
 /// One exploring problem: where the ascent starts and the soft targets of its alignment.
@@ -348,31 +416,29 @@ pub struct ExploreStartView<B: Backend> {
 
 /// L_mix = sum over the starts of SoftNCE(z_M, g(h_ex); lambda', pi'), where
 /// `h_ex = h_start + stopgrad(v - h_start)` and v comes from normalised gradient-ASCENT steps on
-/// a detached copy of h_start against the same SoftNCE with z_M stopped. `z_joint`: `[B, d]`.
-/// Returns `[1]` and the inner steps.
+/// a detached copy of h_start against the same SoftNCE with z_M stopped. Returns `[1]` and the
+/// inner steps.
 pub fn explore_loss<B: AutodiffBackend>(
     encoder: &M3ixupEncoder<B>,
-    z_joint: Tensor<B, 2>,
+    anchor: &Anchor<B>,
     starts: Vec<ExploreStartView<B>>,
     explore: &ExploreConfig,
-    tau: f32,
 ) -> (Tensor<B, 1>, Vec<InnerStep<B>>) {
     let mut steps = Vec::with_capacity(starts.len());
     let loss = sum_terms(starts.into_iter().map(|s| {
         let step = inner_step(
             &encoder.head,
             s.h.clone(),
-            z_joint.clone(),
+            anchor,
             s.lambda,
             &s.perm,
-            tau,
             explore.eta as f32,
             explore.steps,
             StepDirection::Ascend,
         );
         let h_ex = straight_through(s.h, step.v.clone());
         steps.push(step);
-        soft_nce(z_joint.clone(), encoder.project(h_ex), s.lambda, &s.perm, tau)
+        anchor.soft_nce(encoder.project(h_ex), s.lambda, &s.perm)
     }));
     (loss, steps)
 }
@@ -628,7 +694,7 @@ impl M3ixupLossConfig {
         Ok(())
     }
 
-    /// Checks every value: tau > 0, every alpha > 0, weights and etas finite and >= 0, steps >= 1.
+    /// Checks every value: tau >= [`MIN_TAU`], every alpha > 0, weights and etas finite and >= 0, steps >= 1.
     pub fn validate(&self) -> Result<(), LossConfigError> {
         let positive = |field: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
@@ -644,7 +710,11 @@ impl M3ixupLossConfig {
                 Err(LossConfigError::new(field, format!("must be a finite number >= 0, got {v}")))
             }
         };
-        positive("tau", self.tau)?;
+        if !(self.tau.is_finite() && self.tau >= MIN_TAU) {
+            let reason =
+                format!("must be a finite number >= {MIN_TAU} (the f32 range of exp(-2 / tau)), got {}", self.tau);
+            return Err(LossConfigError::new("tau", reason));
+        }
         positive("alpha", self.alpha)?;
         for t in LossTerm::ALL {
             non_negative(&format!("{t}.weight"), self.weight(t))?;
@@ -830,7 +900,7 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     config: &M3ixupLossConfig,
     draws: MixupDraws,
 ) -> (Tensor<B, 1>, M3ixupReport) {
-    let tau = config.tau as f32;
+    let anchor = Anchor::new(z_m, config.tau as f32); // z_M's block of every term, once
     let b = batch.batch_size();
     assert_eq!(draws.perm.len(), b, "draws were made for another batch size");
     let identity: Vec<usize> = (0..b).collect();
@@ -839,20 +909,17 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
 
     let mut terms: Vec<(LossTerm, Tensor<B, 1>)> = Vec::new();
     if config.gmc.enabled {
-        terms.push((LossTerm::Gmc, gmc_infonce(z_m.clone(), &project_views(encoder, h_u.clone()), tau)));
+        terms.push((LossTerm::Gmc, anchor.gmc(&project_views(encoder, h_u.clone()))));
     }
     if config.input.enabled {
         let first = &feats.first_layers;
         terms.push((
             LossTerm::Input,
-            input_mixup_loss_from_first_layers(encoder, first, z_m.clone(), draws.lambda, &draws.perm, tau),
+            input_mixup_loss_from_first_layers(encoder, first, &anchor, draws.lambda, &draws.perm),
         ));
     }
     if config.manifold.enabled {
-        terms.push((
-            LossTerm::Manifold,
-            manifold_mixup_loss(encoder, &h_u, z_m.clone(), draws.lambda, &draws.perm, tau),
-        ));
+        terms.push((LossTerm::Manifold, manifold_mixup_loss(encoder, &h_u, &anchor, draws.lambda, &draws.perm)));
     }
     let h_mix = weighted_sum(&h_u, &draws.adapt_weights); // [B, F]
     let mut adapt_inner = Vec::new();
@@ -860,14 +927,14 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     if config.needs_adapted() {
         (h_ad, adapt_inner) = match config.adapt.mode {
             AdaptMode::Step => {
-                let (view, step) = adapt_step_view(encoder, h_mix.clone(), z_m.clone(), &config.adapt, tau);
+                let (view, step) = adapt_step_view(encoder, h_mix.clone(), &anchor, &config.adapt);
                 (vec![view], vec![step])
             }
             AdaptMode::Bridge => (bridge_views(&h_u, h_m.clone(), draws.bridge_lambda), Vec::new()),
         };
     }
     if config.adapt.enabled {
-        terms.push((LossTerm::Adapt, adapt_loss(encoder, z_m.clone(), &h_ad, tau)));
+        terms.push((LossTerm::Adapt, adapt_loss(encoder, &anchor, &h_ad)));
     }
     let mut explore_inner = Vec::new();
     if config.explore.enabled {
@@ -880,12 +947,12 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
                 vec![ExploreStartView { h: mix(h_mix.clone(), h_mix.clone(), lambda, &perm), lambda, perm }]
             }
         };
-        let (loss, steps) = explore_loss(encoder, z_m.clone(), starts, &config.explore, tau);
+        let (loss, steps) = explore_loss(encoder, &anchor, starts, &config.explore);
         explore_inner = steps;
         terms.push((LossTerm::Explore, loss));
     }
 
-    let device = z_m.device();
+    let device = anchor.z.device();
     let total = terms
         .iter()
         .map(|(t, l)| l.clone().mul_scalar(config.weight(*t) as f32))

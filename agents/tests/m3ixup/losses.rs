@@ -4,8 +4,8 @@ use burn::prelude::*;
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
 use m3ixup_agents::losses::{
     gmc_infonce, info_nce, inner_step, input_mixup_loss, input_mixup_loss_from_first_layers, m3ixup_loss,
-    m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce, AdaptMode, ExploreStart, LossTerm, M3ixupLossConfig,
-    MixupDraws, StepDirection,
+    m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce, AdaptMode, Anchor, ExploreStart, LossTerm,
+    M3ixupLossConfig, MixupDraws, StepDirection, MIN_TAU,
 };
 use m3ixup_agents::{EncoderConfig, JointKind, PixelTrunk};
 use rand::rngs::StdRng;
@@ -60,6 +60,28 @@ fn gmc_loss_matches_the_numpy_fixture() {
     let s = &fx.soft_nce;
     let got = scalar(soft_nce(z_m, z_u[0].clone(), s.lambda, &s.perm, fx.tau)) as f64;
     assert!((got - s.loss).abs() < 1e-5, "SoftNCE {got} vs numpy {}", s.loss);
+}
+
+#[test]
+fn the_contrastive_terms_stay_finite_at_the_smallest_temperature() {
+    // The worst case for the shifted exponentials: row 0 of S at -1/tau everywhere but on the
+    // diagonal (z_M's other rows and every row of the view antipodal to z_M's row 0), so each
+    // of its terms is exp(-2 / tau) = exp(-80) at tau = MIN_TAU.
+    let (b, d) = (6, 4);
+    let mut joint = vec![vec![0.0f32; d]; b];
+    for (k, row) in joint.iter_mut().enumerate() {
+        row[0] = if k == 0 { 1.0 } else { -1.0 };
+    }
+    let view = vec![joint[1].clone(); b];
+    let z_m = matrix::<Ad>(&joint).require_grad();
+    let z_t = matrix::<Ad>(&view).require_grad();
+    let perm = permutation_from_seed(5, b);
+    let loss = Anchor::new(z_m.clone(), MIN_TAU as f32).soft_nce(z_t.clone(), 0.4, &perm);
+    assert!(scalar(loss.clone()).is_finite(), "loss {}", scalar(loss));
+    let grads = loss.backward();
+    for (name, g) in [("z_M", z_m.grad(&grads)), ("z~", z_t.grad(&grads))] {
+        assert!(values(g.expect("a gradient")).iter().all(|v| v.is_finite()), "{name}: gradient not finite");
+    }
 }
 
 #[test]
@@ -137,11 +159,12 @@ fn the_adapting_step_lowers_its_inner_loss_and_the_exploring_step_raises_it() {
     let h_mix = f.unimodal[0].clone().mul_scalar(0.4) + f.unimodal[1].clone().mul_scalar(0.6);
     let id: Vec<usize> = (0..BATCH).collect();
     let perm = permutation_from_seed(23, BATCH);
-    let descend = inner_step(&enc.head, h_mix.clone(), z_m.clone(), 1.0, &id, 0.3, 0.05, 1, StepDirection::Descend);
+    let descend =
+        inner_step(&enc.head, h_mix.clone(), &Anchor::new(z_m.clone(), 0.3), 1.0, &id, 0.05, 1, StepDirection::Descend);
     let (before, after) = (scalar(descend.loss_before), scalar(descend.loss_after));
     assert!(after < before, "adapting: {before} -> {after}");
     let start = mix(h_mix.clone(), h_mix, 0.7, &perm);
-    let ascend = inner_step(&enc.head, start, z_m, 0.7, &perm, 0.3, 0.05, 1, StepDirection::Ascend);
+    let ascend = inner_step(&enc.head, start, &Anchor::new(z_m, 0.3), 0.7, &perm, 0.05, 1, StepDirection::Ascend);
     let (before, after) = (scalar(ascend.loss_before), scalar(ascend.loss_after));
     assert!(after > before, "exploring: {before} -> {after}");
 
@@ -251,6 +274,9 @@ fn the_loss_config_rejects_unknown_terms_negative_weights_and_bad_alphas() {
     assert_eq!(field("[adapt]\nalpha = 0.0"), "adapt.alpha");
     assert_eq!(field("[explore]\nalpha = -2.0"), "explore.alpha");
     assert_eq!(field("tau = 0.0"), "tau");
+    let err = parse("tau = 0.01").unwrap().validate().unwrap_err().to_string();
+    assert!(err.contains("`tau`") && err.contains("0.025") && err.contains("0.01"), "{err}");
+    assert!(parse("tau = 0.025").unwrap().validate().is_ok());
     assert_eq!(field("[adapt]\neta = -0.1"), "adapt.eta");
     assert_eq!(field("[explore]\nsteps = 0"), "explore.steps");
     let err = parse("alpha = 0.0").unwrap().validate().unwrap_err().to_string();
@@ -300,13 +326,14 @@ fn input_mixup_from_first_layers_equals_mixing_the_raw_inputs() {
         // pass. (Two live graphs over the same parameters, differentiated one after the other,
         // lost the second root's step now and then in burn-autodiff 0.21 while other tests'
         // backward passes ran on parallel threads: 3 failures in 200 runs of this binary.)
-        let direct = input_mixup_loss(&enc, &x, enc.project(enc.features(&x).joint), 0.3, &perm, 0.2);
+        let direct = input_mixup_loss(&enc, &x, &Anchor::new(enc.project(enc.features(&x).joint), 0.2), 0.3, &perm);
         let a = scalar(direct.clone());
         let g_direct = direct.backward();
         let direct_grads: Vec<_> = enc.unimodal.iter().map(|p| param_grads(p, &g_direct)).collect();
         let feats = enc.features(&x);
         let z_m = enc.project(feats.joint.clone());
-        let shortcut = input_mixup_loss_from_first_layers(&enc, &feats.first_layers, z_m, 0.3, &perm, 0.2);
+        let shortcut =
+            input_mixup_loss_from_first_layers(&enc, &feats.first_layers, &Anchor::new(z_m, 0.2), 0.3, &perm);
         let b = scalar(shortcut.clone());
         assert!((a - b).abs() < 1e-5 * a.abs().max(1.0), "{trunk:?}: {a} vs {b}");
         let g_shortcut = shortcut.backward();
