@@ -363,6 +363,23 @@ pub enum FirstLayer<B: Backend> {
 }
 
 impl<B: Backend> FirstLayer<B> {
+    /// The first `n` samples (a sample's pixel rows are consecutive).
+    pub fn first_rows(&self, n: usize) -> Self {
+        match self {
+            FirstLayer::Rows { rows, batch, height, width } => {
+                let per_sample = rows.dims()[0] / batch;
+                FirstLayer::Rows {
+                    rows: rows.clone().narrow(0, 0, n * per_sample),
+                    batch: n,
+                    height: *height,
+                    width: *width,
+                }
+            }
+            FirstLayer::Image(x) => FirstLayer::Image(x.clone().narrow(0, 0, n)),
+            FirstLayer::Vector(x) => FirstLayer::Vector(x.clone().narrow(0, 0, n)),
+        }
+    }
+
     /// `mix(a, a, lambda, perm)` over the samples (each sample's rows move together).
     pub fn mix(&self, lambda: f32, perm: &[usize]) -> Self {
         match self {
@@ -594,6 +611,12 @@ impl<B: Backend> MultimodalInput<B> {
         self.modalities.is_empty()
     }
 
+    /// The first `n` rows of every modality.
+    pub fn first_rows(&self, n: usize) -> Self {
+        let modalities = self.modalities.iter().map(|m| m.clone().map(|x| x.narrow(0, 0, n), |x| x.narrow(0, 0, n)));
+        Self { modalities: modalities.collect() }
+    }
+
     /// Stacks observations into one tensor per modality (u8 converted to f32, values unchanged)
     /// and collects their presence masks.
     pub fn from_obs(space: &ObsSpace, obs: &[Obs], device: &B::Device) -> Result<(Self, Presence), EncoderError> {
@@ -688,6 +711,17 @@ pub struct Features<B: Backend> {
     pub joint: Tensor<B, 2>,
     /// The first layer of each unimodal trunk f_u, in space order ([`FirstLayer`]).
     pub first_layers: Vec<FirstLayer<B>>,
+}
+
+impl<B: Backend> Features<B> {
+    /// The features of the batch's first `n` rows.
+    pub fn first_rows(&self, n: usize) -> Self {
+        Self {
+            unimodal: self.unimodal.iter().map(|h| h.clone().narrow(0, 0, n)).collect(),
+            joint: self.joint.clone().narrow(0, 0, n),
+            first_layers: self.first_layers.iter().map(|f| f.first_rows(n)).collect(),
+        }
+    }
 }
 
 /// The multimodal encoder: processors f_u, joint processor f_M, shared head g.

@@ -886,22 +886,21 @@ pub fn m3ixup_loss_with_draws<B: AutodiffBackend>(
     // h_u, h_M and z_M once per batch, shared by every term.
     let feats = encoder.features(batch);
     let z_m = encoder.project(feats.joint.clone());
-    m3ixup_loss_on_features(encoder, batch, feats, z_m, config, draws)
+    m3ixup_loss_on_features(encoder, feats, z_m, config, draws)
 }
 
-/// [`m3ixup_loss_with_draws`] on features already computed for `batch` (`feats =
+/// [`m3ixup_loss_with_draws`] on features already computed for a batch (`feats =
 /// encoder.features(batch)`, `z_m = encoder.project(feats.joint)`), so a caller that also needs
 /// them (the actor-critic reads z_M) runs the trunks once.
 pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     encoder: &M3ixupEncoder<B>,
-    batch: &MultimodalInput<B>,
     feats: Features<B>,
     z_m: Tensor<B, 2>,
     config: &M3ixupLossConfig,
     draws: MixupDraws,
 ) -> (Tensor<B, 1>, M3ixupReport) {
+    let b = z_m.dims()[0];
     let anchor = Anchor::new(z_m, config.tau as f32); // z_M's block of every term, once
-    let b = batch.batch_size();
     assert_eq!(draws.perm.len(), b, "draws were made for another batch size");
     let identity: Vec<usize> = (0..b).collect();
     let h_u = feats.unimodal; // n x [B, F]

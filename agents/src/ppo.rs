@@ -184,6 +184,11 @@ pub struct PpoSection {
     pub ent_coef: f64,
     /// Weight of the auxiliary (M3ixup or GMC) loss in the combined loss.
     pub aux_weight: f64,
+    /// Rows of each minibatch the auxiliary loss sees: the first `aux_rows` (a random subset, as
+    /// minibatches are drawn in shuffled order); 0 = every row. Its cost grows with the rows (a
+    /// second trunk pass for L_in, `B x B` similarity blocks), the policy loss always sees every
+    /// row. 0, or in `[2, minibatch_size]`.
+    pub aux_rows: usize,
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
     /// Stop an update's epochs early when the approximate KL exceeds this (0 = never).
@@ -206,6 +211,7 @@ impl Default for PpoSection {
             vf_coef: 0.5,
             ent_coef: 0.0,
             aux_weight: 1.0,
+            aux_rows: 0,
             max_grad_norm: 0.5,
             target_kl: 0.0,
         }
@@ -321,6 +327,15 @@ impl PpoConfig {
                 ),
             );
         }
+        if aux_on && p.aux_rows != 0 && !(2..=p.minibatch_size).contains(&p.aux_rows) {
+            return bad(
+                "ppo.aux_rows",
+                format!(
+                    "{} must be 0 (every row) or lie in [2, ppo.minibatch_size = {}]",
+                    p.aux_rows, p.minibatch_size
+                ),
+            );
+        }
         if self.num_updates() == 0 {
             return bad(
                 "train.total_steps",
@@ -397,7 +412,8 @@ impl<B: AutodiffBackend> PpoLoss<B> {
 }
 
 /// The combined PPO + auxiliary loss of one minibatch (module docs: which loss trains what).
-/// `draws` are the mixup draws for the rows the auxiliary loss sees.
+/// `draws` are the mixup draws for the rows the auxiliary loss sees: the first
+/// `draws.perm.len()` complete rows (`ppo.aux_rows`).
 pub fn ppo_loss<B: AutodiffBackend>(
     agent: &ActorCritic<B>,
     mb: &Minibatch<B>,
@@ -417,12 +433,17 @@ pub fn ppo_loss<B: AutodiffBackend>(
             PolicyInput::Features => feats.joint.clone(),
         };
         let draws = draws.expect("aux_on implies draws");
-        (repr, Some(m3ixup_loss_on_features(&agent.encoder, &mb.obs, feats, z_m, aux, draws)))
+        let rows = draws.perm.len();
+        let (feats, z_m) =
+            if rows < z_m.dims()[0] { (feats.first_rows(rows), z_m.narrow(0, 0, rows)) } else { (feats, z_m) };
+        (repr, Some(m3ixup_loss_on_features(&agent.encoder, feats, z_m, aux, draws)))
     } else {
         let repr = agent.representation(&mb.obs, &mb.presence);
         let aux_out = match (aux_on, &mb.complete_obs, draws) {
             (true, Some(complete), Some(draws)) if complete.batch_size() >= 2 => {
-                Some(crate::losses::m3ixup_loss_with_draws(&agent.encoder, complete, aux, draws))
+                let rows = draws.perm.len();
+                let complete = if rows < complete.batch_size() { complete.first_rows(rows) } else { complete.clone() };
+                Some(crate::losses::m3ixup_loss_with_draws(&agent.encoder, &complete, aux, draws))
             }
             _ => None,
         };
@@ -633,7 +654,8 @@ pub fn train<B: AutodiffBackend>(
                     continue; // a contrastive loss needs two rows (only a 1-transition batch has fewer)
                 }
                 let mb = on_device.minibatch(&rollout, mb_idx, device);
-                let aux_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
+                let complete_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
+                let aux_rows = if p.aux_rows == 0 { complete_rows } else { complete_rows.min(p.aux_rows) };
                 let draws =
                     (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
                 let loss = ppo_loss(&agent, &mb, p, &aux, draws);
@@ -1127,6 +1149,35 @@ mod tests {
         assert!((pg - policy).abs() < 1e-4, "{pg} vs {policy}");
         let vl: f64 = (0..12).map(|i| 0.5 * (v[i] as f64 - host[4][i] as f64).powi(2)).sum::<f64>() / 12.0;
         assert!((vl - value).abs() < 1e-4, "{vl} vs {value}");
+    }
+
+    #[test]
+    fn with_aux_rows_the_auxiliary_loss_is_that_of_the_first_rows_and_the_policy_loss_sees_every_row() {
+        let aux = M3ixupLossConfig::default();
+        let draws = MixupDraws::sample(&mut StdRng::seed_from_u64(5), 7, 2, &aux);
+        for incomplete in [&[][..], &[0, 3][..]] {
+            let (agent, mb, _) = minibatch_and_agent(incomplete);
+            let ppo = PpoSection::default();
+            let all_rows = MixupDraws::sample(&mut StdRng::seed_from_u64(5), 12 - incomplete.len(), 2, &aux);
+            let full = ppo_loss(&agent, &mb, &ppo, &aux, Some(all_rows));
+            let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
+            let complete = mb.complete_obs.clone().unwrap_or_else(|| mb.obs.clone());
+            let (alone, _) =
+                crate::losses::m3ixup_loss_with_draws(&agent.encoder, &complete.first_rows(7), &aux, draws.clone());
+            assert!((scalar(&alone) - scalar(&loss.aux)).abs() < 1e-4, "{} vs {}", scalar(&alone), scalar(&loss.aux));
+            assert!((scalar(&full.aux) - scalar(&loss.aux)).abs() > 1e-4, "the row count changes the loss");
+            assert_eq!(scalar(&full.policy), scalar(&loss.policy), "{incomplete:?}: the policy loss sees every row");
+            assert_eq!(scalar(&full.value), scalar(&loss.value));
+        }
+        let mut config = PpoConfig::default();
+        config.ppo.minibatch_size = 64;
+        config.ppo.aux_rows = 65;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ppo.aux_rows") && err.contains("65") && err.contains("64"), "{err}");
+        config.ppo.aux_rows = 1;
+        assert!(config.validate().unwrap_err().to_string().contains("ppo.aux_rows"));
+        config.ppo.aux_rows = 32;
+        config.validate().unwrap();
     }
 
     #[test]

@@ -531,7 +531,7 @@ where
             let z_m = self.agent.encoder.project(feats.joint.clone());
             let repr = if latent { z_m.clone() } else { feats.joint.clone() };
             let draws = MixupDraws::sample(rng, n, space.len(), aux);
-            let (loss, _) = m3ixup_loss_on_features(&self.agent.encoder, &x, feats, z_m, aux, draws);
+            let (loss, _) = m3ixup_loss_on_features(&self.agent.encoder, feats, z_m, aux, draws);
             (repr, Some(loss))
         } else {
             (self.agent.representation(&x, &presence), None)
