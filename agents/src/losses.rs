@@ -4,7 +4,8 @@
 //! of modalities. Latents z are L2-normalised rows. Every loss returns a `[1]` tensor.
 //!
 //! The primitives ([`mix`], [`gmc_infonce`], [`info_nce`], [`soft_nce`], [`inner_step`]) are pure
-//! functions of their tensors. [`m3ixup_loss`] draws the random quantities ([`MixupDraws`]) from
+//! functions of their tensors. The contrastive ones compare views with z_M through an
+//! [`Anchor`], which holds what every term of a batch shares. [`m3ixup_loss`] draws the random quantities ([`MixupDraws`]) from
 //! the caller's seeded RNG and evaluates [`m3ixup_loss_with_draws`], a pure function of the
 //! encoder, the batch, the config and the draws; the report carries the draws so a run can be
 //! replayed.
