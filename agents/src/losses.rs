@@ -64,6 +64,9 @@ pub const MIN_TAU: f64 = 0.025;
 pub struct Anchor<B: Backend> {
     z: Tensor<B, 2>,
     tau: f32,
+    /// The block form (flex); other backends evaluate each term's `[2B, 2B]` matrix
+    /// ([`full_matrix_soft_nce`]).
+    blocks: bool,
     /// 1 off the diagonal, 0 on it, `[B, B]`.
     off_diagonal: Tensor<B, 2>,
     /// `sum_{j != k} exp(z_M^k . z_M^j / tau - 1/tau)`, `[B, 1]`.
@@ -80,9 +83,13 @@ impl<B: Backend> Anchor<B> {
         );
         let b = z_joint.dims()[0];
         let device = z_joint.device();
+        let blocks = uses_contrastive_blocks::<B>(&device);
         let off_diagonal = Tensor::<B, 2>::ones([b, b], &device) - Tensor::eye(b, &device);
-        let mut anchor = Self { z: z_joint.clone(), tau, off_diagonal, joint_sums: Tensor::zeros([b, 1], &device) };
-        anchor.joint_sums = anchor.shifted_exp_off_diagonal(z_joint).sum_dim(1);
+        let mut anchor =
+            Self { z: z_joint.clone(), tau, blocks, off_diagonal, joint_sums: Tensor::zeros([b, 1], &device) };
+        if blocks {
+            anchor.joint_sums = anchor.shifted_exp_off_diagonal(z_joint).sum_dim(1);
+        }
         anchor
     }
 
@@ -129,6 +136,9 @@ impl<B: Backend> Anchor<B> {
     fn soft_nce_targets(&self, z_tilde: Tensor<B, 2>, lambda: f32, perm: Option<&[usize]>) -> Tensor<B, 1> {
         let b = self.z.dims()[0];
         assert_eq!(z_tilde.dims()[0], b, "the view must have the anchor's batch size");
+        if !self.blocks {
+            return full_matrix_soft_nce(self.z.clone(), z_tilde, lambda, perm, self.tau);
+        }
         let shift = 1.0 / self.tau;
         // Row sums of each half of S without its diagonal, shifted by 1/tau: rows k read the
         // z_M z_M^T block and A; rows B+k read A by column and the z~ z~^T block.
@@ -156,6 +166,7 @@ impl<B: AutodiffBackend> Anchor<B> {
         Self {
             z: self.z.clone().detach(),
             tau: self.tau,
+            blocks: self.blocks,
             off_diagonal: self.off_diagonal.clone().detach(),
             joint_sums: self.joint_sums.clone().detach(),
         }
@@ -166,10 +177,53 @@ impl<B: AutodiffBackend> Anchor<B> {
         Anchor {
             z: self.z.clone().inner(),
             tau: self.tau,
+            blocks: self.blocks,
             off_diagonal: self.off_diagonal.clone().inner(),
             joint_sums: self.joint_sums.clone().inner(),
         }
     }
+}
+
+/// Whether the contrastive terms use [`Anchor`]'s block form on this backend: on flex, where it
+/// is 1.2x the training speed of the main config (README, "CPU learner speed"). On burn 0.21's
+/// LibTorch and wgpu backends the full loss in block form disagreed with flex's
+/// (tests/backends.rs, `m3ixup_loss_agrees_with_flex`: the head's gradient on LibTorch, the GMC
+/// and manifold terms on wgpu), though each primitive agreed alone; those backends keep the
+/// `[2B, 2B]` form, which the same test checks against flex's blocks.
+pub fn uses_contrastive_blocks<B: Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("flex")
+}
+
+/// SoftNCE on the whole `[2B, 2B]` matrix (docs/M3IXUP.md section 3, as written): the row
+/// log-sum-exp with the row's own maximum as shift, the targets gathered from the matrix.
+/// `perm: None` or `lambda = 1` gives the GMC term.
+fn full_matrix_soft_nce<B: Backend>(
+    z_joint: Tensor<B, 2>,
+    z_tilde: Tensor<B, 2>,
+    lambda: f32,
+    perm: Option<&[usize]>,
+    tau: f32,
+) -> Tensor<B, 1> {
+    let b = z_joint.dims()[0];
+    let device = z_joint.device();
+    let n = 2 * b;
+    let z = Tensor::cat(vec![z_joint, z_tilde], 0); // [2B, d]
+    let s = z.clone().div_scalar(tau).matmul(z.transpose()); // [2B, 2B]
+    let s = s.mask_fill(Tensor::<B, 2, Bool>::diag_mask([n, n], 0, &device).bool_not(), -1.0e9);
+    let max = s.clone().max_dim(1).detach(); // [2B, 1]
+    let lse = (s.clone() - max.clone()).exp().sum_dim(1).log() + max; // [2B, 1]
+                                                                      // Column of the lambda target: B+k for row k, k for row B+k.
+    let own: Vec<usize> = (0..b).map(|k| b + k).chain(0..b).collect();
+    let own = (s.clone().gather(1, index_tensor::<B>(&own, &device).reshape([n, 1])) - lse.clone()).mean();
+    let perm = match perm {
+        Some(perm) if lambda != 1.0 => perm,
+        _ => return own.neg(),
+    };
+    assert_eq!(perm.len(), b, "the permutation must cover the batch");
+    // Column of the 1 - lambda target: B + pi^-1(k) for row k, pi(k) for row B+k.
+    let other: Vec<usize> = inverse_permutation(perm).iter().map(|&j| b + j).chain(perm.iter().copied()).collect();
+    let other = (s.gather(1, index_tensor::<B>(&other, &device).reshape([n, 1])) - lse).mean();
+    (own.mul_scalar(lambda) + other.mul_scalar(1.0 - lambda)).neg()
 }
 
 /// `exp(a b^T / tau - 1/tau)`: `[B, d] x [B, d] -> [B, B]`, every entry in `(0, 1]` for rows of
@@ -204,6 +258,16 @@ pub fn soft_nce<B: Backend>(
     tau: f32,
 ) -> Tensor<B, 1> {
     Anchor::new(z_joint, tau).soft_nce(z_tilde, lambda, perm)
+}
+
+/// Rows `start..start + len` of `t` as a tensor of their own (a gather), where `narrow` would
+/// give a view into `t`. Burn 0.21's wgpu backend computed the contrastive blocks of narrowed
+/// views wrongly (tests/backends.rs, `m3ixup_loss_agrees_with_flex`: 13.39 for 8.31); copies
+/// of `[B, d]` latents cost next to nothing.
+pub fn take_rows<B: Backend, const D: usize>(t: Tensor<B, D>, start: usize, len: usize) -> Tensor<B, D> {
+    let device = t.device();
+    let rows: Vec<usize> = (start..start + len).collect();
+    t.select(0, index_tensor::<B>(&rows, &device))
 }
 
 /// Indices as a `[len]` Int tensor, for `select`, `gather` and `select_assign`.
