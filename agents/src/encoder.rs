@@ -16,7 +16,6 @@
 //! multiplies its input by a scale derived from the modality spec, see [`input_scale`].
 
 use crate::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
-use crate::losses::take_rows;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -370,14 +369,14 @@ impl<B: Backend> FirstLayer<B> {
             FirstLayer::Rows { rows, batch, height, width } => {
                 let per_sample = rows.dims()[0] / batch;
                 FirstLayer::Rows {
-                    rows: take_rows(rows.clone(), 0, n * per_sample),
+                    rows: rows.clone().narrow(0, 0, n * per_sample),
                     batch: n,
                     height: *height,
                     width: *width,
                 }
             }
-            FirstLayer::Image(x) => FirstLayer::Image(take_rows(x.clone(), 0, n)),
-            FirstLayer::Vector(x) => FirstLayer::Vector(take_rows(x.clone(), 0, n)),
+            FirstLayer::Image(x) => FirstLayer::Image(x.clone().narrow(0, 0, n)),
+            FirstLayer::Vector(x) => FirstLayer::Vector(x.clone().narrow(0, 0, n)),
         }
     }
 
@@ -614,7 +613,7 @@ impl<B: Backend> MultimodalInput<B> {
 
     /// The first `n` rows of every modality.
     pub fn first_rows(&self, n: usize) -> Self {
-        let modalities = self.modalities.iter().map(|m| m.clone().map(|x| take_rows(x, 0, n), |x| take_rows(x, 0, n)));
+        let modalities = self.modalities.iter().map(|m| m.clone().map(|x| x.narrow(0, 0, n), |x| x.narrow(0, 0, n)));
         Self { modalities: modalities.collect() }
     }
 
@@ -718,8 +717,8 @@ impl<B: Backend> Features<B> {
     /// The features of the batch's first `n` rows.
     pub fn first_rows(&self, n: usize) -> Self {
         Self {
-            unimodal: self.unimodal.iter().map(|h| take_rows(h.clone(), 0, n)).collect(),
-            joint: take_rows(self.joint.clone(), 0, n),
+            unimodal: self.unimodal.iter().map(|h| h.clone().narrow(0, 0, n)).collect(),
+            joint: self.joint.clone().narrow(0, 0, n),
             first_layers: self.first_layers.iter().map(|f| f.first_rows(n)).collect(),
         }
     }

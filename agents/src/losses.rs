@@ -260,16 +260,6 @@ pub fn soft_nce<B: Backend>(
     Anchor::new(z_joint, tau).soft_nce(z_tilde, lambda, perm)
 }
 
-/// Rows `start..start + len` of `t` as a tensor of their own (a gather), where `narrow` would
-/// give a view into `t`. Burn 0.21's wgpu backend computed the contrastive blocks of narrowed
-/// views wrongly (tests/backends.rs, `m3ixup_loss_agrees_with_flex`: 13.39 for 8.31); copies
-/// of `[B, d]` latents cost next to nothing.
-pub fn take_rows<B: Backend, const D: usize>(t: Tensor<B, D>, start: usize, len: usize) -> Tensor<B, D> {
-    let device = t.device();
-    let rows: Vec<usize> = (start..start + len).collect();
-    t.select(0, index_tensor::<B>(&rows, &device))
-}
-
 /// Indices as a `[len]` Int tensor, for `select`, `gather` and `select_assign`.
 pub(crate) fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let data: Vec<i64> = indices.iter().map(|&i| i as i64).collect();

@@ -434,11 +434,8 @@ pub fn ppo_loss<B: AutodiffBackend>(
         };
         let draws = draws.expect("aux_on implies draws");
         let rows = draws.perm.len();
-        let (feats, z_m) = if rows < z_m.dims()[0] {
-            (feats.first_rows(rows), crate::losses::take_rows(z_m, 0, rows))
-        } else {
-            (feats, z_m)
-        };
+        let (feats, z_m) =
+            if rows < z_m.dims()[0] { (feats.first_rows(rows), z_m.narrow(0, 0, rows)) } else { (feats, z_m) };
         (repr, Some(m3ixup_loss_on_features(&agent.encoder, feats, z_m, aux, draws)))
     } else {
         let repr = agent.representation(&mb.obs, &mb.presence);
