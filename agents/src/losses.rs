@@ -5,10 +5,10 @@
 //!
 //! The primitives ([`mix`], [`gmc_infonce`], [`info_nce`], [`soft_nce`], [`inner_step`]) are pure
 //! functions of their tensors. The contrastive ones compare views with z_M through an
-//! [`Anchor`], which holds what every term of a batch shares. [`m3ixup_loss`] draws the random quantities ([`MixupDraws`]) from
-//! the caller's seeded RNG and evaluates [`m3ixup_loss_with_draws`], a pure function of the
-//! encoder, the batch, the config and the draws; the report carries the draws so a run can be
-//! replayed.
+//! [`Anchor`], which holds what every term of a batch shares. [`m3ixup_loss`] draws the random
+//! quantities ([`MixupDraws`]) from the caller's seeded RNG and evaluates
+//! [`m3ixup_loss_with_draws`], a pure function of the encoder, the batch, the config and the
+//! draws; the report carries the draws so a run can be replayed.
 //!
 //! ```text
 //! L = b_gmc L_GMC + b_in L_in + b_man L_man + b_ad L_adapt + b_ex L_mix
@@ -64,13 +64,18 @@ pub const MIN_TAU: f64 = 0.025;
 pub struct Anchor<B: Backend> {
     z: Tensor<B, 2>,
     tau: f32,
-    /// The block form (flex); other backends evaluate each term's `[2B, 2B]` matrix
-    /// ([`full_matrix_soft_nce`]).
-    blocks: bool,
+    /// The block form's shared part (flex); `None` where each term evaluates its `[2B, 2B]`
+    /// matrix ([`uses_contrastive_blocks`], [`full_matrix_soft_nce`]).
+    joint_block: Option<JointBlock<B>>,
+}
+
+/// What the block form shares between the terms of a batch.
+#[derive(Clone, Debug)]
+struct JointBlock<B: Backend> {
     /// 1 off the diagonal, 0 on it, `[B, B]`.
     off_diagonal: Tensor<B, 2>,
     /// `sum_{j != k} exp(z_M^k . z_M^j / tau - 1/tau)`, `[B, 1]`.
-    joint_sums: Tensor<B, 2>,
+    sums: Tensor<B, 2>,
 }
 
 impl<B: Backend> Anchor<B> {
@@ -81,21 +86,14 @@ impl<B: Backend> Anchor<B> {
             tau as f64 >= MIN_TAU,
             "the contrastive temperature is {tau}; it must be at least {MIN_TAU} (f32 range)"
         );
-        let b = z_joint.dims()[0];
         let device = z_joint.device();
-        let blocks = uses_contrastive_blocks::<B>(&device);
-        let off_diagonal = Tensor::<B, 2>::ones([b, b], &device) - Tensor::eye(b, &device);
-        let mut anchor =
-            Self { z: z_joint.clone(), tau, blocks, off_diagonal, joint_sums: Tensor::zeros([b, 1], &device) };
-        if blocks {
-            anchor.joint_sums = anchor.shifted_exp_off_diagonal(z_joint).sum_dim(1);
-        }
-        anchor
-    }
-
-    /// `exp(a a^T / tau - 1/tau)` with the diagonal set to 0: `[B, d] -> [B, B]`.
-    fn shifted_exp_off_diagonal(&self, a: Tensor<B, 2>) -> Tensor<B, 2> {
-        shifted_exp(a.clone(), a, self.tau) * self.off_diagonal.clone()
+        let joint_block = uses_contrastive_blocks::<B>(&device).then(|| {
+            let b = z_joint.dims()[0];
+            let off_diagonal = Tensor::<B, 2>::ones([b, b], &device) - Tensor::eye(b, &device);
+            let sums = shifted_exp_off_diagonal(z_joint.clone(), &off_diagonal, tau).sum_dim(1);
+            JointBlock { off_diagonal, sums }
+        });
+        Self { z: z_joint, tau, joint_block }
     }
 
     /// One modality's GMC term: `mean over 2B rows of (logsumexp(row of S without diagonal) -
@@ -136,15 +134,16 @@ impl<B: Backend> Anchor<B> {
     fn soft_nce_targets(&self, z_tilde: Tensor<B, 2>, lambda: f32, perm: Option<&[usize]>) -> Tensor<B, 1> {
         let b = self.z.dims()[0];
         assert_eq!(z_tilde.dims()[0], b, "the view must have the anchor's batch size");
-        if !self.blocks {
+        let Some(joint) = &self.joint_block else {
             return full_matrix_soft_nce(self.z.clone(), z_tilde, lambda, perm, self.tau);
-        }
+        };
         let shift = 1.0 / self.tau;
         // Row sums of each half of S without its diagonal, shifted by 1/tau: rows k read the
         // z_M z_M^T block and A; rows B+k read A by column and the z~ z~^T block.
         let cross = shifted_exp(self.z.clone(), z_tilde.clone(), self.tau); // [B, B]
-        let top = self.joint_sums.clone() + cross.clone().sum_dim(1); // [B, 1]
-        let bottom = cross.sum_dim(0).reshape([b, 1]) + self.shifted_exp_off_diagonal(z_tilde.clone()).sum_dim(1);
+        let top = joint.sums.clone() + cross.clone().sum_dim(1); // [B, 1]
+        let view = shifted_exp_off_diagonal(z_tilde.clone(), &joint.off_diagonal, self.tau);
+        let bottom = cross.sum_dim(0).reshape([b, 1]) + view.sum_dim(1);
         let mean_lse = (top.log().mean() + bottom.log().mean()).mul_scalar(0.5).add_scalar(shift); // [1]
         let own = (self.z.clone() * z_tilde.clone()).sum_dim(1); // [B, 1]: z_M^k . z~^k
         let targets = match perm {
@@ -163,24 +162,20 @@ impl<B: Backend> Anchor<B> {
 impl<B: AutodiffBackend> Anchor<B> {
     /// The same anchor cut from the autodiff graph (the inner steps' stop-grad z_M).
     pub fn detached(&self) -> Self {
-        Self {
-            z: self.z.clone().detach(),
-            tau: self.tau,
-            blocks: self.blocks,
-            off_diagonal: self.off_diagonal.clone().detach(),
-            joint_sums: self.joint_sums.clone().detach(),
-        }
+        let joint_block = self
+            .joint_block
+            .as_ref()
+            .map(|j| JointBlock { off_diagonal: j.off_diagonal.clone().detach(), sums: j.sums.clone().detach() });
+        Self { z: self.z.clone().detach(), tau: self.tau, joint_block }
     }
 
     /// The same anchor on the inner (non-autodiff) backend.
     pub fn inner(&self) -> Anchor<B::InnerBackend> {
-        Anchor {
-            z: self.z.clone().inner(),
-            tau: self.tau,
-            blocks: self.blocks,
-            off_diagonal: self.off_diagonal.clone().inner(),
-            joint_sums: self.joint_sums.clone().inner(),
-        }
+        let joint_block = self
+            .joint_block
+            .as_ref()
+            .map(|j| JointBlock { off_diagonal: j.off_diagonal.clone().inner(), sums: j.sums.clone().inner() });
+        Anchor { z: self.z.clone().inner(), tau: self.tau, joint_block }
     }
 }
 
@@ -224,6 +219,11 @@ fn full_matrix_soft_nce<B: Backend>(
     let other: Vec<usize> = inverse_permutation(perm).iter().map(|&j| b + j).chain(perm.iter().copied()).collect();
     let other = (s.gather(1, index_tensor::<B>(&other, &device).reshape([n, 1])) - lse).mean();
     (own.mul_scalar(lambda) + other.mul_scalar(1.0 - lambda)).neg()
+}
+
+/// `exp(a a^T / tau - 1/tau)` with the diagonal set to 0 (`off_diagonal`): `[B, d] -> [B, B]`.
+fn shifted_exp_off_diagonal<B: Backend>(a: Tensor<B, 2>, off_diagonal: &Tensor<B, 2>, tau: f32) -> Tensor<B, 2> {
+    shifted_exp(a.clone(), a, tau) * off_diagonal.clone()
 }
 
 /// `exp(a b^T / tau - 1/tau)`: `[B, d] x [B, d] -> [B, B]`, every entry in `(0, 1]` for rows of
@@ -749,7 +749,8 @@ impl M3ixupLossConfig {
         Ok(())
     }
 
-    /// Checks every value: tau >= [`MIN_TAU`], every alpha > 0, weights and etas finite and >= 0, steps >= 1.
+    /// Checks every value: tau >= [`MIN_TAU`], every alpha > 0, weights and etas finite and
+    /// >= 0, steps >= 1.
     pub fn validate(&self) -> Result<(), LossConfigError> {
         let positive = |field: &str, v: f64| {
             if v.is_finite() && v > 0.0 {
