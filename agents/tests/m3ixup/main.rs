@@ -4,3 +4,4 @@ mod common;
 mod conv;
 mod encoder;
 mod losses;
+mod reference;
