@@ -929,7 +929,8 @@ pub fn m3ixup_loss<B: AutodiffBackend, R: Rng + ?Sized>(
 /// - L_in = sum_u SoftNCE(z_M, g(f_u(mix(x_u, x_u, lambda, pi))); lambda, pi);
 /// - L_man = sum_u SoftNCE(z_M, g(mix(h_u, h_u, lambda, pi)); lambda, pi);
 /// - L_adapt = SoftNCE(z_M, g(h_ad); 1, id) (summed over u in bridge mode);
-/// - L_mix = SoftNCE(z_M, g(h_ex); lambda', pi') with h_ex from one normalised ascent step.
+/// - L_mix = SoftNCE(z_M, g(h_ex); targets) with h_ex from `explore.steps` normalised ascent
+///   steps, started from h_ad (targets 1, id) or from a fresh mix of h_mix (targets lambda', pi').
 ///
 /// h_u and z_M are computed once and shared by every term; z_M is not stopped in the outer
 /// terms, so they train the joint processor too.
