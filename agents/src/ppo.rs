@@ -184,6 +184,10 @@ pub struct PpoSection {
     pub ent_coef: f64,
     /// Weight of the auxiliary (M3ixup or GMC) loss in the combined loss.
     pub aux_weight: f64,
+    /// If set, the auxiliary weight moves linearly from `aux_weight` (first update) to this
+    /// value (last update), as `anneal_lr` moves the learning rate: strong alignment early,
+    /// lighter late. Unset: `aux_weight` throughout. >= 0.
+    pub aux_weight_final: Option<f64>,
     /// Rows of each minibatch the auxiliary loss sees: the first `aux_rows` (a random subset, as
     /// minibatches are drawn in shuffled order); 0 = every row. Its cost grows with the rows (a
     /// second trunk pass for L_in, `B x B` similarity blocks), the policy loss always sees every
@@ -211,9 +215,24 @@ impl Default for PpoSection {
             vf_coef: 0.5,
             ent_coef: 0.0,
             aux_weight: 1.0,
+            aux_weight_final: None,
             aux_rows: 0,
             max_grad_norm: 0.5,
             target_kl: 0.0,
+        }
+    }
+}
+
+impl PpoSection {
+    /// The auxiliary loss's weight at `update` (1-based) of `num_updates`: `aux_weight`, or the
+    /// linear path from it to `aux_weight_final`.
+    pub fn aux_weight_at(&self, update: usize, num_updates: usize) -> f64 {
+        match self.aux_weight_final {
+            None => self.aux_weight,
+            Some(last) => {
+                let t = if num_updates > 1 { (update.max(1) - 1) as f64 / (num_updates - 1) as f64 } else { 0.0 };
+                self.aux_weight + (last - self.aux_weight) * t.min(1.0)
+            }
         }
     }
 }
@@ -310,6 +329,9 @@ impl PpoConfig {
             ("ppo.target_kl", p.target_kl),
         ] {
             non_negative(field, v)?;
+        }
+        if let Some(w) = p.aux_weight_final {
+            non_negative("ppo.aux_weight_final", w)?;
         }
         if p.update_epochs == 0 {
             return bad("ppo.update_epochs", "must be at least 1".into());
@@ -606,6 +628,7 @@ pub fn train<B: AutodiffBackend>(
         } else {
             p.learning_rate
         };
+        let step_ppo = PpoSection { aux_weight: p.aux_weight_at(update, num_updates), ..p.clone() };
 
         // 4. Rollout: one forward pass of the current policy per vector step, on the learner's
         // device or on a CPU copy (`rollout.inference`).
@@ -658,7 +681,7 @@ pub fn train<B: AutodiffBackend>(
                 let aux_rows = if p.aux_rows == 0 { complete_rows } else { complete_rows.min(p.aux_rows) };
                 let draws =
                     (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
-                let loss = ppo_loss(&agent, &mb, p, &aux, draws);
+                let loss = ppo_loss(&agent, &mb, &step_ppo, &aux, draws);
                 let parts = loss.parts();
                 if let Some(parts) = PpoLoss::<B>::not_finite(&parts) {
                     return Err(PpoError::Diverged { update, epoch, minibatch: k + 1, parts, last_checkpoint });
@@ -698,6 +721,9 @@ pub fn train<B: AutodiffBackend>(
             ("charts/learning_rate".into(), lr),
             ("charts/log_std".into(), log_std.iter().map(|&x| x as f64).sum::<f64>() / log_std.len().max(1) as f64),
         ];
+        if aux_on {
+            row.push(("charts/aux_weight".into(), step_ppo.aux_weight));
+        }
         row.extend(sums.metrics(&aux_terms));
         row.push(("losses/explained_variance".into(), explained_variance));
         row.push(("losses/stopped_early".into(), stopped_early as u8 as f64));
@@ -1049,6 +1075,24 @@ mod tests {
         let flat: Vec<usize> = minibatches(&rows[..129], 64).flatten().copied().collect();
         assert_eq!(flat, rows[..129]);
     }
+
+    #[test]
+    fn the_auxiliary_weight_moves_linearly_to_its_final_value_and_a_negative_one_is_refused() {
+        let constant = PpoSection { aux_weight: 0.8, ..PpoSection::default() };
+        assert_eq!(constant.aux_weight_at(1, 10), 0.8);
+        assert_eq!(constant.aux_weight_at(10, 10), 0.8);
+        let annealed = PpoSection { aux_weight: 1.0, aux_weight_final: Some(0.1), ..PpoSection::default() };
+        assert_eq!(annealed.aux_weight_at(1, 10), 1.0, "the first update has the initial weight");
+        assert!((annealed.aux_weight_at(4, 10) - 0.7).abs() < 1e-12, "a third of the way: 1.0 - 0.9 / 3");
+        assert!((annealed.aux_weight_at(10, 10) - 0.1).abs() < 1e-12, "the last update has the final weight");
+        assert_eq!(annealed.aux_weight_at(1, 1), 1.0, "a one-update run keeps the initial weight");
+
+        let mut config = PpoConfig::default();
+        config.ppo.aux_weight_final = Some(-0.5);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ppo.aux_weight_final") && err.contains("-0.5"), "{err}");
+    }
+
     use crate::storage::ObsBuffer;
     use burn::backend::{Autodiff, Flex};
     use m3ixup_envs::BatchActions;
