@@ -5,6 +5,8 @@
 #     scripts/collect-results.sh results/ppo-pendulum runs/m3ixup-s1 runs/none-s1 ...
 #
 # then `cargo run --release --bin report -- --results results/ppo-pendulum --readme README.md`.
+# Specialist runs (scripts/train-specialists.sh: runs/specialist-<modality>-s<seed>, evaluated
+# alone) are collected the same way; `report` then compares the single-sensor rows with them.
 set -euo pipefail
 dest=$1; shift
 for run in "$@"; do

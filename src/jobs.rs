@@ -15,7 +15,8 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use m3ixup_agents::algorithm::{with_algorithm, Algorithm, AlgorithmConfig, AlgorithmVisitor};
 use m3ixup_agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
-use m3ixup_agents::evaluate::{evaluate, EvalConfig, EvalReport, Policy};
+use m3ixup_agents::envs::ObsSpace;
+use m3ixup_agents::evaluate::{evaluate_with_references, EvalConfig, EvalReport, Policy, References};
 use m3ixup_agents::harness::{TrainOptions, TrainSummary};
 use m3ixup_agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
 use m3ixup_agents::progress::progress_bar;
@@ -198,11 +199,24 @@ pub struct EvalAgent {
     pub checkpoint: PathBuf,
 }
 
+/// The runs an evaluation compares its rows with (`m3ixup_agents::evaluate::References`).
+#[derive(Clone, Debug, Default)]
+pub struct EvalReferences {
+    /// Per modality, its specialists: runs trained on that modality alone, the reference of the
+    /// `<modality> only` rows (several runs: their mean).
+    pub specialists: Vec<(String, Vec<EvalAgent>)>,
+    /// Runs trained with every sensor, the reference of the `all` rows (none: the best agent's
+    /// `all` score, when there are specialists).
+    pub full: Vec<EvalAgent>,
+}
+
 /// The sensor-failure table of `agents`, on their environment (or on `env`), on `device`
-/// (inference only: the autodiff backend's inner backend runs the agents). Every checkpoint
-/// loads before any episode runs.
+/// (inference only: the autodiff backend's inner backend runs the agents), with `references`
+/// (`EvalReferences::default()`: none). Every checkpoint loads, and every reference is checked
+/// against the environment, before any episode runs.
 pub fn evaluate_checkpoints(
     agents: &[EvalAgent],
+    references: &EvalReferences,
     env: Option<&str>,
     config: &EvalConfig,
     device: &DeviceArgs,
@@ -210,6 +224,7 @@ pub fn evaluate_checkpoints(
 ) -> anyhow::Result<EvalReport> {
     struct Job<'a> {
         agents: &'a [EvalAgent],
+        references: &'a EvalReferences,
         env: Option<&'a str>,
         config: &'a EvalConfig,
         verbose: bool,
@@ -217,13 +232,13 @@ pub fn evaluate_checkpoints(
     impl BackendJob for Job<'_> {
         type Output = EvalReport;
         fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<EvalReport> {
-            evaluate_on::<B::InnerBackend>(self.agents, self.env, self.config, &device, self.verbose)
+            evaluate_on::<B::InnerBackend>(self.agents, self.references, self.env, self.config, &device, self.verbose)
         }
     }
     if agents.is_empty() {
         bail!("no agent to evaluate");
     }
-    device.run(Job { agents, env, config, verbose })
+    device.run(Job { agents, references, env, config, verbose })
 }
 
 /// A trained controller of any algorithm, with what its checkpoint says about it.
@@ -236,6 +251,9 @@ struct Loaded<B: Backend> {
 
 /// The checkpoint directory for a run directory or a checkpoint directory.
 fn checkpoint_dir(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        bail!("{} is not a directory (a run directory or a checkpoint directory)", path.display());
+    }
     if path.join(STATE_FILE).is_file() {
         return Ok(path.to_path_buf());
     }
@@ -262,8 +280,21 @@ fn load_policy<B: Backend>(dir: &Path, label: String, device: &B::Device) -> any
     Ok(Loaded { label, policy, state, env })
 }
 
+/// `(label, policy, observation space)`, as `m3ixup_agents::evaluate` takes agents.
+fn as_policy<B: Backend>(l: &Loaded<B>) -> (String, &dyn Policy<B>, ObsSpace) {
+    (l.label.clone(), l.policy.as_ref(), l.state.observation_space.clone())
+}
+
+/// Loads `agent`'s checkpoint (`what`: how errors name it).
+fn load_agent<B: Backend>(agent: &EvalAgent, what: &str, device: &B::Device) -> anyhow::Result<Loaded<B>> {
+    let dir = checkpoint_dir(&agent.checkpoint).with_context(|| format!("{what} (run `{}`)", agent.label))?;
+    load_policy::<B>(&dir, agent.label.clone(), device)
+        .with_context(|| format!("{what} (run `{}`): cannot load {}", agent.label, dir.display()))
+}
+
 fn evaluate_on<B: Backend>(
     agents: &[EvalAgent],
+    references: &EvalReferences,
     env: Option<&str>,
     config: &EvalConfig,
     device: &B::Device,
@@ -271,12 +302,19 @@ fn evaluate_on<B: Backend>(
 ) -> anyhow::Result<EvalReport> {
     let mut loaded = Vec::new();
     for agent in agents {
-        let dir = checkpoint_dir(&agent.checkpoint)?;
-        loaded.push(
-            load_policy::<B>(&dir, agent.label.clone(), device)
-                .with_context(|| format!("cannot load {}", dir.display()))?,
-        );
+        loaded.push(load_agent::<B>(agent, "agent", device)?);
     }
+    let mut specialists = Vec::new();
+    for (modality, runs) in &references.specialists {
+        let what = format!("specialist for `{modality}`");
+        let runs = runs.iter().map(|r| load_agent::<B>(r, &what, device)).collect::<anyhow::Result<Vec<_>>>()?;
+        specialists.push((modality.clone(), runs));
+    }
+    let full = references
+        .full
+        .iter()
+        .map(|r| load_agent::<B>(r, "full-sensor reference", device))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let env_name = env.map_or_else(|| loaded[0].state.env_name.clone(), str::to_string);
     let params = loaded[0].env.params.clone();
     for Loaded { label, state, .. } in &loaded {
@@ -288,18 +326,42 @@ fn evaluate_on<B: Backend>(
             );
         }
     }
-    let policies: Vec<_> =
-        loaded.iter().map(|l| (l.label.clone(), l.policy.as_ref(), l.state.observation_space.clone())).collect();
-
-    let conditions = {
-        let mut probe_params = params.clone();
-        probe_params.remove("sensor_dropout");
-        let probe = m3ixup_agents::envs::make(&env_name, &probe_params)?;
-        config.conditions(probe.observation_space()).len()
+    let mut probe_params = params.clone();
+    probe_params.remove("sensor_dropout");
+    let probe = m3ixup_agents::envs::make(&env_name, &probe_params)?;
+    let references_loaded =
+        specialists.iter().flat_map(|(m, runs)| runs.iter().map(move |r| (format!("specialist for `{m}`"), r)));
+    for (what, r) in references_loaded.chain(full.iter().map(|r| ("full-sensor reference".to_string(), r))) {
+        if r.state.env_name != env_name {
+            bail!(
+                "{what} `{}` was trained on `{}`, but the evaluation runs `{env_name}`: a reference must be trained \
+                 on the same environment",
+                r.label,
+                r.state.env_name
+            );
+        }
+        if r.state.action_space != *probe.action_space() {
+            bail!(
+                "{what} `{}` acts in {}, but `{env_name}` takes {}",
+                r.label,
+                r.state.action_space,
+                probe.action_space()
+            );
+        }
+    }
+    let policies: Vec<_> = loaded.iter().map(as_policy::<B>).collect();
+    let references = References {
+        specialists: specialists
+            .iter()
+            .map(|(m, runs)| (m.clone(), runs.iter().map(as_policy::<B>).collect()))
+            .collect(),
+        full: full.iter().map(as_policy::<B>).collect(),
     };
-    let total = (config.episodes * (1 + conditions * policies.len())) as u64;
+
+    let conditions = config.conditions(probe.observation_space()).len();
+    let total = (config.episodes * (1 + conditions * policies.len() + references.runs())) as u64;
     let bar = progress_bar(verbose, total, "", "episodes");
-    let report = evaluate::<B>(&policies, &env_name, &params, config, device, Some(&bar))?;
+    let report = evaluate_with_references::<B>(&policies, &references, &env_name, &params, config, device, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
 }

@@ -1,6 +1,7 @@
 //! The evaluation path: each condition masks or corrupts exactly what it says, identical seeds
-//! give identical tables, retention follows its definition, and bad inputs fail before any
-//! episode runs.
+//! give identical tables, retention and the fraction against a reference (specialists) follow
+//! their definitions, and bad inputs fail before any episode runs, through the library and
+//! through the `evaluate` command line.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,10 @@ use m3ixup::agents::envs::{
     make, register, Action, ActionSpace, BatchActions, BatchObs, DType, Env, EnvError, Info, ModalityData,
     ModalitySpec, Obs, ObsSpace, Step,
 };
-use m3ixup::agents::evaluate::{evaluate, retention_ratio, Condition, EvalConfig, EvalError, Policy, Score};
+use m3ixup::agents::evaluate::{
+    evaluate, evaluate_with_references, reference_fraction, retention_ratio, Condition, EvalConfig, EvalError,
+    EvalReport, LabelledPolicy, Policy, ReferenceKind, References, Score,
+};
 use m3ixup::agents::harness::TrainOptions;
 use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::run::RunDir;
@@ -338,4 +342,291 @@ fn noise_on_an_unbounded_modality_is_scaled_by_the_random_policys_spread_never_i
     let (clean, noisy) = (row("all"), row("velocity noise 0.5"));
     assert!(noisy.return_mean.is_finite() && noisy.return_mean < clean.return_mean, "{clean:?} {noisy:?}");
     assert!(report.to_markdown().contains("`velocity` has an infinite bound"), "{}", report.to_markdown());
+}
+
+/// Pushes one way whatever it sees: the weak "specialist" of the tests below.
+struct PushLeft;
+
+impl Policy<Flex> for PushLeft {
+    fn act(
+        &self,
+        _: &ObsSpace,
+        _: &ActionSpace,
+        obs: &BatchObs,
+        _: bool,
+        _: &mut rand::rngs::StdRng,
+        _: &burn::prelude::Device<Flex>,
+    ) -> BatchActions {
+        BatchActions::Discrete(vec![0; obs.num_envs()])
+    }
+}
+
+/// Pushes left and right by turns (one turn per vector step, every environment alike): a
+/// "specialist" that lasts a little longer than pushing one way.
+struct Alternate(std::cell::Cell<i64>);
+
+impl Policy<Flex> for Alternate {
+    fn act(
+        &self,
+        _: &ObsSpace,
+        _: &ActionSpace,
+        obs: &BatchObs,
+        _: bool,
+        _: &mut rand::rngs::StdRng,
+        _: &burn::prelude::Device<Flex>,
+    ) -> BatchActions {
+        self.0.set(1 - self.0.get());
+        BatchActions::Discrete(vec![self.0.get(); obs.num_envs()])
+    }
+}
+
+/// pixel-cartpole's space restricted to `modality` (what a specialist on it observes).
+fn single(space: &ObsSpace, modality: &str) -> ObsSpace {
+    ObsSpace::new([(modality, space.spec(space.require(modality).unwrap()).clone())]).unwrap()
+}
+
+fn cartpole_protocol() -> EvalConfig {
+    EvalConfig { episodes: 8, steps: 200, num_envs: 4, dropout_p: vec![], noise_sigma: vec![], ..EvalConfig::default() }
+}
+
+#[test]
+fn specialists_run_the_single_sensor_episodes_and_each_row_gets_its_fraction_by_value() {
+    let params = toml::Table::new();
+    let space = make("pixel-cartpole", &params).unwrap().observation_space().clone();
+    let agents = [("balancer".to_string(), &Balancer as &dyn Policy<Flex>, space.clone())];
+    // A proprio specialist that balances, seeing proprio alone; two runs of a pixels specialist
+    // (averaged), one pushing left, one pushing by turns.
+    let alternate = Alternate(std::cell::Cell::new(0));
+    let references = References {
+        specialists: vec![
+            (
+                "proprio".into(),
+                vec![("balancer-proprio".into(), &Balancer as &dyn Policy<Flex>, single(&space, "proprio"))],
+            ),
+            (
+                "pixels".into(),
+                vec![
+                    ("left-a".into(), &PushLeft as &dyn Policy<Flex>, single(&space, "pixels")),
+                    ("turns".into(), &alternate as &dyn Policy<Flex>, single(&space, "pixels")),
+                ],
+            ),
+        ],
+        full: vec![],
+    };
+    let protocol = cartpole_protocol();
+    let report = evaluate_with_references::<Flex>(
+        &agents,
+        &references,
+        "pixel-cartpole",
+        &params,
+        &protocol,
+        &Default::default(),
+        None,
+    )
+    .unwrap();
+    let row = |c: &str| report.rows.iter().find(|r| r.condition == c).unwrap();
+    let reference = |c: &str| report.references.iter().find(|r| r.condition == c).unwrap();
+    let random = report.random_return_mean;
+
+    // The proprio specialist is the same controller on the same episodes: exactly the agent's
+    // `proprio only` score, so the fraction is exactly 1.
+    let proprio = reference("proprio only");
+    assert_eq!(proprio.kind, ReferenceKind::Specialist { modality: "proprio".into() });
+    assert_eq!(proprio.score, row("proprio only").return_mean);
+    assert_eq!(row("proprio only").vs_reference, Some(1.0));
+    // Two runs of the pixels specialist: their mean; the fraction by its definition.
+    let pixels = reference("pixels only");
+    assert_eq!(pixels.runs.len(), 2);
+    assert_ne!(pixels.runs[0].return_mean, pixels.runs[1].return_mean, "two different runs");
+    assert_eq!(pixels.score, (pixels.runs[0].return_mean + pixels.runs[1].return_mean) / 2.0);
+    assert!(pixels.runs[0].return_mean < 15.0, "pushing left falls fast: {:?}", pixels.runs[0]);
+    let expected = (row("pixels only").return_mean - random) / (pixels.score - random);
+    assert!((row("pixels only").vs_reference.unwrap() - expected).abs() < 1e-12);
+    assert_eq!(
+        row("pixels only").vs_reference,
+        Some(reference_fraction(row("pixels only").return_mean, pixels.score, random))
+    );
+    // No full-sensor reference named: the best agent's `all` score (here the only agent's).
+    let all = reference("all");
+    assert_eq!((all.kind.clone(), all.score), (ReferenceKind::BestAgent, row("all").return_mean));
+    assert_eq!(row("all").vs_reference, Some(1.0));
+    for c in ["pixels frozen", "proprio frozen"] {
+        assert_eq!(row(c).vs_reference, None, "{c} has no reference");
+    }
+    // Every file says so: the table in brackets, the CSV in two columns, the JSON in fields.
+    let table = report.to_markdown();
+    assert!(table.contains("[vs reference]") && table.contains("`left-a`, `turns`"), "{table}");
+    assert!(cells_of(&table, "proprio only").ends_with("(1.00) [1.00] |"), "{table}");
+    assert!(!cells_of(&table, "pixels frozen").contains('['), "{table}");
+    let csv = report.to_csv();
+    assert!(csv.lines().next().unwrap().ends_with(",reference,vs_reference"), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("balancer,proprio only,") && l.ends_with(",1")), "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("balancer,pixels frozen,") && l.ends_with(",,")), "{csv}");
+    let json: EvalReport = serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+    assert_eq!(json, report);
+
+    // A named full-sensor reference replaces the best agent: the balancer against a pusher.
+    let full = References {
+        specialists: vec![],
+        full: vec![("pusher".into(), &PushLeft as &dyn Policy<Flex>, space.clone())],
+    };
+    let report = evaluate_with_references::<Flex>(
+        &agents,
+        &full,
+        "pixel-cartpole",
+        &params,
+        &protocol,
+        &Default::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(report.references.len(), 1);
+    assert_eq!(report.references[0].kind, ReferenceKind::Full);
+    let (all, pusher) = (report.rows.iter().find(|r| r.condition == "all").unwrap(), &report.references[0]);
+    assert_eq!(pusher.runs[0].label, "pusher");
+    assert_eq!(all.vs_reference, Some(reference_fraction(all.return_mean, pusher.score, report.random_return_mean)));
+    // The pusher falls sooner than the random policy: a reference below random, a negative fraction.
+    assert!(pusher.score < report.random_return_mean && all.vs_reference.unwrap() < 0.0, "{all:?} {pusher:?}");
+}
+
+/// The cells after the condition of the table row `| condition | ... |`.
+fn cells_of(table: &str, condition: &str) -> String {
+    table.lines().find(|l| l.starts_with(&format!("| {condition} |"))).unwrap().to_string()
+}
+
+#[test]
+fn without_references_the_report_and_its_json_are_as_before() {
+    let params = toml::Table::new();
+    let space = make("pixel-cartpole", &params).unwrap().observation_space().clone();
+    let agents = [("balancer".to_string(), &Balancer as &dyn Policy<Flex>, space)];
+    let protocol = EvalConfig { episodes: 2, steps: 20, ..cartpole_protocol() };
+    let report = evaluate::<Flex>(&agents, "pixel-cartpole", &params, &protocol, &Default::default(), None).unwrap();
+    assert!(report.references.is_empty() && report.rows.iter().all(|r| r.vs_reference.is_none()));
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("reference"), "{json}");
+    assert!(!report.to_markdown().contains('['), "{}", report.to_markdown());
+    // A committed report, written before references existed, still reads.
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/ppo-pendulum/m3ixup-s1/eval/eval.json");
+    let old: EvalReport = serde_json::from_str(&fs::read_to_string(committed).unwrap()).unwrap();
+    assert!(old.references.is_empty() && old.rows.iter().all(|r| r.vs_reference.is_none()));
+}
+
+#[test]
+fn a_specialist_that_needs_a_sensor_its_condition_lacks_or_names_no_sensor_fails_before_any_episode() {
+    let params = toml::Table::new();
+    let space = make("pixel-cartpole", &params).unwrap().observation_space().clone();
+    let agents = [("balancer".to_string(), &Balancer as &dyn Policy<Flex>, space.clone())];
+    let fails = |specialists: Vec<(String, Vec<LabelledPolicy<Flex>>)>| {
+        let references = References { specialists, full: vec![] };
+        let protocol = EvalConfig { episodes: 1, steps: 1, ..cartpole_protocol() };
+        evaluate_with_references::<Flex>(
+            &agents,
+            &references,
+            "pixel-cartpole",
+            &params,
+            &protocol,
+            &Default::default(),
+            None,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let err =
+        fails(vec![("lidar".into(), vec![("x".into(), &Balancer as &dyn Policy<Flex>, single(&space, "proprio"))])]);
+    assert!(err.contains("`lidar`") && err.contains("pixels, proprio"), "{err}");
+    // Trained with both sensors: it needs pixels, which `proprio only` lacks.
+    let err = fails(vec![("proprio".into(), vec![("both".into(), &Balancer as &dyn Policy<Flex>, space.clone())])]);
+    assert!(err.contains("`both`") && err.contains("needs `pixels`") && err.contains("`proprio only`"), "{err}");
+    // A pixels run given as the proprio specialist.
+    let err = fails(vec![(
+        "proprio".into(),
+        vec![("eyes".into(), &PushLeft as &dyn Policy<Flex>, single(&space, "pixels"))],
+    )]);
+    assert!(err.contains("`eyes`") && err.contains("needs `pixels`"), "{err}");
+    // The right sensor with another spec (another environment setting).
+    let other = ObsSpace::new([("proprio", ModalitySpec::uniform(&[3], DType::F32, -1.0, 1.0))]).unwrap();
+    let err = fails(vec![("proprio".into(), vec![("odd".into(), &Balancer as &dyn Policy<Flex>, other)])]);
+    assert!(err.contains("`odd`") && err.contains("[3]"), "{err}");
+    // One modality given twice.
+    let twice = |label: &str| (label.to_string(), &Balancer as &dyn Policy<Flex>, single(&space, "proprio"));
+    let err = fails(vec![("proprio".into(), vec![twice("a")]), ("proprio".into(), vec![twice("b")])]);
+    assert!(err.contains("given twice"), "{err}");
+}
+
+#[test]
+fn the_specialist_configs_are_the_main_config_on_one_sensor_without_an_auxiliary_loss() {
+    let main = common::config_path("ppo-pendulum.toml");
+    for (modality, off) in [("pixels", "sound"), ("sound", "pixels")] {
+        let path = common::config_path(&format!("ppo-pendulum-specialist-{modality}.toml"));
+        let specialist: PpoConfig = load(Some(&path), &[]).unwrap();
+        specialist.validate().unwrap();
+        let expected: PpoConfig =
+            load(Some(&main), &[format!("env.params.{off}=false"), "aux.kind=\"none\"".to_string()]).unwrap();
+        assert_eq!(specialist, expected, "{modality}: the main config's network and budget");
+        let env = make(&specialist.env.name, &specialist.env.params).unwrap();
+        assert_eq!(env.observation_space().names().collect::<Vec<_>>(), [modality]);
+    }
+}
+
+/// Runs the `evaluate` binary; (success, stderr).
+fn evaluate_cli(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evaluate")).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn evaluate_takes_specialists_per_modality_and_names_bad_ones() {
+    let _rng = backend_rng();
+    let agent = smoke_checkpoint("cli-agent", &["train.total_steps=64"]);
+    let pixels =
+        smoke_checkpoint("cli-pixels", &["env.params.sound=false", "aux.kind=\"none\"", "train.total_steps=64"]);
+    let (agent_s, pixels_s) = (agent.display().to_string(), pixels.display().to_string());
+    let out = fresh_dir("cli-out");
+    let out_s = out.display().to_string();
+    let small = ["--episodes", "2", "--steps", "5", "--p", "--noise", "--no-frozen", "--quiet", "--out", &out_s];
+
+    let spec = format!("pixels={pixels_s}");
+    let (ok, err) = evaluate_cli(&[&["--checkpoint", &agent_s, "--specialist", &spec][..], &small].concat());
+    assert!(ok, "{err}");
+    let report: EvalReport = serde_json::from_str(&fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    let conditions: Vec<&str> = report.references.iter().map(|r| r.condition.as_str()).collect();
+    assert_eq!(conditions, ["all", "pixels only"]);
+    let pixels_only = report.rows.iter().find(|r| r.condition == "pixels only").unwrap();
+    assert!(pixels_only.vs_reference.is_some() && fs::read_to_string(out.join("eval.md")).unwrap().contains("] |"));
+    // The specialist evaluated alone, on its own one-sensor pendulum, scores what it scored as
+    // the reference (the pendulum draws its start state from the seed only): `report`'s
+    // reference, from its own evaluation, is the same figure.
+    let alone = fresh_dir("cli-alone");
+    let alone_s = alone.display().to_string();
+    let mut args = vec!["--checkpoint", &pixels_s];
+    args.extend_from_slice(&small[..small.len() - 1]);
+    args.push(&alone_s);
+    let (ok, err) = evaluate_cli(&args);
+    assert!(ok, "{err}");
+    let own: EvalReport = serde_json::from_str(&fs::read_to_string(alone.join("eval.json")).unwrap()).unwrap();
+    let reference = report.references.iter().find(|r| r.condition == "pixels only").unwrap();
+    assert_eq!(own.rows[0].condition, "all");
+    assert_eq!(own.rows[0].return_mean, reference.runs[0].return_mean);
+    fs::remove_dir_all(alone).unwrap();
+
+    // Unknown modality; a specialist that needs the other sensor; a missing directory; no `=`.
+    let bad = |specialist: &str| {
+        evaluate_cli(&[&["--checkpoint", &agent_s, "--specialist", specialist][..], &small].concat())
+    };
+    let (ok, err) = bad(&format!("lidar={pixels_s}"));
+    assert!(!ok && err.contains("`lidar`") && err.contains("pixels, sound"), "{err}");
+    let (ok, err) = bad(&format!("sound={agent_s}"));
+    assert!(!ok && err.contains("needs `pixels`") && err.contains("`sound only`"), "{err}");
+    let (ok, err) = bad(&format!("sound={pixels_s}"));
+    assert!(!ok && err.contains("needs `pixels`"), "{err}");
+    let (ok, err) = bad("pixels=no/such/run");
+    assert!(!ok && err.contains("no/such/run") && err.contains("not a directory"), "{err}");
+    let (ok, err) = bad("pixels");
+    assert!(!ok && err.contains("MODALITY=DIR"), "{err}");
+    // A full-sensor reference must observe every sensor.
+    let (ok, err) = evaluate_cli(&[&["--checkpoint", &agent_s, "--full-reference", &pixels_s][..], &small].concat());
+    assert!(!ok && err.contains("full-sensor reference"), "{err}");
+    for dir in [agent, pixels, out] {
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -18,6 +18,14 @@
 //! the agent and the condition only. The uniform random policy is measured in the same run with
 //! every sensor; the retention ratio of a row is `(score - random) / (full - random)`, where
 //! `full` is the same agent's score with every sensor: 1 = no loss, 0 = no better than random.
+//!
+//! **References** ([`evaluate_with_references`]). Beside the retention, a row can be compared
+//! with another run: the `<modality> only` rows with **specialists**, runs trained on that
+//! sensor alone, and the `all` rows with a full-sensor reference. A specialist runs the same
+//! episodes (same environment, parameters, seeds, steps and score) under the `<modality> only`
+//! condition, seeing only its own sensor; its checkpoint must observe exactly that modality
+//! with the same spec. The fraction is `(score - random) / (reference - random)`
+//! ([`reference_fraction`]), where `reference` is the mean score of the reference runs.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -98,6 +106,34 @@ impl<B: Backend> Policy<B> for DdpgAgent<B> {
         device: &B::Device,
     ) -> BatchActions {
         to_env_actions(action_space, &DdpgAgent::act(self, space, obs, device))
+    }
+}
+
+/// A policy trained on some of the environment's modalities, acting on observations of all of
+/// them: it is shown its own modalities only (`keep`, indices into the environment's space, in
+/// the order of its own `space`).
+struct Projected<'a, B: Backend> {
+    inner: &'a dyn Policy<B>,
+    keep: Vec<usize>,
+    space: ObsSpace,
+}
+
+impl<B: Backend> Policy<B> for Projected<'_, B> {
+    fn act(
+        &self,
+        _: &ObsSpace,
+        action_space: &ActionSpace,
+        obs: &BatchObs,
+        deterministic: bool,
+        rng: &mut StdRng,
+        device: &B::Device,
+    ) -> BatchActions {
+        let (n, m) = (obs.num_envs(), obs.num_modalities());
+        let own = BatchObs {
+            buffers: self.keep.iter().map(|&k| obs.buffers[k].clone()).collect(),
+            present: (0..n).flat_map(|i| self.keep.iter().map(move |&k| obs.present[i * m + k])).collect(),
+        };
+        self.inner.act(&self.space, action_space, &own, deterministic, rng, device)
     }
 }
 
@@ -506,6 +542,10 @@ pub struct EvalRow {
     pub length_mean: f64,
     /// `(score - random) / (full - random)`, on the protocol's [`Score`].
     pub retention: f64,
+    /// `(score - random) / (reference - random)` where this row's condition has a reference
+    /// (see [`EvalReport::references`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_reference: Option<f64>,
 }
 
 fn not_recorded() -> f64 {
@@ -540,7 +580,177 @@ pub struct EvalReport {
     pub noise_scales: NoiseScales,
     pub agents: Vec<String>,
     pub rows: Vec<EvalRow>,
+    /// The references of the `vs_reference` fractions, one per condition that has one (empty:
+    /// none were given, and the report is as it was before references existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
     pub wall_seconds: f64,
+}
+
+/// What a condition's rows are compared with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// The condition whose rows it is the reference of: `all` or `<modality> only`.
+    pub condition: String,
+    pub kind: ReferenceKind,
+    /// The reference's runs, each evaluated with the protocol of the report.
+    pub runs: Vec<ReferenceRun>,
+    /// The mean over `runs` of their mean score (on the protocol's [`Score`]).
+    pub score: f64,
+}
+
+/// Where a [`Reference`] comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ReferenceKind {
+    /// Runs trained on this modality alone, run under `<modality> only`.
+    Specialist { modality: String },
+    /// Runs trained with every sensor, named as the reference, run with every sensor.
+    Full,
+    /// The evaluated agent with the best score with every sensor (no full reference named).
+    BestAgent,
+}
+
+/// One run of a [`Reference`]: mean and std over episodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceRun {
+    pub label: String,
+    pub per_step_mean: f64,
+    pub per_step_std: f64,
+    pub return_mean: f64,
+    pub return_std: f64,
+    pub length_mean: f64,
+}
+
+impl ReferenceRun {
+    /// Mean and std over episodes of `score`.
+    pub fn score(&self, score: Score) -> (f64, f64) {
+        match score {
+            Score::Return => (self.return_mean, self.return_std),
+            Score::PerStep => (self.per_step_mean, self.per_step_std),
+        }
+    }
+}
+
+impl Reference {
+    /// For tables: "`pixels only`: specialist on pixels alone, `a`, `b`: -0.700".
+    pub fn describe(&self) -> String {
+        let labels = self.runs.iter().map(|r| format!("`{}`", r.label)).collect::<Vec<_>>().join(", ");
+        let what = match &self.kind {
+            ReferenceKind::Specialist { modality } => format!("specialist on {modality} alone"),
+            ReferenceKind::Full => "full-sensor reference".to_string(),
+            ReferenceKind::BestAgent => "the best agent here with every sensor".to_string(),
+        };
+        let mean = if self.runs.len() > 1 { format!(" (mean of {} runs)", self.runs.len()) } else { String::new() };
+        format!("`{}`: {what}, {labels}: {:.3}{mean}", self.condition, self.score)
+    }
+}
+
+/// An agent or a reference run, as [`evaluate`] takes them: its label, the policy, and the
+/// observation space its checkpoint was trained on.
+pub type LabelledPolicy<'a, B> = (String, &'a dyn Policy<B>, ObsSpace);
+
+/// Runs whose score a condition's rows are compared with ([`evaluate_with_references`]).
+pub struct References<'a, B: Backend> {
+    /// Per modality, its specialists: runs trained on that modality alone (their mean is the
+    /// reference of the `<modality> only` rows).
+    pub specialists: Vec<(String, Vec<LabelledPolicy<'a, B>>)>,
+    /// Runs trained with every sensor whose mean score is the reference of the `all` rows.
+    /// Empty: the best `all` score among the evaluated agents, when there are specialists.
+    pub full: Vec<LabelledPolicy<'a, B>>,
+}
+
+impl<B: Backend> Default for References<'_, B> {
+    fn default() -> Self {
+        Self { specialists: Vec::new(), full: Vec::new() }
+    }
+}
+
+impl<B: Backend> References<'_, B> {
+    /// No reference at all: the report is the plain sensor-failure table.
+    pub fn is_empty(&self) -> bool {
+        self.specialists.is_empty() && self.full.is_empty()
+    }
+
+    /// Reference runs to evaluate (each runs `episodes` episodes once).
+    pub fn runs(&self) -> usize {
+        self.specialists.iter().map(|(_, runs)| runs.len()).sum::<usize>() + self.full.len()
+    }
+
+    /// Checks every reference against the environment's space (`conditions`: the evaluation's),
+    /// before any episode runs: a specialist's modality must be one of the space's and have a
+    /// `<modality> only` condition, and its checkpoint must observe that modality alone, with the
+    /// same spec; a full-sensor reference must observe the space itself.
+    pub fn validate(&self, space: &ObsSpace, conditions: &[Condition]) -> Result<(), EvalError> {
+        let names = || space.names().collect::<Vec<_>>().join(", ");
+        for (k, (modality, runs)) in self.specialists.iter().enumerate() {
+            if self.specialists[..k].iter().any(|(m, _)| m == modality) {
+                return Err(EvalError::Invalid(format!(
+                    "specialists for `{modality}` are given twice: list all of its runs in one entry"
+                )));
+            }
+            let Some(index) = space.index_of(modality) else {
+                return Err(EvalError::Invalid(format!(
+                    "specialist for `{modality}`: the environment has no modality `{modality}` (it has {})",
+                    names()
+                )));
+            };
+            let only = Condition::Only { modality: modality.clone() };
+            if !conditions.contains(&only) {
+                return Err(EvalError::Invalid(format!(
+                    "specialist for `{modality}`: the evaluation has no `{}` condition (the environment has one \
+                     modality only: {})",
+                    only.label(),
+                    names()
+                )));
+            }
+            if runs.is_empty() {
+                return Err(EvalError::Invalid(format!("specialist for `{modality}`: no run given")));
+            }
+            for (label, _, own) in runs {
+                let extra: Vec<&str> = own.names().filter(|n| n != modality).collect();
+                if !extra.is_empty() {
+                    return Err(EvalError::Invalid(format!(
+                        "specialist `{label}` for `{modality}` observes {own}: it needs {}, which the `{}` condition \
+                         lacks; a specialist is trained on `{modality}` alone",
+                        extra.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+                        only.label()
+                    )));
+                }
+                match own.index_of(modality) {
+                    Some(j) if own.spec(j) == space.spec(index) => {}
+                    Some(j) => {
+                        return Err(EvalError::Invalid(format!(
+                            "specialist `{label}` for `{modality}`: its `{modality}` is {:?} {:?} in [{:?}, {:?}], the \
+                             environment's is {:?} {:?} in [{:?}, {:?}] (another environment setting?)",
+                            own.spec(j).dtype,
+                            own.spec(j).shape,
+                            own.spec(j).low.first(),
+                            own.spec(j).high.first(),
+                            space.spec(index).dtype,
+                            space.spec(index).shape,
+                            space.spec(index).low.first(),
+                            space.spec(index).high.first()
+                        )))
+                    }
+                    None => {
+                        return Err(EvalError::Invalid(format!(
+                            "specialist `{label}` for `{modality}` observes {own}, not `{modality}`"
+                        )))
+                    }
+                }
+            }
+        }
+        for (label, _, own) in &self.full {
+            if own != space {
+                return Err(EvalError::Invalid(format!(
+                    "full-sensor reference `{label}` was trained on observations {own}, but the environment gives \
+                     {space}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `(score - random) / (full - random)`; NaN when the agent is no better than random with
@@ -554,10 +764,35 @@ pub fn retention_ratio(score: f64, full: f64, random: f64) -> f64 {
     }
 }
 
+/// `(score - random) / (reference - random)`: how much of a reference's margin over the random
+/// policy a score keeps (1 = as good as the reference, 0 = no better than random, above 1 =
+/// better than the reference); NaN when the reference is no better than random. The same
+/// formula as [`retention_ratio`], with another run's score in place of the agent's own.
+pub fn reference_fraction(score: f64, reference: f64, random: f64) -> f64 {
+    retention_ratio(score, reference, random)
+}
+
 /// Evaluates every `(label, agent)` under every condition of `config` on `env_name(params)`,
 /// after checking each agent's observation space against the environment's.
 pub fn evaluate<B: Backend>(
     agents: &[(String, &dyn Policy<B>, ObsSpace)],
+    env_name: &str,
+    params: &toml::Table,
+    config: &EvalConfig,
+    device: &B::Device,
+    progress: Option<&ProgressBar>,
+) -> Result<EvalReport, EvalError> {
+    evaluate_with_references(agents, &References::default(), env_name, params, config, device, progress)
+}
+
+/// As [`evaluate`], with references (see the module's documentation): the specialists run the
+/// `<modality> only` episodes seeing only their sensor, the full-sensor references the `all`
+/// episodes, and each row of a condition with a reference gets its `vs_reference` fraction.
+/// With specialists and no full-sensor reference, the `all` rows are compared with the best
+/// evaluated agent's `all` score. Every reference is checked before any episode runs.
+pub fn evaluate_with_references<B: Backend>(
+    agents: &[(String, &dyn Policy<B>, ObsSpace)],
+    references: &References<'_, B>,
     env_name: &str,
     params: &toml::Table,
     config: &EvalConfig,
@@ -580,6 +815,7 @@ pub fn evaluate<B: Backend>(
     for c in &conditions {
         c.validate(&space)?;
     }
+    references.validate(&space, &conditions)?;
     let none = NoiseScales::new();
     let random = run_episodes::<B>(&Actor::Random, env_name, params, &Condition::All, &none, config, device, progress)?;
     let random_score = Episodes::mean_std(random.scores(config.score)).0;
@@ -629,7 +865,74 @@ pub fn evaluate<B: Backend>(
                 return_std,
                 length_mean: Episodes::mean_std(&lengths).0,
                 retention: retention_ratio(score, full, random_score),
+                vs_reference: None,
             });
+        }
+    }
+    let reference_runs =
+        |runs: &[LabelledPolicy<'_, B>], modality: Option<&str>| -> Result<Vec<ReferenceRun>, EvalError> {
+            let mut out = Vec::new();
+            for (label, agent, own) in runs {
+                let (projected, condition);
+                let actor = match modality {
+                    Some(m) => {
+                        let keep = own.names().map(|n| space.require(n)).collect::<Result<Vec<_>, _>>()?;
+                        projected = Projected { inner: *agent, keep, space: own.clone() };
+                        condition = Condition::Only { modality: m.to_string() };
+                        Actor::Agent(&projected as &dyn Policy<B>)
+                    }
+                    None => {
+                        condition = Condition::All;
+                        Actor::Agent(*agent)
+                    }
+                };
+                let e = run_episodes(&actor, env_name, params, &condition, &noise_scales, config, device, progress)?;
+                let lengths: Vec<f64> = e.lengths.iter().map(|&l| l as f64).collect();
+                let (per_step_mean, per_step_std) = Episodes::mean_std(&e.per_step);
+                let (return_mean, return_std) = Episodes::mean_std(&e.returns);
+                out.push(ReferenceRun {
+                    label: label.clone(),
+                    per_step_mean,
+                    per_step_std,
+                    return_mean,
+                    return_std,
+                    length_mean: Episodes::mean_std(&lengths).0,
+                });
+            }
+            Ok(out)
+        };
+    let mut found = Vec::new();
+    let reference = |condition: String, kind: ReferenceKind, runs: Vec<ReferenceRun>| {
+        let scores: Vec<f64> = runs.iter().map(|r| r.score(config.score).0).collect();
+        Reference { condition, kind, score: Episodes::mean_std(&scores).0, runs }
+    };
+    if !references.full.is_empty() {
+        found.push(reference(Condition::All.label(), ReferenceKind::Full, reference_runs(&references.full, None)?));
+    } else if !references.specialists.is_empty() {
+        let score = |r: &EvalRow| r.score(config.score).0;
+        let best = rows
+            .iter()
+            .filter(|r| r.spec == Condition::All)
+            .max_by(|a, b| score(a).total_cmp(&score(b)))
+            .ok_or_else(|| EvalError::Invalid("specialists need an agent to compare with".into()))?;
+        let run = ReferenceRun {
+            label: best.agent.clone(),
+            per_step_mean: best.per_step_mean,
+            per_step_std: best.per_step_std,
+            return_mean: best.return_mean,
+            return_std: best.return_std,
+            length_mean: best.length_mean,
+        };
+        found.push(reference(Condition::All.label(), ReferenceKind::BestAgent, vec![run]));
+    }
+    for (modality, runs) in &references.specialists {
+        let condition = Condition::Only { modality: modality.clone() }.label();
+        let kind = ReferenceKind::Specialist { modality: modality.clone() };
+        found.push(reference(condition, kind, reference_runs(runs, Some(modality))?));
+    }
+    for row in &mut rows {
+        if let Some(r) = found.iter().find(|r| r.condition == row.condition) {
+            row.vs_reference = Some(reference_fraction(row.score(config.score).0, r.score, random_score));
         }
     }
     let (random_per_step_mean, random_per_step_std) = Episodes::mean_std(&random.per_step);
@@ -644,6 +947,7 @@ pub fn evaluate<B: Backend>(
         noise_scales,
         agents: agents.iter().map(|(l, _, _)| l.clone()).collect(),
         rows,
+        references: found,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -679,7 +983,7 @@ impl EvalReport {
     }
 
     /// The table as markdown: one row per condition, one column per agent (`mean ± std
-    /// (retention)`).
+    /// (retention)`, then `[vs reference]` in the rows of a condition with a reference).
     pub fn to_markdown(&self) -> String {
         let (random_mean, random_std) = self.random_score();
         let mut out = format!(
@@ -695,6 +999,11 @@ impl EvalReport {
         );
         for note in self.notes() {
             out.push_str(&format!("Note: {note}.\n\n"));
+        }
+        if !self.references.is_empty() {
+            out.push_str("[vs reference] = (score - random) / (reference - random). References: ");
+            out.push_str(&self.references.iter().map(Reference::describe).collect::<Vec<_>>().join("; "));
+            out.push_str(".\n\n");
         }
         out.push_str("| condition |");
         for a in &self.agents {
@@ -715,7 +1024,8 @@ impl EvalReport {
                 match self.rows.iter().find(|r| r.agent == *a && r.condition == c) {
                     Some(r) => {
                         let (mean, std) = r.score(self.config.score);
-                        out.push_str(&format!(" {mean:.3} ± {std:.3} ({:.2}) |", r.retention))
+                        let vs = r.vs_reference.map(|f| format!(" [{f:.2}]")).unwrap_or_default();
+                        out.push_str(&format!(" {mean:.3} ± {std:.3} ({:.2}){vs} |", r.retention))
                     }
                     None => out.push_str(" - |"),
                 }
@@ -725,15 +1035,17 @@ impl EvalReport {
         out
     }
 
-    /// One CSV line per row.
+    /// One CSV line per row; `reference` and `vs_reference` are empty in the rows of a condition
+    /// without a reference.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
             "agent,condition,per_step_mean,per_step_std,return_mean,return_std,length_mean,score,retention,\
-             random_per_step_mean,random_return_mean\n",
+             random_per_step_mean,random_return_mean,reference,vs_reference\n",
         );
         for r in &self.rows {
+            let reference = self.references.iter().find(|x| x.condition == r.condition);
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.agent,
                 r.condition,
                 r.per_step_mean,
@@ -744,7 +1056,9 @@ impl EvalReport {
                 self.config.score.key(),
                 r.retention,
                 self.random_per_step_mean,
-                self.random_return_mean
+                self.random_return_mean,
+                reference.map(|x| x.score.to_string()).unwrap_or_default(),
+                r.vs_reference.map(|f| f.to_string()).unwrap_or_default()
             ));
         }
         out
@@ -762,6 +1076,18 @@ mod tests {
         assert_eq!(retention_ratio(-3.5, -1.0, -6.0), 0.5);
         assert!((retention_ratio(-7.75, -1.0, -6.0) + 0.35).abs() < 1e-12, "worse than random is negative");
         assert!(retention_ratio(-6.0, -6.0, -6.0).is_nan());
+    }
+
+    #[test]
+    fn the_reference_fraction_is_score_above_random_over_reference_above_random() {
+        // Sound only scores -2.2; a sound specialist -1.2; random -6.2: 4/5 of its margin.
+        assert!((reference_fraction(-2.2, -1.2, -6.2) - 0.8).abs() < 1e-12);
+        assert_eq!(reference_fraction(-1.2, -1.2, -6.2), 1.0, "as good as the reference");
+        assert!((reference_fraction(-0.2, -1.2, -6.2) - 1.2).abs() < 1e-12, "better than the reference");
+        assert_eq!(reference_fraction(-6.2, -1.2, -6.2), 0.0);
+        assert!(reference_fraction(-2.0, -6.2, -6.2).is_nan(), "a reference no better than random says nothing");
+        // Returns (higher is better) work alike: 150 against a specialist's 250, random 50.
+        assert_eq!(reference_fraction(150.0, 250.0, 50.0), 0.5);
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //!
 //!     cargo run --release --bin evaluate -- --checkpoint runs/A [--checkpoint runs/B ...] \
 //!         [--label A --label B] [--episodes 100] [--steps 300] [--p 0.1,0.3,0.5] [--noise 0.1] \
-//!         [--score return|per-step] [--out DIR] [--device flex]
+//!         [--score return|per-step] [--specialist MODALITY=DIR ...] [--full-reference DIR ...] \
+//!         [--out DIR] [--device flex]
 //!
 //! A checkpoint is a run directory (its last checkpoint is used) or a checkpoint directory.
+//! `--specialist pixels=DIR` names a run trained on pixels alone: it runs the `pixels only`
+//! episodes seeing only its pixels, and every agent's `pixels only` row gains the fraction
+//! `(score - random) / (specialist - random)`; `--full-reference DIR` does the same for the `all`
+//! row (default with specialists: the best agent's `all` score). Several runs per modality are
+//! averaged.
 //! Writes `eval.md`, `eval.csv`, `eval.json` and `dropout.png` to `--out` (default: the first
 //! run directory's `eval/`), and prints the table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -18,7 +24,7 @@ use clap::Parser;
 use m3ixup::agents::evaluate::{EvalConfig, Score};
 use m3ixup::agents::run::write_atomic;
 use m3ixup::device::DeviceArgs;
-use m3ixup::jobs::{evaluate_checkpoints, EvalAgent};
+use m3ixup::jobs::{evaluate_checkpoints, EvalAgent, EvalReferences};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
 
 #[derive(Parser)]
@@ -62,6 +68,14 @@ struct Cli {
     /// Threads stepping them, the calling thread included.
     #[arg(long, default_value_t = EvalConfig::default().workers)]
     workers: usize,
+    /// A specialist: a run (or checkpoint) directory trained on MODALITY alone, the reference
+    /// of the `MODALITY only` rows (repeatable; several runs of one modality are averaged).
+    #[arg(long = "specialist", value_name = "MODALITY=DIR", value_parser = parse_specialist)]
+    specialists: Vec<(String, PathBuf)>,
+    /// A run trained with every sensor, the reference of the `all` rows (repeatable: averaged).
+    /// Default, with specialists: the best `all` score among the checkpoints.
+    #[arg(long = "full-reference", value_name = "DIR")]
+    full_references: Vec<PathBuf>,
     /// Where the result files go.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -76,6 +90,40 @@ fn parse_score(text: &str) -> Result<Score, String> {
         .into_iter()
         .find(|s| s.key() == text)
         .ok_or_else(|| format!("`{text}` is not a score: expected `return` or `per-step`"))
+}
+
+fn parse_specialist(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((modality, dir)) if !modality.trim().is_empty() && !dir.is_empty() => {
+            Ok((modality.trim().to_string(), PathBuf::from(dir)))
+        }
+        _ => Err(format!("`{text}`: expected MODALITY=DIR, e.g. `pixels=runs/specialist-pixels-s1`")),
+    }
+}
+
+/// A run's label: its directory's name.
+fn dir_label(path: &Path, fallback: String) -> String {
+    path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or(fallback)
+}
+
+/// The references the command line names, specialists grouped by modality in order of first
+/// mention.
+fn references(cli: &Cli) -> EvalReferences {
+    let mut specialists: Vec<(String, Vec<EvalAgent>)> = Vec::new();
+    for (k, (modality, dir)) in cli.specialists.iter().enumerate() {
+        let run = EvalAgent { label: dir_label(dir, format!("{modality} specialist {k}")), checkpoint: dir.clone() };
+        match specialists.iter_mut().find(|(m, _)| m == modality) {
+            Some((_, runs)) => runs.push(run),
+            None => specialists.push((modality.clone(), vec![run])),
+        }
+    }
+    let full = cli
+        .full_references
+        .iter()
+        .enumerate()
+        .map(|(k, dir)| EvalAgent { label: dir_label(dir, format!("reference {k}")), checkpoint: dir.clone() })
+        .collect();
+    EvalReferences { specialists, full }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,13 +151,12 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .map(|(k, path)| EvalAgent {
-            label: cli.labels.get(k).cloned().unwrap_or_else(|| {
-                path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| format!("agent {k}"))
-            }),
+            label: cli.labels.get(k).cloned().unwrap_or_else(|| dir_label(path, format!("agent {k}"))),
             checkpoint: path.clone(),
         })
         .collect();
-    let report = evaluate_checkpoints(&agents, cli.env.as_deref(), &config, &cli.device, !cli.quiet)?;
+    let references = references(&cli);
+    let report = evaluate_checkpoints(&agents, &references, cli.env.as_deref(), &config, &cli.device, !cli.quiet)?;
 
     let markdown = report.to_markdown();
     println!("{markdown}");

@@ -8,6 +8,16 @@
 //! each condition, and the training figures. With `--readme`, the text between
 //! `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` (NAME: the results folder's
 //! name) is replaced by the table; a learning-curve chart is written to the results folder.
+//!
+//! **References.** A variant named `specialist-<modality>` (run folders
+//! `specialist-<modality>-s<seed>`) is a specialist: runs trained on that modality alone and
+//! evaluated alone with the same protocol. It gets no column; its mean score with its sensor
+//! (its `all` row) is the reference of the `<modality> only` rows, and the `all` rows are
+//! compared with the best variant's mean `all` score. Each cell of such a row gains, beside the
+//! retention, `[mean, worst x]`: `(score - random) / (reference - random)` over the variant's
+//! seeds, mean and lowest. An optional `references.toml` in the folder names them instead:
+//! `all = "<variant>"` (the full-sensor reference) and `<modality> = "<variant>"` (a
+//! specialist). A folder without either renders as it did before references existed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::evaluate::{Episodes, EvalReport};
+use m3ixup::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport};
 use m3ixup::agents::run::write_atomic;
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
@@ -71,6 +81,157 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
     })
 }
 
+/// A variant's runs: (seed, figures, run directory).
+type Runs = Vec<(String, RunFigures, PathBuf)>;
+
+/// What the rows of a condition are compared with.
+struct FolderReference {
+    /// `all` or `<modality> only`.
+    condition: String,
+    variant: String,
+    /// How it was chosen, for the table's text.
+    how: String,
+    seeds: usize,
+    /// The mean over the variant's seeds of its `all` score.
+    score: f64,
+}
+
+/// The optional `references.toml` of a results folder: `all` or a modality name -> a variant.
+const REFERENCES_FILE: &str = "references.toml";
+
+/// The prefix of specialist variants: `specialist-<modality>`.
+const SPECIALIST_PREFIX: &str = "specialist-";
+
+fn read_reference_names(results: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let path = results.join(REFERENCES_FILE);
+    if !path.is_file() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    table
+        .into_iter()
+        .map(|(key, value)| match value {
+            toml::Value::String(variant) => Ok((key, variant)),
+            other => bail!(
+                "{}: `{key} = {other}` must name a variant, e.g. `{key} = \"{SPECIALIST_PREFIX}{key}\"`",
+                path.display()
+            ),
+        })
+        .collect()
+}
+
+/// The mean over a variant's runs of their `all` score.
+fn mean_all_score(variant: &str, runs: &Runs) -> anyhow::Result<f64> {
+    let mut scores = Vec::new();
+    for (_, f, dir) in runs {
+        let Some(row) = f.eval.rows.iter().find(|r| r.spec == Condition::All) else {
+            bail!("{}: its evaluation has no `all` row, so `{variant}` cannot be a reference", dir.display());
+        };
+        scores.push(row.score(f.eval.config.score).0);
+    }
+    Ok(Episodes::mean_std(&scores).0)
+}
+
+/// The folder's references (see the module's documentation), in the order of `conditions`, and
+/// the specialist variants (which get no column).
+fn folder_references(
+    results: &Path,
+    named: &BTreeMap<String, String>,
+    variants: &BTreeMap<String, Runs>,
+    conditions: &[String],
+) -> anyhow::Result<(Vec<FolderReference>, Vec<String>)> {
+    let known = || variants.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
+    // Modality -> specialist variant: the convention, then what references.toml names.
+    let mut specialists: BTreeMap<String, (String, String)> = variants
+        .keys()
+        .filter_map(|v| v.strip_prefix(SPECIALIST_PREFIX).map(|m| (m.to_string(), (v.clone(), String::new()))))
+        .collect();
+    for (key, variant) in named {
+        if !variants.contains_key(variant) {
+            bail!(
+                "{}: `{key} = \"{variant}\"`: no variant `{variant}` here (run folders <variant>-s<seed>; variants: {})",
+                results.join(REFERENCES_FILE).display(),
+                known()
+            );
+        }
+        if key != "all" {
+            specialists.insert(key.clone(), (variant.clone(), format!(", named in {REFERENCES_FILE}")));
+        }
+    }
+    let mut special: Vec<String> = variants.keys().filter(|v| v.starts_with(SPECIALIST_PREFIX)).cloned().collect();
+    special.extend(specialists.values().map(|(v, _)| v.clone()).filter(|v| !v.starts_with(SPECIALIST_PREFIX)));
+    let mut found = Vec::new();
+    for (modality, (variant, how)) in &specialists {
+        let condition = Condition::Only { modality: modality.clone() }.label();
+        if !conditions.contains(&condition) {
+            bail!(
+                "specialist `{variant}` for `{modality}`: the evaluations here have no `{condition}` condition \
+                 (conditions: {})",
+                conditions.join(", ")
+            );
+        }
+        let runs = &variants[variant];
+        for (_, f, dir) in runs {
+            let other = f.eval.rows.iter().find_map(|r| match &r.spec {
+                Condition::All => None,
+                Condition::Only { modality: m }
+                | Condition::Without { modality: m }
+                | Condition::PerStep { modality: m, .. }
+                | Condition::Noise { modality: m, .. }
+                | Condition::Frozen { modality: m } => (m != modality).then(|| m.clone()),
+            });
+            if let Some(other) = other {
+                bail!(
+                    "{}: a specialist for `{modality}` is trained on `{modality}` alone, but its evaluation has \
+                     `{other}` conditions: train it with the other sensors off and evaluate it alone",
+                    dir.display()
+                );
+            }
+        }
+        found.push(FolderReference {
+            condition,
+            variant: variant.clone(),
+            how: format!("trained on {modality} alone{how}"),
+            seeds: runs.len(),
+            score: mean_all_score(variant, runs)?,
+        });
+    }
+    let full = match named.get("all") {
+        Some(variant) if special.contains(variant) => {
+            bail!(
+                "{}: `all = \"{variant}\"` is a specialist, not a full-sensor run",
+                results.join(REFERENCES_FILE).display()
+            )
+        }
+        Some(variant) => Some((variant.clone(), format!("named in {REFERENCES_FILE}"))),
+        None if !found.is_empty() => {
+            let mut best: Option<(String, f64)> = None;
+            for (v, runs) in variants.iter().filter(|(v, _)| !special.contains(v)) {
+                let score = mean_all_score(v, runs)?;
+                if best.as_ref().is_none_or(|(_, b)| score > *b) {
+                    best = Some((v.clone(), score));
+                }
+            }
+            best.map(|(v, _)| (v, "the best variant's mean with every sensor".to_string()))
+        }
+        None => None,
+    };
+    if let Some((variant, how)) = full {
+        let runs = &variants[&variant];
+        found.push(FolderReference {
+            condition: Condition::All.label(),
+            variant: variant.clone(),
+            how,
+            seeds: runs.len(),
+            score: mean_all_score(&variant, runs)?,
+        });
+    }
+    found.sort_by_key(|r| conditions.iter().position(|c| *c == r.condition));
+    special.sort();
+    Ok((found, special))
+}
+
 /// (step, episodic return / episodic length) for the updates in which episodes ended.
 fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
     let returns = csv_series(metrics, "global_step", "charts/episodic_return")?;
@@ -83,7 +244,7 @@ fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut variants: BTreeMap<String, Vec<(String, RunFigures, PathBuf)>> = BTreeMap::new();
+    let mut variants: BTreeMap<String, Runs> = BTreeMap::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&cli.results)
         .with_context(|| format!("cannot read {}", cli.results.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -104,8 +265,18 @@ fn main() -> anyhow::Result<()> {
         bail!("no evaluated runs (<variant>-s<seed>/eval/eval.json) under {}", cli.results.display());
     }
 
-    // Conditions in the evaluation's order, from the first run; every run must share its protocol.
-    let first = &variants.values().next().expect("non-empty")[0].1.eval;
+    // Conditions in the evaluation's order, from the first run that is not a specialist (a
+    // specialist's evaluation has its own sensor's conditions only); every run must share its
+    // protocol.
+    let named = read_reference_names(&cli.results)?;
+    let is_specialist = |v: &str| v.starts_with(SPECIALIST_PREFIX) || named.iter().any(|(k, n)| k != "all" && n == v);
+    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str())) else {
+        bail!(
+            "{}: only specialists ({SPECIALIST_PREFIX}<modality>) here: nothing to compare with them",
+            cli.results.display()
+        );
+    };
+    let first = &variants[first_variant][0].1.eval;
     for (_, f, dir) in variants.values().flatten() {
         if f.eval.config != first.config {
             bail!(
@@ -122,8 +293,18 @@ fn main() -> anyhow::Result<()> {
             conditions.push(r.condition.clone());
         }
     }
+    let (references, specialists) = folder_references(&cli.results, &named, &variants, &conditions)?;
+    if references.is_empty() {
+        if let Some((_, _, dir)) = variants.values().flatten().find(|(_, f, _)| !f.eval.references.is_empty()) {
+            eprintln!(
+                "note: {} was evaluated with references (evaluate --specialist); report compares with the \
+                 specialist-<modality> variants of the folder, and there are none",
+                dir.display()
+            );
+        }
+    }
     let order = ["m3ixup", "gmc", "none", "dropout"];
-    let mut names: Vec<&String> = variants.keys().collect();
+    let mut names: Vec<&String> = variants.keys().filter(|v| !specialists.contains(v)).collect();
     names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
 
     let mut out = String::new();
@@ -143,6 +324,21 @@ fn main() -> anyhow::Result<()> {
     for note in first.notes() {
         out.push_str(&format!("Note: {note}.\n\n"));
     }
+    if !references.is_empty() {
+        out.push_str(
+            "In square brackets, against a reference: (score - random) / (reference - random), the mean over training \
+             seeds and the worst seed. References: ",
+        );
+        let described: Vec<String> = references
+            .iter()
+            .map(|r| {
+                let seeds = if r.seeds == 1 { "1 seed".to_string() } else { format!("{} seeds", r.seeds) };
+                format!("`{}`: `{}`, {} ({seeds}), {:.3}", r.condition, r.variant, r.how, r.score)
+            })
+            .collect();
+        out.push_str(&described.join("; "));
+        out.push_str(".\n\n");
+    }
     out.push_str("| condition |");
     for n in &names {
         out.push_str(&format!(" {n} ({} seeds) |", variants[*n].len()));
@@ -154,11 +350,16 @@ fn main() -> anyhow::Result<()> {
         out.push_str(&format!("| {c} |"));
         for n in &names {
             let runs = &variants[*n];
-            let (mut scores, mut retention) = (Vec::new(), Vec::new());
+            let reference = references.iter().find(|r| r.condition == *c);
+            let (mut scores, mut retention, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
             for (_, f, _) in runs {
                 if let Some(r) = f.eval.rows.iter().find(|r| r.condition == *c) {
-                    scores.push(r.score(f.eval.config.score).0);
+                    let score = r.score(f.eval.config.score).0;
+                    scores.push(score);
                     retention.push(r.retention);
+                    if let Some(x) = reference {
+                        fractions.push(reference_fraction(score, x.score, f.eval.random_score().0));
+                    }
                 }
             }
             if scores.is_empty() {
@@ -166,7 +367,20 @@ fn main() -> anyhow::Result<()> {
             } else {
                 let (score, spread) = Episodes::mean_std(&scores);
                 let spread = if scores.len() > 1 { format!(" ± {spread:.3}") } else { String::new() };
-                out.push_str(&format!(" {score:.3}{spread} ({:.2}) |", Episodes::mean_std(&retention).0));
+                let vs = match fractions.len() {
+                    0 => String::new(),
+                    1 => format!(" [{:.2}]", fractions[0]),
+                    _ => format!(
+                        " [{:.2}, worst {:.2}]",
+                        Episodes::mean_std(&fractions).0,
+                        fractions.iter().copied().fold(f64::INFINITY, |a, b| if a.is_nan() || b.is_nan() {
+                            f64::NAN
+                        } else {
+                            a.min(b)
+                        })
+                    ),
+                };
+                out.push_str(&format!(" {score:.3}{spread} ({:.2}){vs} |", Episodes::mean_std(&retention).0));
             }
         }
         out.push('\n');
@@ -174,8 +388,8 @@ fn main() -> anyhow::Result<()> {
     out.push_str("\nTraining (per seed): per-step reward of the training episodes (stochastic policy) ending in the last 10 updates with an episode end; env steps until its 10-point moving average first reached -1.0; wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
     out.push_str("| variant | seed | final reward/step | steps to -1.0 | wall time | env steps/s |\n|---|---:|---:|---:|---:|---:|\n");
     let mut series = Vec::new();
-    for n in &names {
-        for (seed, f, dir) in &variants[*n] {
+    for n in names.iter().copied().chain(&specialists) {
+        for (seed, f, dir) in &variants[n] {
             out.push_str(&format!(
                 "| {n} | {seed} | {:.3} | {} | {:.0} min | {:.0} |\n",
                 f.final_reward,

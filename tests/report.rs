@@ -1,0 +1,238 @@
+//! `report` on results folders: a committed folder renders as the README shows it, and
+//! specialist variants (`specialist-<modality>-s<seed>`, or named in `references.toml`) add the
+//! fraction against them beside the retention, by value; bad references are named.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use m3ixup::agents::evaluate::{retention_ratio, Condition, EvalConfig, EvalReport, EvalRow, Score};
+
+mod common;
+use common::fresh_dir;
+
+const RANDOM: f64 = -6.0;
+
+fn protocol() -> EvalConfig {
+    EvalConfig {
+        episodes: 10,
+        steps: 200,
+        score: Score::PerStep,
+        dropout_p: vec![0.5],
+        noise_sigma: vec![],
+        frozen: false,
+        ..EvalConfig::default()
+    }
+}
+
+/// Writes `<results>/<run>/eval/eval.json` with these per-step scores (condition, score; the
+/// first must be `all`) and a `metrics.csv` of two updates.
+fn write_run(results: &Path, run: &str, scores: &[(Condition, f64)]) {
+    let dir = results.join(run);
+    fs::create_dir_all(dir.join("eval")).unwrap();
+    let full = scores[0].1;
+    let rows = scores
+        .iter()
+        .map(|(c, score)| EvalRow {
+            agent: run.to_string(),
+            condition: c.label(),
+            spec: c.clone(),
+            per_step_mean: *score,
+            per_step_std: 0.5,
+            return_mean: score * 200.0,
+            return_std: 100.0,
+            length_mean: 200.0,
+            retention: retention_ratio(*score, full, RANDOM),
+            vs_reference: None,
+        })
+        .collect();
+    let report = EvalReport {
+        env: "multimodal-pendulum".into(),
+        config: protocol(),
+        random_per_step_mean: RANDOM,
+        random_per_step_std: 1.0,
+        random_return_mean: RANDOM * 200.0,
+        random_return_std: 200.0,
+        noise_scales: Default::default(),
+        agents: vec![run.to_string()],
+        rows,
+        references: vec![],
+        wall_seconds: 1.0,
+    };
+    fs::write(dir.join("eval/eval.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    fs::write(
+        dir.join("metrics.csv"),
+        "global_step,charts/episodic_return,charts/episodic_length,time/elapsed_seconds,time/sps\n\
+         2048,-1000,200,10,200\n4096,-800,200,20,205\n",
+    )
+    .unwrap();
+}
+
+fn only(m: &str) -> Condition {
+    Condition::Only { modality: m.into() }
+}
+
+fn dropped(m: &str) -> Condition {
+    Condition::PerStep { modality: m.into(), p: 0.5 }
+}
+
+/// A two-sensor agent's run: all, pixels only, sound only, pixels p=0.5.
+fn agent_run(results: &Path, run: &str, all: f64, pixels: f64, sound: f64) {
+    write_run(
+        results,
+        run,
+        &[(Condition::All, all), (only("pixels"), pixels), (only("sound"), sound), (dropped("pixels"), all - 0.1)],
+    );
+}
+
+/// A specialist's run, evaluated alone: every sensor it has (`modality`), and it dropped.
+fn specialist_run(results: &Path, run: &str, modality: &str, score: f64) {
+    write_run(results, run, &[(Condition::All, score), (dropped(modality), score - 1.0)]);
+}
+
+/// m3ixup (2 seeds), none (1 seed), specialist-pixels (2 seeds, mean -1.5), specialist-sound
+/// (1 seed, -2.0); random -6.
+fn folder_with_specialists(tag: &str) -> PathBuf {
+    let results = fresh_dir(tag).join("pendulum");
+    agent_run(&results, "m3ixup-s1", -1.5, -2.0, -3.0);
+    agent_run(&results, "m3ixup-s2", -1.0, -2.5, -3.8);
+    agent_run(&results, "none-s1", -0.5, -5.0, -5.4);
+    specialist_run(&results, "specialist-pixels-s1", "pixels", -1.0);
+    specialist_run(&results, "specialist-pixels-s2", "pixels", -2.0);
+    specialist_run(&results, "specialist-sound-s1", "sound", -2.0);
+    results
+}
+
+fn report(results: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_report")).args(["--results", &results.display().to_string()]).output().unwrap()
+}
+
+fn stdout_of(results: &Path) -> String {
+    let out = report(results);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn stderr_of_failing(results: &Path) -> String {
+    let out = report(results);
+    assert!(!out.status.success(), "expected an error, got:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// The cells of the table row `| condition | ... |`.
+fn cells(table: &str, condition: &str) -> Vec<String> {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(&format!("| {condition} |")))
+        .unwrap_or_else(|| panic!("no `{condition}` row in\n{table}"));
+    line.trim_matches('|').split('|').skip(1).map(|c| c.trim().to_string()).collect()
+}
+
+#[test]
+fn a_committed_results_folder_without_specialists_renders_as_the_readme_shows_it() {
+    // The README's generated section for results/ppo-pendulum-aux-rows, from a copy of its files.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = root.join("results/ppo-pendulum-aux-rows");
+    let results = fresh_dir("committed").join("ppo-pendulum-aux-rows");
+    for entry in fs::read_dir(&source).unwrap() {
+        let run = entry.unwrap().path();
+        if !run.is_dir() {
+            continue;
+        }
+        let dest = results.join(run.file_name().unwrap());
+        fs::create_dir_all(dest.join("eval")).unwrap();
+        fs::copy(run.join("metrics.csv"), dest.join("metrics.csv")).unwrap();
+        fs::copy(run.join("eval/eval.json"), dest.join("eval/eval.json")).unwrap();
+    }
+    let text = stdout_of(&results).replace(&results.display().to_string(), "results/ppo-pendulum-aux-rows");
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let begin = "<!-- results:ppo-pendulum-aux-rows:begin -->\n";
+    let section = &readme
+        [readme.find(begin).unwrap() + begin.len()..readme.find("<!-- results:ppo-pendulum-aux-rows:end -->").unwrap()];
+    assert_eq!(text.trim_end(), section.trim_end());
+    assert!(!text.contains("reference"), "no specialists, no reference text");
+}
+
+#[test]
+fn without_specialists_the_cells_have_no_reference_fraction() {
+    let results = fresh_dir("plain").join("pendulum");
+    agent_run(&results, "m3ixup-s1", -1.5, -2.0, -3.0);
+    agent_run(&results, "m3ixup-s2", -1.0, -2.5, -3.8);
+    let text = stdout_of(&results);
+    assert_eq!(cells(&text, "pixels only"), ["-2.250 ± 0.250 (0.79)"]);
+    assert_eq!(cells(&text, "all"), ["-1.250 ± 0.250 (1.00)"]);
+    assert!(!text.contains("References"), "{text}");
+}
+
+#[test]
+fn specialist_variants_give_each_single_sensor_row_its_fraction_mean_and_worst_seed() {
+    let results = folder_with_specialists("specialists");
+    let text = stdout_of(&results);
+    // Specialists get no column; the agents keep theirs, in the usual order.
+    assert!(text.contains("| condition | m3ixup (2 seeds) | none (1 seeds) |\n"), "{text}");
+    // pixels only against specialist-pixels (mean -1.5): m3ixup (-2 + 6) / 4.5 = 0.889 and
+    // (-2.5 + 6) / 4.5 = 0.778, mean 0.833; none (-5 + 6) / 4.5 = 0.222.
+    assert_eq!(cells(&text, "pixels only"), ["-2.250 ± 0.250 (0.79) [0.83, worst 0.78]", "-5.000 (0.18) [0.22]"]);
+    // sound only against specialist-sound (-2): 3 / 4 = 0.75 and 2.2 / 4 = 0.55; none 0.6 / 4.
+    assert_eq!(cells(&text, "sound only"), ["-3.400 ± 0.400 (0.55) [0.65, worst 0.55]", "-5.400 (0.11) [0.15]"]);
+    // all against the best variant's mean with every sensor (none, -0.5): 4.5 / 5.5, 5 / 5.5.
+    assert_eq!(cells(&text, "all"), ["-1.250 ± 0.250 (1.00) [0.86, worst 0.82]", "-0.500 (1.00) [1.00]"]);
+    // Other conditions have no reference.
+    assert_eq!(cells(&text, "pixels p=0.5"), ["-1.350 ± 0.250 (0.98)", "-0.600 (0.98)"]);
+    for reference in [
+        "`all`: `none`, the best variant's mean with every sensor (1 seed), -0.500",
+        "`pixels only`: `specialist-pixels`, trained on pixels alone (2 seeds), -1.500",
+        "`sound only`: `specialist-sound`, trained on sound alone (1 seed), -2.000",
+    ] {
+        assert!(text.contains(reference), "{reference} in\n{text}");
+    }
+    // The specialists' training is listed with the others'.
+    assert!(text.contains("| specialist-pixels | 2 |") && text.contains("| specialist-sound | 1 |"), "{text}");
+}
+
+#[test]
+fn references_toml_names_the_full_sensor_reference_and_the_specialists() {
+    let results = folder_with_specialists("named");
+    fs::write(results.join("references.toml"), "all = \"m3ixup\"\n").unwrap();
+    let text = stdout_of(&results);
+    // all against m3ixup's own mean (-1.25): 4.5 / 4.75 = 0.947, 5 / 4.75 = 1.053.
+    assert_eq!(cells(&text, "all")[0], "-1.250 ± 0.250 (1.00) [1.00, worst 0.95]");
+    assert!(text.contains("`all`: `m3ixup`, named in references.toml (2 seeds), -1.250"), "{text}");
+
+    // A specialist under another name: `sound = "sound-expert"` (-4: sound only 3 / 2, 2.2 / 2).
+    fs::rename(results.join("specialist-sound-s1"), results.join("sound-expert-s1")).unwrap();
+    write_run(&results, "sound-expert-s1", &[(Condition::All, -4.0), (dropped("sound"), -5.0)]);
+    fs::write(results.join("references.toml"), "sound = \"sound-expert\"\n").unwrap();
+    let text = stdout_of(&results);
+    assert_eq!(cells(&text, "sound only")[0], "-3.400 ± 0.400 (0.55) [1.30, worst 1.10]");
+    assert!(!text.contains("sound-expert (1 seeds)"), "a named specialist gets no column:\n{text}");
+    assert!(text.contains("`sound-expert`, trained on sound alone, named in references.toml"), "{text}");
+}
+
+#[test]
+fn bad_references_are_errors_that_name_the_problem() {
+    let results = folder_with_specialists("bad");
+    fs::write(results.join("references.toml"), "all = \"gmc\"\n").unwrap();
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("no variant `gmc`") && err.contains("`m3ixup`"), "{err}");
+
+    fs::write(results.join("references.toml"), "all = \"specialist-pixels\"\n").unwrap();
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("is a specialist"), "{err}");
+
+    fs::write(results.join("references.toml"), "all = 3\n").unwrap();
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("must name a variant"), "{err}");
+    fs::remove_file(results.join("references.toml")).unwrap();
+
+    // A specialist for a sensor the evaluations have no `only` condition of.
+    specialist_run(&results, "specialist-lidar-s1", "lidar", -1.0);
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("specialist-lidar") && err.contains("no `lidar only` condition"), "{err}");
+    fs::remove_dir_all(results.join("specialist-lidar-s1")).unwrap();
+
+    // A "specialist" that was evaluated with both sensors is not one.
+    agent_run(&results, "specialist-pixels-s3", -1.0, -1.0, -1.0);
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("specialist-pixels-s3") && err.contains("`sound` conditions"), "{err}");
+}
