@@ -753,8 +753,8 @@ impl<B: Backend> References<'_, B> {
     }
 }
 
-/// `(score - random) / (full - random)`; NaN when the agent is no better than random with
-/// every sensor (the ratio would say nothing).
+/// `(score - random) / (full - random)`; NaN when the agent's score with every sensor equals the
+/// random policy's (no margin to compare with).
 pub fn retention_ratio(score: f64, full: f64, random: f64) -> f64 {
     let denom = full - random;
     if denom.abs() < 1e-12 {
@@ -766,8 +766,9 @@ pub fn retention_ratio(score: f64, full: f64, random: f64) -> f64 {
 
 /// `(score - random) / (reference - random)`: how much of a reference's margin over the random
 /// policy a score keeps (1 = as good as the reference, 0 = no better than random, above 1 =
-/// better than the reference); NaN when the reference is no better than random. The same
-/// formula as [`retention_ratio`], with another run's score in place of the agent's own.
+/// better than the reference); NaN when the reference scores exactly the random policy's mean
+/// (a reference below it flips the sign). The same formula as [`retention_ratio`], with another
+/// run's score in place of the agent's own.
 pub fn reference_fraction(score: f64, reference: f64, random: f64) -> f64 {
     retention_ratio(score, reference, random)
 }
