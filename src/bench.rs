@@ -10,10 +10,10 @@ use rand::SeedableRng;
 
 use burn::optim::AdamConfig;
 use burn::tensor::backend::AutodiffBackend;
-use m3ixup_agents::harness::TrainOptions;
-use m3ixup_agents::ppo::{train, PpoConfig, PpoError};
-use m3ixup_agents::pretrain::{train_step, PretrainError, SampleSet};
-use m3ixup_agents::run::RunDir;
+use m3ixup_agents::algorithms::ppo::{train, PpoConfig, PpoError};
+use m3ixup_agents::infra::harness::TrainOptions;
+use m3ixup_agents::infra::run::RunDir;
+use m3ixup_agents::representation::pretrain::{train_step, PretrainError, SampleSet};
 use m3ixup_agents::{EncoderConfig, M3ixupEncoder, M3ixupLossConfig};
 use m3ixup_envs::{make, Action, BatchActions, EnvError, VecEnv, VecEnvConfig};
 

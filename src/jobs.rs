@@ -2,7 +2,7 @@
 //! pretrain the encoders, evaluate checkpoints of any algorithm, each on the backend and device
 //! a [`DeviceArgs`] names.
 //!
-//! Inside, each is generic over the algorithm ([`m3ixup_agents::algorithm`]) and the backend
+//! Inside, each is generic over the algorithm ([`m3ixup_agents::algorithms`]) and the backend
 //! ([`BackendJob`]); outside it is not. So every (algorithm, backend) instantiation of the
 //! training loops is compiled once, in this library, and the binaries keep their command line
 //! and their printing: with LibTorch and wgpu compiled in, each binary instantiating the loops
@@ -13,15 +13,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use m3ixup_agents::algorithm::{with_algorithm, Algorithm, AlgorithmConfig, AlgorithmVisitor};
-use m3ixup_agents::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
+use m3ixup_agents::algorithms::{with_algorithm, Algorithm, AlgorithmConfig, AlgorithmVisitor};
 use m3ixup_agents::envs::ObsSpace;
 use m3ixup_agents::evaluate::{evaluate_with_references, EvalConfig, EvalReport, Policy, References};
-use m3ixup_agents::harness::{TrainOptions, TrainSummary};
-use m3ixup_agents::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
-use m3ixup_agents::progress::progress_bar;
-use m3ixup_agents::run::RunDir;
-use m3ixup_agents::sections::EnvSection;
+use m3ixup_agents::infra::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
+use m3ixup_agents::infra::harness::{TrainOptions, TrainSummary};
+use m3ixup_agents::infra::progress::progress_bar;
+use m3ixup_agents::infra::run::RunDir;
+use m3ixup_agents::representation::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
+use m3ixup_agents::representation::sections::EnvSection;
 
 use crate::config::{load, to_toml};
 use crate::device::{BackendJob, DeviceArgs};
@@ -101,7 +101,7 @@ impl TrainConfig {
         }
         let table: toml::Table = load(path, overrides)?;
         let algo = match table.get("algo") {
-            None => m3ixup_agents::ppo::Ppo::NAME.to_string(),
+            None => m3ixup_agents::algorithms::ppo::Ppo::NAME.to_string(),
             Some(toml::Value::String(name)) => name.clone(),
             Some(other) => bail!("{}: `algo = {other}` is not a string", source_name(path)),
         };

@@ -4,7 +4,7 @@
 //! Drawn with `plotters` into an RGB buffer; text uses DejaVu Sans, embedded in the binary
 //! (`assets/fonts/`, Bitstream Vera licence beside it), so no system font or fontconfig is needed;
 //! the buffer is encoded with the `png` crate and written atomically with
-//! [`crate::agents::run::write_atomic`]. Charts are [`WIDTH`] x [`HEIGHT`] pixels; series take
+//! [`crate::agents::infra::run::write_atomic`]. Charts are [`WIDTH`] x [`HEIGHT`] pixels; series take
 //! the colours of [`PALETTE`] (Okabe-Ito, colour-blind friendly) in order.
 //!
 //! Inputs are taken as they come: non-finite values are skipped (a line breaks at them), empty
@@ -102,12 +102,12 @@ pub struct BarChart<'a> {
 
 /// Draws `chart` and writes it to `path` as a PNG (atomically).
 pub fn write_line_chart(path: &Path, chart: &LineChart) -> io::Result<()> {
-    crate::agents::run::write_atomic(path, &line_chart_png(chart)?)
+    crate::agents::infra::run::write_atomic(path, &line_chart_png(chart)?)
 }
 
 /// Draws `chart` and writes it to `path` as a PNG (atomically).
 pub fn write_bar_chart(path: &Path, chart: &BarChart) -> io::Result<()> {
-    crate::agents::run::write_atomic(path, &bar_chart_png(chart)?)
+    crate::agents::infra::run::write_atomic(path, &bar_chart_png(chart)?)
 }
 
 /// The PNG bytes of a line chart.
@@ -120,7 +120,7 @@ pub fn bar_chart_png(chart: &BarChart) -> io::Result<Vec<u8>> {
     encode_png(&render(|area| draw_bar_chart(area, chart))?)
 }
 
-/// Reads a metrics.csv written by `m3ixup_agents::run::MetricsSink` and returns the `(x, y)`
+/// Reads a metrics.csv written by `m3ixup_agents::infra::run::MetricsSink` and returns the `(x, y)`
 /// pairs of two named columns, skipping rows where either cell is empty, unreadable or not
 /// finite. An empty file gives no points; a file whose header lacks either column is an
 /// `InvalidInput` error naming the columns it has.

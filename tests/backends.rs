@@ -34,12 +34,12 @@ pub mod checks {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
+    use m3ixup::agents::algorithms::ppo::{train, PpoConfig};
     use m3ixup::agents::envs::VecEnvConfig;
-    use m3ixup::agents::harness::TrainOptions;
-    use m3ixup::agents::losses::{gmc_infonce, info_nce, soft_nce};
-    use m3ixup::agents::ppo::{train, PpoConfig};
-    use m3ixup::agents::pretrain::{train_step, SampleSet};
-    use m3ixup::agents::run::RunDir;
+    use m3ixup::agents::infra::harness::TrainOptions;
+    use m3ixup::agents::infra::run::RunDir;
+    use m3ixup::agents::representation::losses::{gmc_infonce, info_nce, soft_nce};
+    use m3ixup::agents::representation::pretrain::{train_step, SampleSet};
     use m3ixup::agents::{m3ixup_loss, EncoderConfig, M3ixupEncoder, M3ixupLossConfig, M3ixupReport};
     use m3ixup::agents::{JointKind, PixelTrunk};
     use m3ixup::config::load;

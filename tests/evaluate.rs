@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 
+use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::envs::registry::EnvDefaults;
 use m3ixup::agents::envs::{
     make, register, Action, ActionSpace, BatchActions, BatchObs, DType, Env, EnvError, Info, ModalityData,
@@ -17,9 +18,8 @@ use m3ixup::agents::evaluate::{
     evaluate, evaluate_with_references, reference_fraction, retention_ratio, Condition, EvalConfig, EvalError,
     EvalReport, LabelledPolicy, Policy, ReferenceKind, References, Score,
 };
-use m3ixup::agents::harness::TrainOptions;
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::harness::TrainOptions;
+use m3ixup::agents::infra::run::RunDir;
 use m3ixup::config::load;
 
 mod common;

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 
+use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
 use m3ixup::agents::envs::make;
 use m3ixup::agents::evaluate::{evaluate, EvalConfig, Policy};
-use m3ixup::agents::harness::TrainOptions;
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::harness::TrainOptions;
+use m3ixup::agents::infra::run::RunDir;
 use m3ixup::config::load;
 
 type Ad = Autodiff<Flex>;

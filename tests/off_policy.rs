@@ -10,13 +10,13 @@ use std::process::Command;
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 
-use m3ixup::agents::checkpoint::{latest_checkpoint, record_bytes};
-use m3ixup::agents::ddpg::{self, DdpgConfig};
+use m3ixup::agents::algorithms::ddpg::{self, DdpgConfig};
+use m3ixup::agents::algorithms::sac::{self, SacConfig};
 use m3ixup::agents::evaluate::{evaluate, EvalConfig, Policy};
-use m3ixup::agents::harness::TrainOptions;
-use m3ixup::agents::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainOptions};
-use m3ixup::agents::run::RunDir;
-use m3ixup::agents::sac::{self, SacConfig};
+use m3ixup::agents::infra::checkpoint::{latest_checkpoint, record_bytes};
+use m3ixup::agents::infra::harness::TrainOptions;
+use m3ixup::agents::infra::run::RunDir;
+use m3ixup::agents::representation::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainOptions};
 use m3ixup::config::load;
 
 mod common;

@@ -8,8 +8,8 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
 
 use m3ixup::agents::envs::VecEnvConfig;
-use m3ixup::agents::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainOptions, SampleSet};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::run::RunDir;
+use m3ixup::agents::representation::pretrain::{load_encoder, pretrain, PretrainConfig, PretrainOptions, SampleSet};
 use m3ixup::agents::Presence;
 
 mod common;
@@ -147,7 +147,7 @@ fn shipped_configs_are_valid_and_the_m3ixup_one_is_the_default() {
     };
     assert_eq!(load("pretrain-m3ixup.toml"), PretrainConfig::default());
     let gmc = load("pretrain-gmc.toml");
-    assert_eq!(gmc.loss.kind, m3ixup::agents::sections::LossKind::Gmc);
+    assert_eq!(gmc.loss.kind, m3ixup::agents::representation::sections::LossKind::Gmc);
     // Same data, encoder and schedule as the M3ixup run: only the loss differs.
     let m3 = PretrainConfig::default();
     assert_eq!((&gmc.env, &gmc.data, &gmc.encoder, &gmc.train), (&m3.env, &m3.data, &m3.encoder, &m3.train));

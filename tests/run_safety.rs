@@ -1,17 +1,23 @@
 //! A run's files against crashes, a second process and tampering: each test reproduces one way
 //! a run used to lose data, block its name or load the wrong weights, through the library (and
-//! the `train` binary where the defect was the binary's).
+//! the `train` binary where the defect was the binary's). Then exact resume: a run stopped at any
+//! moment (cleanly, or by `kill -9`) and resumed logs the same metrics, time columns aside, as one
+//! never interrupted.
 
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
-use m3ixup::agents::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE};
-use m3ixup::agents::harness::{TrainOptions, TrainSummary};
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, AGENT_FILE};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig, AGENT_FILE};
+use m3ixup::agents::infra::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE};
+use m3ixup::agents::infra::harness::{TrainOptions, TrainSummary};
+use m3ixup::agents::infra::run::RunDir;
 
 mod common;
 use common::{backend_rng, config_path, fresh_dir, ppo_smoke};
@@ -247,4 +253,152 @@ fn a_resume_clears_what_a_killed_checkpoint_write_left_and_continues_the_runs_cl
         assert!(elapsed(row) > clock_at_checkpoint, "{} <= {clock_at_checkpoint}", elapsed(row));
     }
     fs::remove_dir_all(dir).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact resume: the checkpoint carries everything that decides the future (weights, optimiser,
+// the environments mid-episode, the loop's state).
+// ---------------------------------------------------------------------------------------------
+
+/// Every metrics row of a run as `key=value` cells, without the wall-clock columns (`time/*`),
+/// from `metrics.jsonl` and from `metrics.csv` (both must hold the same rows).
+fn timeless_metrics(dir: &Path) -> Vec<Vec<String>> {
+    let jsonl = fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let json_rows: Vec<Vec<String>> = jsonl
+        .lines()
+        .map(|line| {
+            let row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+            row.into_iter().filter(|(k, _)| !k.starts_with("time/")).map(|(k, v)| format!("{k}={v}")).collect()
+        })
+        .collect();
+    let mut csv = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
+    let header: Vec<String> = csv.headers().unwrap().iter().map(str::to_string).collect();
+    let csv_rows: Vec<Vec<String>> = csv
+        .records()
+        .map(|r| {
+            header
+                .iter()
+                .zip(r.unwrap().iter())
+                .filter(|(k, _)| !k.starts_with("time/"))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        })
+        .collect();
+    assert_eq!(json_rows.len(), csv_rows.len(), "{}: both metrics files hold every row", dir.display());
+    csv_rows
+}
+
+/// A config whose episodes outlast an update (so a resume lands mid-episode), with per-step
+/// sensor dropout (its own random stream) and a frame stack: every saved state matters.
+fn mid_episode_config() -> PpoConfig {
+    ppo_smoke(&[
+        "train.total_steps=384",
+        "train.checkpoint_every=1",
+        "env.params.max_episode_steps=40",
+        "env.params.sensor_dropout={ mode = \"per-step\", p = 0.3 }",
+    ])
+}
+
+#[test]
+fn a_ppo_run_stopped_twice_and_resumed_logs_what_an_uninterrupted_run_logs() {
+    let _rng = backend_rng();
+    let config = mid_episode_config();
+    let straight = fresh_dir("straight");
+    train::<Ad>(&config, &RunDir::at(&straight).unwrap(), &Default::default(), &TrainOptions::default()).unwrap();
+
+    let stopped = fresh_dir("stopped");
+    let run = RunDir::at(&stopped).unwrap();
+    for (resume, max_updates) in [(false, Some(2)), (true, Some(1)), (true, None)] {
+        let options = TrainOptions { resume, max_updates, ..Default::default() };
+        train::<Ad>(&config, &run, &Default::default(), &options).unwrap();
+    }
+    let (expected, got) = (timeless_metrics(&straight), timeless_metrics(&stopped));
+    assert_eq!(expected.len(), 6);
+    assert_eq!(got, expected, "the resumed run's metrics differ from the uninterrupted run's");
+    for dir in [straight, stopped] {
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// The `train` binary with `args`, output discarded (the test reads the run's files).
+fn spawn_train(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .arg("--quiet")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ok(mut child: Child, what: &str) {
+    let status = child.wait().unwrap();
+    if !status.success() {
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        panic!("{what} failed ({status}): {err}");
+    }
+}
+
+#[test]
+fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+    const KILLS: usize = 20;
+    let runs = fresh_dir("killed");
+    let runs_arg = runs.to_str().unwrap();
+    let config = config_path("ppo-smoke.toml");
+    let config = config.to_str().unwrap();
+    let sets = [
+        "train.total_steps=1280",
+        "train.checkpoint_every=1",
+        "env.params.max_episode_steps=40",
+        "env.params.sensor_dropout={ mode = \"per-step\", p = 0.3 }",
+    ];
+    let args = |name: &str| -> Vec<String> {
+        let mut args = vec!["--config".into(), config.into(), "--runs-dir".into(), runs_arg.into()];
+        for set in sets {
+            args.extend(["--set".into(), set.into()]);
+        }
+        args.extend(["--run-name".into(), name.into()]);
+        args
+    };
+    let as_strs = |v: &[String]| -> Vec<String> { v.to_vec() };
+
+    let start = Instant::now();
+    let straight_args = as_strs(&args("straight"));
+    wait_ok(spawn_train(&straight_args.iter().map(String::as_str).collect::<Vec<_>>()), "the uninterrupted run");
+    let whole = start.elapsed();
+
+    // Kill moments: each process (a fresh start, then resumes) is killed after a time uniform in
+    // [0, 1/16] of an uninterrupted run's, from a fixed seed (so a failure replays): the run
+    // creeps forward from checkpoint to checkpoint, and the moments fall all along it, some
+    // before the first checkpoint (the run then starts over), some inside a checkpoint write,
+    // most in the middle of an update.
+    let mut moments = StdRng::seed_from_u64(20);
+    let killed: PathBuf = runs.join("killed");
+    let first_args = as_strs(&args("killed"));
+    let resume_args = vec!["--resume".to_string(), killed.to_str().unwrap().to_string()];
+    let mut kills = 0;
+    let mut started = false;
+    while kills < KILLS {
+        let child_args = if started { &resume_args } else { &first_args };
+        let mut child = spawn_train(&child_args.iter().map(String::as_str).collect::<Vec<_>>());
+        started = true;
+        sleep(whole.mul_f64(moments.gen_range(0.0..1.0 / 16.0)));
+        if child.try_wait().unwrap().is_some() {
+            // It finished (or failed) before the moment came: a failure is reported, and a
+            // finished run has nothing left to kill.
+            wait_ok(child, "a resumed run");
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+    }
+    wait_ok(spawn_train(&resume_args.iter().map(String::as_str).collect::<Vec<_>>()), "the last resume");
+
+    let (expected, got) = (timeless_metrics(&runs.join("straight")), timeless_metrics(&killed));
+    assert_eq!(expected.len(), 20);
+    assert_eq!(kills, KILLS, "the run finished before it was killed {KILLS} times: lengthen it");
+    assert_eq!(got, expected, "after {kills} kills, the run's metrics differ from the uninterrupted run's");
+    fs::remove_dir_all(runs).unwrap();
 }

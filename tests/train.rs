@@ -7,10 +7,10 @@ use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 
+use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoError};
 use m3ixup::agents::envs::{register, Action, ActionSpace, Env, EnvError, Info, Obs, ObsSpace, Step};
-use m3ixup::agents::harness::TrainOptions;
-use m3ixup::agents::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoError};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::harness::TrainOptions;
+use m3ixup::agents::infra::run::RunDir;
 use m3ixup::config::load;
 
 mod common;

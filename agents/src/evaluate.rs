@@ -41,11 +41,11 @@ use m3ixup_envs::{
     make, ActionSpace, BatchActions, BatchObs, Env, EnvError, ModalityData, ObsSpace, VecEnv, VecEnvConfig,
 };
 
-use crate::actor_critic::{choose_actions, ActorCritic};
-use crate::ddpg::DdpgAgent;
-use crate::off_policy::to_env_actions;
-use crate::sac::SacAgent;
-use crate::storage::batch_input;
+use crate::algorithms::actor_critic::{choose_actions, ActorCritic};
+use crate::algorithms::ddpg::DdpgAgent;
+use crate::algorithms::off_policy::to_env_actions;
+use crate::algorithms::sac::SacAgent;
+use crate::representation::storage::batch_input;
 
 /// A trained controller, whatever the algorithm that trained it: actions for a batch of
 /// observations.
@@ -90,7 +90,7 @@ impl<B: Backend> Policy<B> for SacAgent<B> {
         rng: &mut StdRng,
         device: &B::Device,
     ) -> BatchActions {
-        to_env_actions(action_space, &crate::sac::act(self, space, obs, deterministic, rng, device))
+        to_env_actions(action_space, &crate::algorithms::sac::act(self, space, obs, deterministic, rng, device))
     }
 }
 

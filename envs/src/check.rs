@@ -19,6 +19,9 @@ pub struct CheckReport {
     pub truncated_episodes: usize,
     /// Bad actions that were offered and correctly rejected.
     pub rejected_actions: usize,
+    /// Whether the environment saves its state (and so was checked to continue exactly from a
+    /// restored one).
+    pub saves_state: bool,
 }
 
 /// The first way an environment breaks the contract.
@@ -46,7 +49,9 @@ impl std::error::Error for CheckFailure {}
 ///    no other step;
 /// 4. the same seed and actions give the same episode, bit for bit;
 /// 5. bad actions (wrong shape, wrong kind, NaN, a Discrete index out of range) are rejected
-///    with [`EnvError::InvalidAction`], not accepted and not a panic.
+///    with [`EnvError::InvalidAction`], not accepted and not a panic;
+/// 6. an environment that saves its state ([`Env::save_state`]) continues from a restored state
+///    exactly as it did after saving it, across episode ends, bit for bit.
 ///
 /// A panic anywhere is reported as a failure, not propagated.
 pub fn check_env(env: &mut dyn Env, seed: u64, steps: usize) -> Result<CheckReport, CheckFailure> {
@@ -90,7 +95,48 @@ fn run_checks(env: &mut dyn Env, seed: u64, steps: usize) -> Result<CheckReport,
             t + 1
         ));
     }
-    Ok(CheckReport { rejected_actions, ..report })
+    let saves_state = check_saved_state(env, seed, steps)?;
+    Ok(CheckReport { rejected_actions, saves_state, ..report })
+}
+
+/// Check 6: steps half of `steps`, saves, steps the rest, restores and steps the rest again
+/// with the same actions. Returns whether the environment saves its state at all.
+fn check_saved_state(env: &mut dyn Env, seed: u64, steps: usize) -> Result<bool, String> {
+    let action_space = env.action_space().clone();
+    // What an episode shows, compared exactly (observations, reward bits, flags).
+    type Outcome = (Obs, u64, bool, bool);
+    let run = |env: &mut dyn Env, actions: &mut StdRng, n: usize| -> Result<Vec<Outcome>, String> {
+        let mut seen = Vec::with_capacity(n);
+        for t in 1..=n {
+            let action = action_space.sample(actions);
+            let step = env.step(&action).map_err(|e| format!("failed at step {t} after a saved state: {e}"))?;
+            let done = step.done();
+            seen.push((step.obs, step.reward.to_bits(), step.terminated, step.truncated));
+            if done {
+                let (obs, _) = env.reset(None).map_err(|e| format!("failed to reset after a saved state: {e}"))?;
+                seen.push((obs, 0, false, false));
+            }
+        }
+        Ok(seen)
+    };
+    let mut actions = StdRng::seed_from_u64(seed.wrapping_add(1));
+    env.reset(Some(seed)).map_err(|e| format!("failed to reset: {e}"))?;
+    run(env, &mut actions, steps / 2)?;
+    let Some(state) = env.save_state() else {
+        return Ok(false);
+    };
+    let mut same_actions = actions.clone();
+    let after_save = run(env, &mut actions, steps - steps / 2)?;
+    env.restore_state(&state).map_err(|e| format!("cannot restore the state it saved: {e}"))?;
+    let after_restore = run(env, &mut same_actions, steps - steps / 2)?;
+    if let Some(t) = (0..after_save.len()).find(|&t| after_save.get(t) != after_restore.get(t)) {
+        return Err(format!(
+            "does not continue exactly from a restored state: {} steps after the save, the observation, reward \
+             or flags differ from what followed the save itself",
+            t + 1
+        ));
+    }
+    Ok(true)
 }
 
 fn rollout(env: &mut dyn Env, seed: u64, steps: usize) -> Result<(Trajectory, CheckReport), String> {
@@ -110,7 +156,8 @@ fn rollout(env: &mut dyn Env, seed: u64, steps: usize) -> Result<(Trajectory, Ch
     let (obs, _) = env.reset(Some(seed)).map_err(|e| format!("failed to reset: {e}"))?;
     check_obs(&obs, "at reset")?;
     let mut trajectory = Trajectory { observations: vec![obs], outcomes: Vec::with_capacity(steps) };
-    let mut report = CheckReport { steps, terminated_episodes: 0, truncated_episodes: 0, rejected_actions: 0 };
+    let mut report =
+        CheckReport { steps, terminated_episodes: 0, truncated_episodes: 0, rejected_actions: 0, saves_state: false };
     let (mut episode_return, mut episode_length) = (0.0f64, 0usize);
     for t in 1..=steps {
         let action = action_space.sample(&mut actions);

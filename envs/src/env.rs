@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 
 use crate::error::EnvError;
 use crate::spaces::{Action, ActionSpace, DType, ObsSpace};
+use crate::state::EnvState;
 
 /// The data of one modality in one observation, flat in row-major order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ModalityData {
     U8(Vec<u8>),
     F32(Vec<f32>),
@@ -73,7 +74,7 @@ impl ModalityData {
 /// One observation: the data of every modality in the space's order, and whether each modality
 /// is present. A missing modality (sensor dropout) keeps its shape, holds zeros and has
 /// `present[i] == false`; encoders read the mask.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Obs {
     pub data: Vec<ModalityData>,
     pub present: Vec<bool>,
@@ -178,6 +179,22 @@ pub trait Env: Send {
     fn action_space(&self) -> &ActionSpace;
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError>;
     fn step(&mut self, action: &Action) -> Result<Step, EnvError>;
+
+    /// Everything that decides this environment's future (its physics, its random stream, a
+    /// wrapper's counters), for a run that stops and later continues exactly where it stopped.
+    /// `None` (the default): it cannot save its state, and a continued run starts new episodes.
+    fn save_state(&self) -> Option<EnvState> {
+        None
+    }
+
+    /// Puts the environment back into a state that [`Env::save_state`] returned for the same
+    /// environment (and wrappers) built with the same parameters; `step` may follow directly.
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        Err(EnvError::State {
+            env: self.name().to_string(),
+            reason: format!("it cannot restore states (saved by `{}`)", state.kind),
+        })
+    }
 }
 
 impl<E: Env + ?Sized> Env for Box<E> {
@@ -195,6 +212,12 @@ impl<E: Env + ?Sized> Env for Box<E> {
     }
     fn step(&mut self, action: &Action) -> Result<Step, EnvError> {
         (**self).step(action)
+    }
+    fn save_state(&self) -> Option<EnvState> {
+        (**self).save_state()
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        (**self).restore_state(state)
     }
 }
 

@@ -24,6 +24,10 @@ pub enum EnvError {
     /// A worker thread stopped answering or died.
     #[error("vector-environment worker {worker} (sub-environments {first}..{end}) failed: {cause}")]
     Worker { worker: usize, first: usize, end: usize, cause: String },
+    /// A saved state that cannot be restored (another environment's, damaged), or an
+    /// environment that cannot save or restore its state.
+    #[error("environment `{env}`: cannot restore the saved state: {reason}")]
+    State { env: String, reason: String },
     /// Anything else an environment wants to report (for example a Python exception).
     #[error("environment `{env}`: {message}")]
     Other { env: String, message: String },

@@ -21,6 +21,7 @@ pub mod registered;
 pub mod registry;
 pub mod render;
 pub mod spaces;
+pub mod state;
 pub mod vector;
 pub mod wrappers;
 
@@ -32,4 +33,5 @@ pub use registered::{
 };
 pub use registry::Registry;
 pub use spaces::{Action, ActionSpace, DType, ModalitySpec, ObsSpace};
-pub use vector::{BatchActions, BatchObs, VecEnv, VecEnvConfig, VecStep};
+pub use state::{EnvRng, EnvState};
+pub use vector::{BatchActions, BatchObs, VecEnv, VecEnvConfig, VecEnvState, VecStep};

@@ -14,7 +14,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::slice;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use crate::env::{Env, Info, ModalityData, Obs};
 use crate::error::{panic_message, EnvError};
 use crate::spaces::{Action, ActionSpace, ObsSpace};
+use crate::state::EnvState;
 
 /// How many sub-environments, on how many threads, seeded how.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,12 +69,21 @@ impl VecEnvConfig {
     }
 }
 
+/// What [`VecEnv::save_state`] saves: enough for [`VecEnv::restore_state`] to continue exactly.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct VecEnvState {
+    /// Each sub-environment's state, in order.
+    pub envs: Vec<EnvState>,
+    /// The observations the sub-environments show (what the caller acts on next).
+    pub obs: BatchObs,
+}
+
 /// Observations of all sub-environments, one contiguous buffer per modality.
 ///
 /// `buffers[m]` holds modality `m` (in the space's order) of every environment, env-major:
 /// environment `i` occupies `[i * numel, (i + 1) * numel)`, so a buffer reshapes to
 /// `[num_envs, ..shape]` without copying. `present` is `[num_envs * num_modalities]`, env-major.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchObs {
     pub buffers: Vec<ModalityData>,
     pub present: Vec<bool>,
@@ -375,6 +385,64 @@ impl VecEnv {
         Ok(&self.batch.obs)
     }
 
+    /// The state of every sub-environment and the observations they show now, for a run that
+    /// continues later exactly where it stopped ([`VecEnv::restore_state`]). `None` when a
+    /// sub-environment cannot save its state (see [`Env::save_state`]).
+    pub fn save_state(&mut self) -> Result<Option<VecEnvState>, EnvError> {
+        self.check_usable()?;
+        if !self.started {
+            return Err(EnvError::NeedsReset { env: self.name.clone() });
+        }
+        let slots = Arc::new(Mutex::new(vec![None; self.config.num_envs]));
+        self.dispatch(Job::Save(slots.clone()))?;
+        let states = std::mem::take(&mut *slots.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(states
+            .into_iter()
+            .collect::<Option<Vec<EnvState>>>()
+            .map(|envs| VecEnvState { envs, obs: self.batch.obs.clone() }))
+    }
+
+    /// Puts every sub-environment back into `state` (saved by [`VecEnv::save_state`] from the
+    /// same environments, as many of them) and returns the observations to act on, as a reset
+    /// would; `step` may follow directly.
+    pub fn restore_state(&mut self, state: &VecEnvState) -> Result<&BatchObs, EnvError> {
+        self.check_usable()?;
+        // Shapes only: comparing with a zero batch would allocate every pixel buffer.
+        let n = self.config.num_envs;
+        let fits = state.envs.len() == n
+            && state.obs.present.len() == n * self.obs_space.len()
+            && state.obs.buffers.len() == self.obs_space.len()
+            && state
+                .obs
+                .buffers
+                .iter()
+                .zip(self.obs_space.iter())
+                .all(|(b, (_, spec))| b.dtype() == spec.dtype && b.len() == n * spec.numel());
+        if !fits {
+            return Err(EnvError::State {
+                env: self.name.clone(),
+                reason: format!(
+                    "the saved state holds {} environments and observations of another shape; this vector has {} of {}",
+                    state.envs.len(),
+                    self.config.num_envs,
+                    self.obs_space
+                ),
+            });
+        }
+        self.dispatch(Job::Restore(state.envs.clone().into()))?;
+        // In place: workers hold pointers into these buffers.
+        for (to, from) in self.batch.obs.buffers.iter_mut().zip(&state.obs.buffers) {
+            match (to, from) {
+                (ModalityData::U8(to), ModalityData::U8(from)) => to.copy_from_slice(from),
+                (ModalityData::F32(to), ModalityData::F32(from)) => to.copy_from_slice(from),
+                _ => unreachable!("dtypes checked above"),
+            }
+        }
+        self.batch.obs.present.copy_from_slice(&state.obs.present);
+        self.started = true;
+        Ok(&self.batch.obs)
+    }
+
     /// Steps every sub-environment with its action, resetting those whose episode ends.
     pub fn step(&mut self, actions: &BatchActions) -> Result<&VecStep, EnvError> {
         self.check_usable()?;
@@ -466,6 +534,10 @@ enum Job {
     Reset(Seeding),
     /// Step with the staged actions.
     Step,
+    /// Each sub-environment's saved state into its slot (by global index).
+    Save(Arc<Mutex<Vec<Option<EnvState>>>>),
+    /// Each sub-environment back into its saved state (by global index).
+    Restore(Arc<[EnvState]>),
 }
 
 /// A message to a worker: exactly one reply follows each `Run`.
@@ -708,6 +780,24 @@ impl Chunk {
         match job {
             Job::Reset(seeding) => self.reset(seeding, &mut out),
             Job::Step => self.step(actions, &mut out),
+            Job::Save(slots) => {
+                let mut states = Vec::with_capacity(self.envs.len());
+                for (j, env) in self.envs.iter().enumerate() {
+                    states.push(guarded(self.first + j, || Ok(env.save_state()))?);
+                }
+                let mut slots = slots.lock().unwrap_or_else(|e| e.into_inner());
+                for (j, state) in states.into_iter().enumerate() {
+                    slots[self.first + j] = state;
+                }
+                Ok(())
+            }
+            Job::Restore(states) => {
+                for (j, env) in self.envs.iter_mut().enumerate() {
+                    let index = self.first + j;
+                    guarded(index, || env.restore_state(&states[index]))?;
+                }
+                Ok(())
+            }
         }
     }
 

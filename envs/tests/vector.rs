@@ -563,3 +563,61 @@ mod vector {
         println!("inline {one:.0} env-steps/s, 2 workers {two:.0} env-steps/s, speed-up {:.2}x", two / one);
     }
 }
+
+/// `save_state` / `restore_state` of a vector of built-in environments.
+mod vector_state {
+    use m3ixup_envs::{make, BatchActions, EnvError, VecEnv, VecEnvConfig, VecStep};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn pendulums(workers: usize, num_envs: usize) -> VecEnv {
+        let params: toml::Table =
+            toml::from_str("max_episode_steps = 15\nsensor_dropout = { mode = \"per-step\", p = 0.3 }").unwrap();
+        let config = VecEnvConfig { num_envs, workers, seed: 3, ..VecEnvConfig::default() };
+        VecEnv::new(config, move |_| make("multimodal-pendulum", &params)).unwrap()
+    }
+
+    fn steps(envs: &mut VecEnv, actions: &mut StdRng, n: usize) -> Vec<VecStep> {
+        (0..n)
+            .map(|_| {
+                let batch = BatchActions::sample(envs.action_space(), envs.num_envs(), actions);
+                envs.step(&batch).unwrap().clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_threaded_vector_restored_into_a_new_one_continues_exactly() {
+        let mut envs = pendulums(3, 6);
+        let mut actions = StdRng::seed_from_u64(1);
+        envs.reset(None).unwrap();
+        let before = steps(&mut envs, &mut actions, 10); // mid-episode, some dropped sensors
+        let state = envs.save_state().unwrap().expect("built-in environments save their state");
+        assert_eq!(state.obs, before[9].obs, "the saved observations are the ones to act on next");
+        let mut replay = actions.clone();
+        let after = steps(&mut envs, &mut actions, 20); // across the episode ends (15 steps)
+
+        // Inline, another worker count: the same future.
+        let mut restored = pendulums(0, 6);
+        let first_obs = restored.restore_state(&state).unwrap().clone();
+        assert_eq!(first_obs, state.obs);
+        assert_eq!(steps(&mut restored, &mut replay, 20), after);
+    }
+
+    #[test]
+    fn a_state_of_another_vector_size_is_refused_and_changes_nothing() {
+        let mut four = pendulums(0, 4);
+        four.reset(None).unwrap();
+        let state = four.save_state().unwrap().unwrap();
+        let mut six = pendulums(0, 6);
+        let err = six.restore_state(&state).unwrap_err();
+        assert!(matches!(&err, EnvError::State { reason, .. } if reason.contains("holds 4 environments")), "{err}");
+        assert!(six.reset(None).is_ok(), "a refused state does not poison the vector");
+    }
+
+    #[test]
+    fn saving_before_the_first_reset_is_an_error() {
+        let mut envs = pendulums(0, 2);
+        assert!(matches!(envs.save_state(), Err(EnvError::NeedsReset { .. })));
+    }
+}

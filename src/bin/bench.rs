@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use m3ixup::agents::ppo::PpoConfig;
+use m3ixup::agents::algorithms::ppo::PpoConfig;
 use m3ixup::bench::{encoder_timings, env_table, ppo_timings};
 use m3ixup::config::load;
 use m3ixup::device::{DeviceArgs, DeviceSpec, Threads};

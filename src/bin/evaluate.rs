@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use m3ixup::agents::evaluate::{EvalConfig, Score};
-use m3ixup::agents::run::write_atomic;
+use m3ixup::agents::infra::run::write_atomic;
 use m3ixup::device::DeviceArgs;
 use m3ixup::jobs::{evaluate_checkpoints, EvalAgent, EvalReferences};
 use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};

@@ -1,5 +1,5 @@
 //! `pretrain`: trains the encoders offline on random-policy data (the paper's protocol, see
-//! `m3ixup_agents::pretrain`), on the backend and device `--device` names (default `flex`,
+//! `m3ixup_agents::representation::pretrain`), on the backend and device `--device` names (default `flex`,
 //! burn's pure-Rust CPU backend; see `m3ixup::device`).
 //!
 //!     cargo run --release --bin pretrain -- --config configs/pretrain-m3ixup.toml \
@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 
-use m3ixup::agents::pretrain::{PretrainConfig, PretrainOptions, CHECKPOINT_FILE};
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::run::RunDir;
+use m3ixup::agents::representation::pretrain::{PretrainConfig, PretrainOptions, CHECKPOINT_FILE};
 use m3ixup::config::{load, to_toml};
 use m3ixup::device::DeviceArgs;
 use m3ixup::jobs::pretrain_encoders;

@@ -26,7 +26,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use m3ixup::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport};
-use m3ixup::agents::run::write_atomic;
+use m3ixup::agents::infra::run::write_atomic;
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
 #[derive(Parser)]

@@ -1,7 +1,7 @@
 //! `train`: trains an agent from a config, on the algorithm its `algo` names: `"ppo"` (PPO with
-//! the M3ixup auxiliary loss, `m3ixup_agents::ppo`), `"sac"` (SAC with the M3ixup auxiliary loss,
-//! `m3ixup_agents::sac`) or `"ddpg-frozen"` (DDPG on a frozen pretrained encoder,
-//! `m3ixup_agents::ddpg`), on the backend and device `--device` names (default `flex`, burn's
+//! the M3ixup auxiliary loss, `m3ixup_agents::algorithms::ppo`), `"sac"` (SAC with the M3ixup auxiliary loss,
+//! `m3ixup_agents::algorithms::sac`) or `"ddpg-frozen"` (DDPG on a frozen pretrained encoder,
+//! `m3ixup_agents::algorithms::ddpg`), on the backend and device `--device` names (default `flex`, burn's
 //! pure-Rust CPU backend; `libtorch`, `libtorch-cuda:N`, `cuda:N`, `wgpu` with the features
 //! `tch`, `cuda`, `wgpu`; see `m3ixup::device`). `--threads N` sets LibTorch's CPU threads.
 //!
@@ -9,10 +9,11 @@
 //!         [--set section.key=value]... [--run-name NAME] [--runs-dir runs]
 //!     cargo run --release --bin train -- --resume runs/NAME
 //!
-//! Writes `runs/<name>/`: `config.toml`, `metrics.csv`, `metrics.jsonl`, `checkpoint.toml` and
+//! Writes `runs/<name>/`: `config.toml`, `metrics.csv`, `metrics.jsonl`, TensorBoard event files
+//! of the same rows (unless `train.tensorboard = false`), `checkpoint.toml` and
 //! `checkpoints/<update-N|step-N>/` (agent, state; PPO: optimiser), and `learning_curve.png` at
 //! the end. Only PPO runs resume (off-policy runs do not checkpoint their replay buffer). The
-//! algorithms are those of `m3ixup_agents::algorithm`'s registry; the work is
+//! algorithms are those of `m3ixup_agents::algorithms`'s registry; the work is
 //! `m3ixup::jobs::TrainConfig::train`.
 
 use std::path::PathBuf;
@@ -20,9 +21,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::checkpoint::CHECKPOINT_POINTER;
-use m3ixup::agents::harness::TrainOptions;
-use m3ixup::agents::run::RunDir;
+use m3ixup::agents::infra::checkpoint::CHECKPOINT_POINTER;
+use m3ixup::agents::infra::harness::TrainOptions;
+use m3ixup::agents::infra::run::RunDir;
 use m3ixup::device::DeviceArgs;
 use m3ixup::jobs::TrainConfig;
 use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
@@ -82,6 +83,10 @@ fn main() -> anyhow::Result<()> {
             config.check_options(&options).context("--max-updates")?;
             let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &config.kind())
                 .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
+            // At once, so that a run killed at any moment after this can be resumed from its
+            // directory alone (before its first checkpoint, it starts over).
+            run.write_config(&config.to_toml()?)
+                .with_context(|| format!("cannot write {}", run.file("config.toml").display()))?;
             (config, run)
         }
     };

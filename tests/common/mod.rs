@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use m3ixup::agents::ppo::PpoConfig;
+use m3ixup::agents::algorithms::ppo::PpoConfig;
 use m3ixup::config::load;
 
 /// The Flex backend seeds one global RNG: the tests that train hold this lock.

@@ -1,4 +1,4 @@
-//! The convolutions of `m3ixup_agents::conv` against burn's `Conv2d::forward`: values and every
+//! The convolutions of `m3ixup_agents::representation::conv` against burn's `Conv2d::forward`: values and every
 //! gradient, for each formulation and each layer shape the trunks build; and the whole conv
 //! trunk against the space-to-depth + `Conv2d` stack it replaces.
 
@@ -7,11 +7,11 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
-use m3ixup_agents::conv::{
+use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::representation::conv::{
     conv_rows_sparse, conv_rows_with, image_rows, occupied_rows, rows_to_flat_nchw, ConvGeometry, ConvMethod,
 };
-use m3ixup_agents::encoder::Trunk;
-use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::representation::encoder::Trunk;
 use m3ixup_agents::{EncoderConfig, PixelTrunk};
 
 use crate::common::*;

@@ -1,8 +1,8 @@
 //! Encoders built from the observation space, and the missing-modality fallback.
 
 use burn::prelude::*;
-use m3ixup_agents::encoder::{input_scale, ModalityTensor, Trunk};
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
+use m3ixup_agents::representation::encoder::{input_scale, ModalityTensor, Trunk};
 use m3ixup_agents::{EncoderConfig, EncoderError, JointKind, PixelTrunk, Presence};
 
 use crate::common::*;

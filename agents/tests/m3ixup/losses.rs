@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
-use m3ixup_agents::losses::{
+use m3ixup_agents::representation::losses::{
     gmc_infonce, info_nce, inner_step, input_mixup_loss, input_mixup_loss_from_first_layers, m3ixup_loss,
     m3ixup_loss_with_draws, mix, permutation_from_seed, soft_nce, AdaptMode, Anchor, ExploreStart, LossTerm,
     M3ixupLossConfig, MixupDraws, StepDirection, MIN_TAU,
@@ -38,7 +38,7 @@ fn matrix<B: Backend>(rows: &[Vec<f32>]) -> Tensor<B, 2> {
 
 fn random_unit_rows<B: Backend>(b: usize, d: usize, seed: u64) -> Tensor<B, 2> {
     seeded::<B, _>(seed, |device| {
-        m3ixup_agents::encoder::l2_normalize(Tensor::random(
+        m3ixup_agents::representation::encoder::l2_normalize(Tensor::random(
             [b, d],
             burn::tensor::Distribution::Normal(0.0, 1.0),
             device,

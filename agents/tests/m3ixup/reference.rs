@@ -6,9 +6,11 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
-use m3ixup_agents::encoder::Trunk;
 use m3ixup_agents::envs::{DType, ModalitySpec, ObsSpace};
-use m3ixup_agents::losses::{inverse_permutation, m3ixup_loss_with_draws, mix, soft_nce, LossTerm, MixupDraws};
+use m3ixup_agents::representation::encoder::Trunk;
+use m3ixup_agents::representation::losses::{
+    inverse_permutation, m3ixup_loss_with_draws, mix, soft_nce, LossTerm, MixupDraws,
+};
 use m3ixup_agents::{EncoderConfig, JointKind, M3ixupEncoder, M3ixupLossConfig, ModalityTensor, MultimodalInput};
 use serde::Deserialize;
 

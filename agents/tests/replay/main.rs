@@ -1,7 +1,7 @@
 //! The replay buffer: frames shared between stacked observations (and so memory), seeded
 //! sampling, and `terminated` kept apart from `truncated`.
 
-use m3ixup_agents::replay::{next_observations, ReplayBuffer};
+use m3ixup_agents::algorithms::replay::{next_observations, ReplayBuffer};
 use m3ixup_envs::{
     frame_stack, make, BatchActions, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig,
 };

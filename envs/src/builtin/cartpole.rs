@@ -5,7 +5,7 @@
 
 use std::f64::consts::PI;
 
-use rand::rngs::StdRng;
+use crate::state::{EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +80,7 @@ pub struct PixelCartPole {
     action_space: ActionSpace,
     view: Viewport,
     pole_half_width: f64,
-    rng: StdRng,
+    rng: EnvRng,
     /// (x, xdot, theta, thdot); theta = 0 is upright, positive leans right.
     state: [f64; 4],
     /// Set by the first terminating step; Gymnasium gives reward 0 on the steps after it.
@@ -118,7 +118,7 @@ impl PixelCartPole {
             pole_half_width: POLE_HALF_WIDTH.max(0.75 * view.pixel_size()),
             view,
             config,
-            rng: StdRng::seed_from_u64(0),
+            rng: EnvRng::seed_from_u64(0),
             state: [0.0; 4],
             terminated: false,
             needs_reset: true,
@@ -172,6 +172,13 @@ fn physics([x, x_dot, theta, theta_dot]: [f64; 4], force: f64) -> [f64; 4] {
 }
 
 impl Env for PixelCartPole {
+    fn save_state(&self) -> Option<EnvState> {
+        Some(EnvState::new(NAME, &(&self.rng, self.state, self.terminated, self.needs_reset), None))
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        (self.rng, self.state, self.terminated, self.needs_reset) = state.fields(NAME)?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         NAME
     }
@@ -187,7 +194,7 @@ impl Env for PixelCartPole {
     /// Every state variable ~ U(-0.05, 0.05).
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         if let Some(seed) = seed {
-            self.rng = StdRng::seed_from_u64(seed);
+            self.rng = EnvRng::seed_from_u64(seed);
         }
         self.state = std::array::from_fn(|_| self.rng.gen_range(-0.05..0.05));
         self.terminated = false;
@@ -288,7 +295,7 @@ mod tests {
     #[test]
     fn observations_stay_in_bounds_until_termination_under_many_policies() {
         let mut e = env();
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = EnvRng::seed_from_u64(0);
         for episode in 0..300 {
             e.reset(Some(episode)).unwrap();
             let period = 1 + episode as usize % 13;

@@ -6,7 +6,7 @@
 
 use std::f64::consts::PI;
 
-use rand::rngs::StdRng;
+use crate::state::{EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -70,7 +70,7 @@ pub struct MultimodalPendulum {
     config: PendulumConfig,
     obs_space: ObsSpace,
     action_space: ActionSpace,
-    rng: StdRng,
+    rng: EnvRng,
     th: f64,
     thdot: f64,
     needs_reset: bool,
@@ -110,7 +110,7 @@ impl MultimodalPendulum {
             obs_space: ObsSpace::new(modalities)?,
             action_space,
             config,
-            rng: StdRng::seed_from_u64(0),
+            rng: EnvRng::seed_from_u64(0),
             th: 0.0,
             thdot: 0.0,
             needs_reset: true,
@@ -206,6 +206,13 @@ pub fn microphones(th: f64, thdot: f64) -> [f32; 6] {
 }
 
 impl Env for MultimodalPendulum {
+    fn save_state(&self) -> Option<EnvState> {
+        Some(EnvState::new(NAME, &(&self.rng, self.th, self.thdot, self.needs_reset), None))
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        (self.rng, self.th, self.thdot, self.needs_reset) = state.fields(NAME)?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         NAME
     }
@@ -221,7 +228,7 @@ impl Env for MultimodalPendulum {
     /// th ~ U(-pi, pi), thdot ~ U(-1, 1), then one zero-torque step whose reward is dropped.
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         if let Some(seed) = seed {
-            self.rng = StdRng::seed_from_u64(seed);
+            self.rng = EnvRng::seed_from_u64(seed);
         }
         let th = self.rng.gen_range(-PI..PI);
         let thdot = self.rng.gen_range(-1.0..1.0);

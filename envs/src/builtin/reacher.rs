@@ -6,7 +6,7 @@
 
 use std::f64::consts::PI;
 
-use rand::rngs::StdRng;
+use crate::state::{EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,7 @@ pub struct Reacher {
     view: Viewport,
     link_radius: f64,
     target_radius: f64,
-    rng: StdRng,
+    rng: EnvRng,
     q: [f64; 2],
     qd: [f64; 2],
     target: (f64, f64),
@@ -116,7 +116,7 @@ impl Reacher {
             target_radius: TARGET_RADIUS.max(min_radius),
             view,
             config,
-            rng: StdRng::seed_from_u64(0),
+            rng: EnvRng::seed_from_u64(0),
             q: [0.0; 2],
             qd: [0.0; 2],
             target: (0.0, 0.0),
@@ -186,6 +186,13 @@ fn wrap(angle: f64) -> f64 {
 }
 
 impl Env for Reacher {
+    fn save_state(&self) -> Option<EnvState> {
+        Some(EnvState::new(NAME, &(&self.rng, self.q, self.qd, self.target, self.needs_reset), None))
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        (self.rng, self.q, self.qd, self.target, self.needs_reset) = state.fields(NAME)?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         NAME
     }
@@ -202,7 +209,7 @@ impl Env for Reacher {
     /// Gymnasium); the target is uniform over the reachable annulus |L1 - L2| <= r <= L1 + L2.
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         if let Some(seed) = seed {
-            self.rng = StdRng::seed_from_u64(seed);
+            self.rng = EnvRng::seed_from_u64(seed);
         }
         self.q = std::array::from_fn(|_| self.rng.gen_range(-0.1..0.1));
         self.qd = std::array::from_fn(|_| self.rng.gen_range(-0.005..0.005));
@@ -323,7 +330,7 @@ mod tests {
     fn accelerations_balance_power() {
         // d/dt (qd^T M qd / 2) = qd^T M qdd + qd^T (dM/dq2 qd2) qd / 2 must equal the power
         // tau . qd - damping |qd|^2: the Coriolis terms do no work.
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = EnvRng::seed_from_u64(0);
         for _ in 0..100 {
             let q2: f64 = rng.gen_range(-PI..PI);
             let qd = [rng.gen_range(-10.0..10.0), rng.gen_range(-10.0..10.0)];

@@ -3,7 +3,7 @@
 //! the agent cannot fall back on the other sensors by reading the presence mask, which is what
 //! a robustness evaluation should also measure.
 
-use rand::rngs::StdRng;
+use crate::state::{save_wrapper, EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
@@ -27,7 +27,7 @@ pub struct SensorNoise<E> {
     sigma: f64,
     /// Per element: what `sigma` is relative to.
     scale: Vec<f64>,
-    rng: StdRng,
+    rng: EnvRng,
 }
 
 impl<E: Env> SensorNoise<E> {
@@ -69,7 +69,7 @@ impl<E: Env> SensorNoise<E> {
         if let Some(k) = scale.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
             return Err(bad(format!("modality `{modality}` element {k}: scale {} must be finite and >= 0", scale[k])));
         }
-        Ok(Self { inner, modality: index, sigma, scale, rng: StdRng::seed_from_u64(NOISE_SEED_SALT) })
+        Ok(Self { inner, modality: index, sigma, scale, rng: EnvRng::seed_from_u64(NOISE_SEED_SALT) })
     }
 
     fn apply(&mut self, obs: &mut Obs) {
@@ -100,6 +100,14 @@ impl<E: Env> SensorNoise<E> {
 }
 
 impl<E: Env> Env for SensorNoise<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("SensorNoise", &self.rng, &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("SensorNoise")?)?;
+        self.rng = state.fields("SensorNoise")?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -111,7 +119,7 @@ impl<E: Env> Env for SensorNoise<E> {
     }
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         if let Some(seed) = seed {
-            self.rng = StdRng::seed_from_u64(seed ^ NOISE_SEED_SALT);
+            self.rng = EnvRng::seed_from_u64(seed ^ NOISE_SEED_SALT);
         }
         let (mut obs, info) = self.inner.reset(seed)?;
         self.apply(&mut obs);
@@ -140,6 +148,14 @@ impl<E: Env> StaleSensor<E> {
 }
 
 impl<E: Env> Env for StaleSensor<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("StaleSensor", &self.frozen, &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("StaleSensor")?)?;
+        self.frozen = state.fields("StaleSensor")?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }

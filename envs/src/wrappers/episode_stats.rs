@@ -1,3 +1,4 @@
+use crate::state::{save_wrapper, EnvState};
 use crate::{Action, ActionSpace, Env, EnvError, Info, Obs, ObsSpace, Step, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
 /// Adds the episode's return and length to the info of its last step (under
@@ -15,6 +16,14 @@ impl<E: Env> EpisodeStatistics<E> {
 }
 
 impl<E: Env> Env for EpisodeStatistics<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("EpisodeStatistics", &(self.episode_return, self.episode_length), &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("EpisodeStatistics")?)?;
+        (self.episode_return, self.episode_length) = state.fields("EpisodeStatistics")?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }

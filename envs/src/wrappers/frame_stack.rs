@@ -1,5 +1,6 @@
 use std::collections::VecDeque;
 
+use crate::state::{save_wrapper, EnvState};
 use crate::{Action, ActionSpace, Env, EnvError, Info, ModalityData, Obs, ObsSpace, Step};
 
 /// Stacks the last `k` frames of every modality along its first axis (image channels, or the
@@ -68,6 +69,28 @@ fn concat(frames: &VecDeque<ModalityData>) -> ModalityData {
 }
 
 impl<E: Env> Env for FrameStack<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("FrameStack", &self.frames, &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("FrameStack")?)?;
+        let frames: Vec<VecDeque<ModalityData>> = state.fields("FrameStack")?;
+        // k frames of each modality (none before the first reset), each of the inner space's size.
+        let inner = self.inner.observation_space();
+        let fits = frames.len() == inner.len()
+            && frames.iter().zip(inner.iter()).all(|(stack, (_, spec))| {
+                (stack.len() == self.k || stack.is_empty())
+                    && stack.iter().all(|f| f.dtype() == spec.dtype && f.len() == spec.numel())
+            });
+        if !fits {
+            return Err(EnvError::State {
+                env: self.name().to_string(),
+                reason: format!("the saved frame stack does not fit {} modalities of {} frames", inner.len(), self.k),
+            });
+        }
+        self.frames = frames;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -1,4 +1,4 @@
-use rand::rngs::StdRng;
+use crate::state::{save_wrapper, EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 
 use crate::{Action, ActionSpace, Env, EnvError, Info, Obs, ObsSpace, Step};
@@ -33,7 +33,7 @@ pub struct SensorDropout<E> {
     fixed: Vec<usize>,
     /// For `PerEpisode`: which modalities are dropped in the current episode.
     episode_mask: Vec<bool>,
-    rng: StdRng,
+    rng: EnvRng,
 }
 
 /// Mixed into the reset seed so the dropout stream differs from the environment's own.
@@ -71,7 +71,7 @@ impl<E: Env> SensorDropout<E> {
             }
         };
         let episode_mask = vec![false; space.len()];
-        Ok(Self { inner, mode, fixed, episode_mask, rng: StdRng::seed_from_u64(DROPOUT_SEED_SALT) })
+        Ok(Self { inner, mode, fixed, episode_mask, rng: EnvRng::seed_from_u64(DROPOUT_SEED_SALT) })
     }
 
     fn apply(&mut self, obs: &mut Obs) {
@@ -100,6 +100,14 @@ impl<E: Env> SensorDropout<E> {
 }
 
 impl<E: Env> Env for SensorDropout<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("SensorDropout", &(&self.episode_mask, &self.rng), &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("SensorDropout")?)?;
+        (self.episode_mask, self.rng) = state.fields("SensorDropout")?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }
@@ -111,7 +119,7 @@ impl<E: Env> Env for SensorDropout<E> {
     }
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         if let Some(seed) = seed {
-            self.rng = StdRng::seed_from_u64(seed ^ DROPOUT_SEED_SALT);
+            self.rng = EnvRng::seed_from_u64(seed ^ DROPOUT_SEED_SALT);
         }
         if let DropoutMode::PerEpisode { p } = self.mode {
             let n = self.episode_mask.len();

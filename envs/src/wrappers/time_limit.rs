@@ -1,3 +1,4 @@
+use crate::state::{save_wrapper, EnvState};
 use crate::{Action, ActionSpace, Env, EnvError, Info, Obs, ObsSpace, Step};
 
 /// Truncates episodes after `max_steps` steps (Gymnasium's `TimeLimit`): the last step has
@@ -27,6 +28,14 @@ impl<E: Env> TimeLimit<E> {
 }
 
 impl<E: Env> Env for TimeLimit<E> {
+    fn save_state(&self) -> Option<EnvState> {
+        save_wrapper("TimeLimit", &self.elapsed, &self.inner)
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        self.inner.restore_state(state.inner("TimeLimit")?)?;
+        self.elapsed = state.fields("TimeLimit")?;
+        Ok(())
+    }
     fn name(&self) -> &str {
         self.inner.name()
     }

@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use m3ixup_envs::{
-    validate_action, Action, ActionSpace, DType, Env, EnvError, Info, ModalityData, ModalitySpec, Obs, ObsSpace, Step,
+    validate_action, Action, ActionSpace, DType, Env, EnvError, EnvState, Info, ModalityData, ModalitySpec, Obs,
+    ObsSpace, Step,
 };
 
 /// Emits its step counter t: an image modality filled with t and a vector (t, -t).
@@ -80,6 +81,8 @@ pub enum Flaw {
     LeavesBounds,
     /// Marks a modality missing without clearing it.
     MissingButNotCleared,
+    /// Saves its state but restores only part of it (the step counter, not the steps left).
+    RestoresPartOfItsState,
 }
 
 /// A [`Counter`] with one [`Flaw`].
@@ -103,6 +106,15 @@ impl Env for Flawed {
     fn reset(&mut self, seed: Option<u64>) -> Result<(Obs, Info), EnvError> {
         self.inner.reset(seed)
     }
+    fn save_state(&self) -> Option<EnvState> {
+        (self.flaw == Flaw::RestoresPartOfItsState).then(|| EnvState::new("flawed", &self.inner.t, None))
+    }
+    fn restore_state(&mut self, state: &EnvState) -> Result<(), EnvError> {
+        // The flaw: the counter comes back, but the draws it made since are not undone.
+        self.inner.t = state.fields("flawed")?;
+        GLOBAL_DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
     fn step(&mut self, action: &Action) -> Result<Step, EnvError> {
         let mut step = match (self.flaw, action) {
             (Flaw::AcceptsAnything, _) => {
@@ -122,6 +134,10 @@ impl Env for Flawed {
                 }
             }
             Flaw::MissingButNotCleared => step.obs.present[0] = false,
+            Flaw::RestoresPartOfItsState => {
+                // A hidden stream the saved state leaves out.
+                step.reward = (GLOBAL_DRAWS.load(std::sync::atomic::Ordering::Relaxed) % 7) as f64;
+            }
             _ => {}
         }
         Ok(step)

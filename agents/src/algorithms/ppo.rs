@@ -18,6 +18,7 @@
 //! representation of incomplete observations, and the auxiliary loss uses the complete rows of
 //! each minibatch only (its views need every modality).
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -33,25 +34,28 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::vector::BatchObs;
-use m3ixup_envs::{make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+use m3ixup_envs::{
+    make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, VecEnvState, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN,
+};
 
-use crate::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
-use crate::algorithm::{Algorithm, AlgorithmConfig};
-pub use crate::checkpoint::{
+use crate::algorithms::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
+use crate::algorithms::rollout::{gae, Rollout};
+use crate::algorithms::{Algorithm, AlgorithmConfig};
+pub use crate::infra::checkpoint::{
     latest_checkpoint, load_checkpoint_state, CheckpointState, TrainError as PpoError, AGENT_FILE, CHECKPOINT_POINTER,
     OPTIMIZER_FILE, STATE_FILE,
 };
-use crate::checkpoint::{load_module, load_record, record_bytes};
-use crate::encoder::{EncoderConfig, MultimodalInput, Presence};
-use crate::harness::{Harness, Progress};
-use crate::harness::{TrainOptions, TrainSummary};
-use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
-use crate::optim::clip_grad_norm;
-use crate::pretrain::CheckpointRecorder;
-use crate::rollout::{gae, Rollout};
-use crate::run::RunDir;
-use crate::sections::{EnvSection, LossSection};
-use crate::storage::{batch_input, DeviceObs};
+use crate::infra::checkpoint::{
+    load_loop_state, load_module, load_record, loop_state_bytes, record_bytes, CheckpointRecorder, LOOP_STATE_FILE,
+};
+use crate::infra::harness::{Harness, Progress};
+use crate::infra::harness::{TrainOptions, TrainSummary};
+use crate::infra::optim::clip_grad_norm;
+use crate::infra::run::RunDir;
+use crate::representation::encoder::{EncoderConfig, MultimodalInput, Presence};
+use crate::representation::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
+use crate::representation::sections::{EnvSection, LossSection};
+use crate::representation::storage::{batch_input, DeviceObs};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -249,11 +253,14 @@ pub struct TrainSection {
     pub total_steps: u64,
     /// Write a checkpoint every this many updates (and always after the last).
     pub checkpoint_every: usize,
+    /// Also write the metrics as TensorBoard scalars (`events.out.tfevents.*` in the run
+    /// directory; `agents::infra::run::TensorBoard`).
+    pub tensorboard: bool,
 }
 
 impl Default for TrainSection {
     fn default() -> Self {
-        Self { seed: 1, total_steps: 1_000_000, checkpoint_every: 10 }
+        Self { seed: 1, total_steps: 1_000_000, checkpoint_every: 10, tensorboard: true }
     }
 }
 
@@ -280,7 +287,7 @@ impl PpoConfig {
             return bad("algo", format!("`{}` is not an algorithm this build trains (expected \"ppo\")", self.algo));
         }
         // Build one environment now, so bad parameters fail before a run directory exists.
-        PpoError::checked_env(&self.env)?;
+        self.env.checked()?;
         let r = &self.rollout;
         if r.num_envs == 0 {
             return bad("rollout.num_envs", "must be at least 1".into());
@@ -336,7 +343,7 @@ impl PpoConfig {
         if p.update_epochs == 0 {
             return bad("ppo.update_epochs", "must be at least 1".into());
         }
-        let aux = PpoError::checked_aux(&self.aux)?;
+        let aux = self.aux.checked()?;
         let aux_on = LossTerm::ALL.iter().any(|&t| aux.enabled(t));
         let min_batch = if aux_on { 2 } else { 1 };
         if p.minibatch_size < min_batch || p.minibatch_size > self.batch_size() {
@@ -465,7 +472,7 @@ pub fn ppo_loss<B: AutodiffBackend>(
             (true, Some(complete), Some(draws)) if complete.batch_size() >= 2 => {
                 let rows = draws.perm.len();
                 let complete = if rows < complete.batch_size() { complete.first_rows(rows) } else { complete.clone() };
-                Some(crate::losses::m3ixup_loss_with_draws(&agent.encoder, &complete, aux, draws))
+                Some(crate::representation::losses::m3ixup_loss_with_draws(&agent.encoder, &complete, aux, draws))
             }
             _ => None,
         };
@@ -520,12 +527,46 @@ fn save_checkpoint<B: AutodiffBackend, O: Optimizer<ActorCritic<B>, B>>(
     harness: &mut Harness,
     agent: &ActorCritic<B>,
     optim: &O,
+    loop_state: &PpoLoopState,
 ) -> Result<PathBuf, PpoError> {
     let rel = format!("checkpoints/update-{:06}", harness.state.update);
     let dir = harness.run().file(&rel);
     let agent_bytes = record_bytes(agent.clone().into_record(), &dir.join(AGENT_FILE))?;
     let optim_bytes = record_bytes(optim.to_record(), &dir.join(OPTIMIZER_FILE))?;
-    harness.checkpoint(&rel, &[(AGENT_FILE, agent_bytes), (OPTIMIZER_FILE, optim_bytes)])
+    let loop_bytes = loop_state_bytes(loop_state, &dir.join(LOOP_STATE_FILE))?;
+    harness.checkpoint(&rel, &[(AGENT_FILE, agent_bytes), (OPTIMIZER_FILE, optim_bytes), (LOOP_STATE_FILE, loop_bytes)])
+}
+
+/// What a PPO checkpoint keeps of the loop besides weights and optimiser, so that a resumed run
+/// continues exactly (every other draw is seeded per update): the environments, mid-episode
+/// (`None` when they cannot save their state), and the returns the progress bar averages.
+#[derive(Serialize, Deserialize)]
+struct PpoLoopState {
+    envs: Option<VecEnvState>,
+    recent_returns: RecentReturns,
+}
+
+/// The returns of the episodes that ended in the last 10 updates (what the progress bar and the
+/// run's summary average).
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct RecentReturns(VecDeque<(usize, f64)>);
+
+impl RecentReturns {
+    fn add(&mut self, update: usize, returns: &[f64]) {
+        self.0.extend(returns.iter().map(|&r| (update, r)));
+        while self.0.front().is_some_and(|&(u, _)| u + 10 <= update) {
+            self.0.pop_front();
+        }
+    }
+
+    /// NaN when no episode ended.
+    fn mean(&self) -> f64 {
+        if self.0.is_empty() {
+            f64::NAN
+        } else {
+            self.0.iter().map(|&(_, r)| r).sum::<f64>() / self.0.len() as f64
+        }
+    }
 }
 
 /// Builds the agent of a checkpoint from its config and loads its weights.
@@ -594,24 +635,39 @@ pub fn train<B: AutodiffBackend>(
         checksums: Default::default(),
     };
     let progress = Progress { verbose: options.verbose, total: num_updates as u64 * batch_size as u64, unit: "steps" };
+    let mut resumed_loop = None;
     let mut harness = if options.resume {
-        let (harness, dir) = Harness::resume(run, state, progress)?;
-        let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
-        agent = loaded;
-        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), saved.checksums.get(OPTIMIZER_FILE), device)?);
+        let (harness, dir) = Harness::resume(run, state, progress, config.train.tensorboard)?;
+        if let Some(dir) = dir {
+            let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
+            agent = loaded;
+            let optim_file = dir.join(OPTIMIZER_FILE);
+            optim = optim.load_record(load_record(&optim_file, saved.checksums.get(OPTIMIZER_FILE), device)?);
+            resumed_loop = load_loop_state::<PpoLoopState>(&dir, &saved)?;
+        }
         harness
     } else {
-        Harness::start(run, state, progress)?
+        Harness::start(run, state, progress, config.train.tensorboard)?
     };
     let (start_update, mut global_step) = (harness.state.update, harness.state.global_step);
     let mut last_checkpoint = start_update;
 
-    // A resumed run restarts its episodes from a seed of its own (environment state is not
-    // checkpointed).
-    let reset_seed = seed.wrapping_add((start_update as u64).wrapping_mul(r.num_envs as u64).wrapping_mul(1_000_003));
-    let mut obs = envs.reset(Some(reset_seed))?.clone();
+    // A resumed run continues its episodes where the checkpoint left them. Environments that
+    // cannot save their state restart theirs, from a seed of the update's own.
+    let (mut obs, mut recent_returns) = match resumed_loop {
+        Some(PpoLoopState { envs: Some(saved_envs), recent_returns }) => {
+            (envs.restore_state(&saved_envs)?.clone(), recent_returns)
+        }
+        _ => {
+            if start_update > 0 {
+                harness.note_fresh_episodes(&config.env.name);
+            }
+            let reset_seed =
+                seed.wrapping_add((start_update as u64).wrapping_mul(r.num_envs as u64).wrapping_mul(1_000_003));
+            (envs.reset(Some(reset_seed))?.clone(), RecentReturns::default())
+        }
+    };
     let mut rollout = Rollout::new(&obs_space, r.steps, r.num_envs, action_width);
-    let mut recent_returns: std::collections::VecDeque<(usize, f64)> = Default::default();
     let mut cpu_policy: Option<ActorCritic<Flex>> = None;
 
     let last_update = match options.max_updates {
@@ -700,12 +756,7 @@ pub fn train<B: AutodiffBackend>(
         let learn_seconds = learn_start.elapsed().as_secs_f64();
 
         // 7. Metrics, checkpoint, progress.
-        for &ret in &episode_returns {
-            recent_returns.push_back((update, ret));
-        }
-        while recent_returns.front().is_some_and(|&(u, _)| u + 10 <= update) {
-            recent_returns.pop_front();
-        }
+        recent_returns.add(update, &episode_returns);
         let reward_per_step = rollout.rewards.iter().map(|&x| x as f64).sum::<f64>() / rollout.len() as f64;
         let y_var = variance(&adv.returns);
         let residual: Vec<f32> = adv.returns.iter().zip(&rollout.values).map(|(r, v)| r - v).collect();
@@ -734,17 +785,15 @@ pub fn train<B: AutodiffBackend>(
 
         harness.state.update = update;
         if update % config.train.checkpoint_every == 0 || update == last_update {
-            save_checkpoint(&mut harness, &agent, &optim)?;
+            let loop_state = PpoLoopState { envs: envs.save_state()?, recent_returns: recent_returns.clone() };
+            save_checkpoint(&mut harness, &agent, &optim, &loop_state)?;
             last_checkpoint = update;
         }
-        let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
         harness.bar.set_position(global_step);
-        harness
-            .bar
-            .set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {:.1}", mean(&recent)));
+        let recent = recent_returns.mean();
+        harness.bar.set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {recent:.1}"));
     }
-    let recent: Vec<f64> = recent_returns.iter().map(|&(_, r)| r).collect();
-    Ok(harness.finish(last_update, global_step, Some(mean(&recent))))
+    Ok(harness.finish(last_update, global_step, Some(recent_returns.mean())))
 }
 
 /// One rollout of `steps` vector steps with `policy` (step 4 of [`train`]): fills
@@ -1009,7 +1058,7 @@ impl LossSums {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The algorithm, as the registry (`crate::algorithm`) knows it
+// The algorithm, as the registry (`crate::algorithms`) knows it
 // ---------------------------------------------------------------------------------------------
 
 /// PPO with the M3ixup auxiliary loss in the same update (`algo = "ppo"`).
@@ -1093,7 +1142,7 @@ mod tests {
         assert!(err.contains("ppo.aux_weight_final") && err.contains("-0.5"), "{err}");
     }
 
-    use crate::storage::ObsBuffer;
+    use crate::representation::storage::ObsBuffer;
     use burn::backend::{Autodiff, Flex};
     use m3ixup_envs::BatchActions;
 
@@ -1131,8 +1180,8 @@ mod tests {
         let mut store = ObsBuffer::with_capacity(&space, 12);
         store.push_batch(&obs);
         let mut encoder = EncoderConfig::default();
-        encoder.pixel_trunk = crate::encoder::PixelTrunk::Small;
-        encoder.joint = crate::encoder::JointKind::SharedTrunk;
+        encoder.pixel_trunk = crate::representation::encoder::PixelTrunk::Small;
+        encoder.joint = crate::representation::encoder::JointKind::SharedTrunk;
         let agent = ActorCriticConfig::default().init::<Ad>(&encoder, &space, &action_space, &device).unwrap();
         let idx: Vec<usize> = (0..12).collect();
         let host: Vec<Vec<f32>> = vec![
@@ -1171,7 +1220,7 @@ mod tests {
         assert!((total - sum).abs() < 1e-4 * (1.0 + total.abs()), "{total} vs {sum}");
 
         // The auxiliary part is the M3ixup loss of the same batch with the same draws.
-        let (alone, _) = crate::losses::m3ixup_loss_with_draws(&agent.encoder, &mb.obs, &aux, draws);
+        let (alone, _) = crate::representation::losses::m3ixup_loss_with_draws(&agent.encoder, &mb.obs, &aux, draws);
         assert!((scalar(&alone) - aux_v).abs() < 1e-4, "{} vs {aux_v}", scalar(&alone));
 
         // The policy and value parts, on the host from the heads' outputs.
@@ -1206,8 +1255,12 @@ mod tests {
             let full = ppo_loss(&agent, &mb, &ppo, &aux, Some(all_rows));
             let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
             let complete = mb.complete_obs.clone().unwrap_or_else(|| mb.obs.clone());
-            let (alone, _) =
-                crate::losses::m3ixup_loss_with_draws(&agent.encoder, &complete.first_rows(7), &aux, draws.clone());
+            let (alone, _) = crate::representation::losses::m3ixup_loss_with_draws(
+                &agent.encoder,
+                &complete.first_rows(7),
+                &aux,
+                draws.clone(),
+            );
             assert!((scalar(&alone) - scalar(&loss.aux)).abs() < 1e-4, "{} vs {}", scalar(&alone), scalar(&loss.aux));
             assert!((scalar(&full.aux) - scalar(&loss.aux)).abs() > 1e-4, "the row count changes the loss");
             assert_eq!(scalar(&full.policy), scalar(&loss.policy), "{incomplete:?}: the policy loss sees every row");
@@ -1243,7 +1296,7 @@ mod tests {
         let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
         let complete = mb.complete_obs.as_ref().unwrap();
         assert_eq!(complete.batch_size(), 10);
-        let (alone, _) = crate::losses::m3ixup_loss_with_draws(&agent.encoder, complete, &aux, draws);
+        let (alone, _) = crate::representation::losses::m3ixup_loss_with_draws(&agent.encoder, complete, &aux, draws);
         assert!((scalar(&alone) - scalar(&loss.aux)).abs() < 1e-4);
     }
 }

@@ -80,7 +80,7 @@ struct Stream {
 }
 
 /// A sampled batch, on the host: observations as vector-environment batches (row `i` is
-/// transition `i`), ready for [`crate::storage::batch_input`].
+/// transition `i`), ready for [`crate::representation::storage::batch_input`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ReplayBatch {
     pub obs: BatchObs,

@@ -1,9 +1,10 @@
-//! What every training loop shares, in one place: the run's `config.toml` and metrics files, its
+//! What every training loop shares, in one place: the run's `config.toml` and metrics files
+//! (TensorBoard's event files too, unless the config's `train.tensorboard` is off), its
 //! checkpoint state and checkpoints, resume, the run's clock, the progress bar and the rows
 //! logged. An algorithm's loop keeps only its own steps (collect, update) and its metrics.
 //!
 //! ```text
-//! let mut harness = Harness::start(run, state, progress)?;      // or Harness::resume(...)
+//! let mut harness = Harness::start(run, state, progress, tb)?;  // or Harness::resume(...)
 //! for update in ... {
 //!     ... collect, learn ...
 //!     harness.log(row)?;                                         // + time/elapsed_seconds
@@ -17,15 +18,19 @@ use std::time::Instant;
 
 use indicatif::ProgressBar;
 
-use crate::checkpoint::{
+use crate::infra::checkpoint::{
     latest_checkpoint, load_checkpoint_state, remove_orphan_checkpoints, write_checkpoint, CheckpointState, TrainError,
-    CHECKPOINT_POINTER, STATE_FILE,
+    STATE_FILE,
 };
-use crate::progress::progress_bar;
-use crate::run::{MetricsSink, RunDir};
+use crate::infra::progress::progress_bar;
+use crate::infra::run::{MetricsSink, RunDir};
 
 /// One metrics row: `(key, value)` pairs in the CSV's column order.
 pub type Row = Vec<(String, f64)>;
+
+/// The key every training loop logs in each row: the x-axis of the metrics (the step of
+/// TensorBoard's points, and what a resume trims the rows by).
+pub const STEP_KEY: &str = "global_step";
 
 /// Run-time options of a training run that are not part of the experiment.
 #[derive(Clone, Debug, Default)]
@@ -103,36 +108,60 @@ pub struct Harness<'a> {
 }
 
 impl<'a> Harness<'a> {
-    /// A new run: writes `state.config` as `config.toml` and creates the metrics files.
-    pub fn start(run: &'a RunDir, state: CheckpointState, progress: Progress) -> Result<Self, TrainError> {
+    /// A new run: writes `state.config` as `config.toml` and creates the metrics files, with
+    /// TensorBoard event files when `tensorboard` is set (the config's `train.tensorboard`).
+    pub fn start(
+        run: &'a RunDir,
+        state: CheckpointState,
+        progress: Progress,
+        tensorboard: bool,
+    ) -> Result<Self, TrainError> {
         run.write_config(&state.config).map_err(TrainError::io("cannot write config.toml"))?;
-        let metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
+        let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
+        if tensorboard {
+            let events = run.tensorboard(STEP_KEY).map_err(TrainError::io("cannot remove old TensorBoard files"))?;
+            metrics = metrics.with_tensorboard(events);
+        }
         Ok(Self::new(run, metrics, state, 0.0, progress))
     }
 
     /// Continues `run` from its last checkpoint, whose config must be `state.config` (the run's
     /// own `config.toml`). Removes what a killed checkpoint write left, drops the metrics rows
-    /// logged after the checkpoint, and continues the clock. Returns the harness, with the
-    /// checkpoint's state, and the checkpoint's directory, for the algorithm's weights.
-    pub fn resume(run: &'a RunDir, state: CheckpointState, progress: Progress) -> Result<(Self, PathBuf), TrainError> {
-        let dir = latest_checkpoint(run.path())?.ok_or_else(|| TrainError::Checkpoint {
-            path: run.file(CHECKPOINT_POINTER),
-            reason: "no checkpoint to resume from".into(),
-        })?;
+    /// (and TensorBoard points, when `tensorboard` is set) logged after the checkpoint, and
+    /// continues the clock. Returns the harness, with the checkpoint's state, and the
+    /// checkpoint's directory, for the algorithm's weights. A run stopped before its first
+    /// checkpoint has nothing to continue from: it starts over (directory `None`).
+    pub fn resume(
+        run: &'a RunDir,
+        state: CheckpointState,
+        progress: Progress,
+        tensorboard: bool,
+    ) -> Result<(Self, Option<PathBuf>), TrainError> {
+        let config_differs = |path: PathBuf| TrainError::Checkpoint {
+            path,
+            reason: "the run's config differs from the one given: resume with the run's own config.toml".into(),
+        };
         remove_orphan_checkpoints(run)?;
+        let Some(dir) = latest_checkpoint(run.path())? else {
+            let config = run.file("config.toml");
+            if std::fs::read_to_string(&config).is_ok_and(|saved| saved != state.config) {
+                return Err(config_differs(config));
+            }
+            return Ok((Self::start(run, state, progress, tensorboard)?, None));
+        };
         let saved = load_checkpoint_state(&dir)?;
         if saved.config != state.config {
-            return Err(TrainError::Checkpoint {
-                path: dir.join(STATE_FILE),
-                reason: "the run's config differs from the one given: resume with the run's own config.toml".into(),
-            });
+            return Err(config_differs(dir.join(STATE_FILE)));
         }
-        let metrics = run
-            .resume_metrics("global_step", saved.global_step as f64)
-            .map_err(TrainError::io("cannot reopen the metrics"))?;
+        let up_to = saved.global_step as f64;
+        let mut metrics = run.resume_metrics(STEP_KEY, up_to).map_err(TrainError::io("cannot reopen the metrics"))?;
+        if tensorboard {
+            let events = run.resume_tensorboard(STEP_KEY, up_to);
+            metrics = metrics.with_tensorboard(events.map_err(TrainError::io("cannot reopen the TensorBoard files"))?);
+        }
         let elapsed = saved.elapsed_seconds;
         let state = CheckpointState { update: saved.update, global_step: saved.global_step, ..state };
-        Ok((Self::new(run, metrics, state, elapsed, progress), dir))
+        Ok((Self::new(run, metrics, state, elapsed, progress), Some(dir)))
     }
 
     fn new(run: &'a RunDir, metrics: MetricsSink, state: CheckpointState, elapsed: f64, progress: Progress) -> Self {
@@ -176,6 +205,16 @@ impl<'a> Harness<'a> {
         self.metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
         self.rows.push(row);
         Ok(())
+    }
+
+    /// Says that a resumed run starts new episodes: `env` cannot save its state (or the
+    /// checkpoint predates saved states), so the run continues, but not exactly as one never
+    /// interrupted would.
+    pub fn note_fresh_episodes(&self, env: &str) {
+        let line = format!(
+            "note: `{env}` cannot save its state (or the checkpoint has none): the resumed run starts new episodes"
+        );
+        self.bar.suspend(|| eprintln!("{line}"));
     }
 
     /// The rows logged by this process.

@@ -7,7 +7,7 @@
 //! there because the next stored step belongs to a new episode. CleanRL treats truncation as
 //! termination (cleanrl issues 198 and 457); this module does not.
 
-use crate::storage::ObsBuffer;
+use crate::representation::storage::ObsBuffer;
 use m3ixup_envs::ObsSpace;
 
 /// One rollout of `steps x num_envs` transitions, step-major: transition `(t, i)` is row

@@ -9,7 +9,8 @@
 //! 3. After every epoch: validation loss and cross-modal retrieval accuracy per modality (over
 //!    validation batches of `train.validation_batch_size` = 128: the fraction of samples whose
 //!    unimodal latent z_u has its own joint latent z_M as nearest neighbour among the batch's z_M;
-//!    chance is 1/128), one metrics row, and the encoder checkpoint (`encoder.mpk`, written
+//!    chance is 1/128), one metrics row (a TensorBoard point per key too, unless
+//!    `train.tensorboard = false`), and the encoder checkpoint (`encoder.mpk`, written
 //!    atomically) with its `encoder.toml` description.
 //!
 //! [`pretrain`] is the whole loop, top to bottom. [`load_encoder`] reads a checkpoint back.
@@ -21,7 +22,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Int;
 use indicatif::ProgressBar;
@@ -33,13 +34,15 @@ use serde::{Deserialize, Serialize};
 use m3ixup_envs::{is_registered, make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
-use crate::checkpoint::{checksum, load_into, verify_checksum};
-use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
-use crate::losses::{gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport};
-use crate::progress::progress_bar;
-use crate::run::{write_atomic, RunDir};
-use crate::sections::{EnvSection, LossKind, LossSection};
-use crate::storage::ObsBuffer;
+use crate::infra::checkpoint::{checksum, load_into, verify_checksum, CheckpointRecorder};
+use crate::infra::progress::progress_bar;
+use crate::infra::run::{write_atomic, RunDir};
+use crate::representation::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
+use crate::representation::losses::{
+    gmc_infonce, m3ixup_loss, project_views, LossTerm, M3ixupLossConfig, M3ixupReport,
+};
+use crate::representation::sections::{EnvSection, LossKind, LossSection};
+use crate::representation::storage::ObsBuffer;
 
 /// File name of the encoder weights in a run directory (burn's named MessagePack, f32).
 pub const CHECKPOINT_FILE: &str = "encoder.mpk";
@@ -47,9 +50,6 @@ pub const CHECKPOINT_FILE: &str = "encoder.mpk";
 pub const META_FILE: &str = "encoder.toml";
 /// Version of the checkpoint layout written by this module.
 pub const CHECKPOINT_FORMAT: u32 = 1;
-
-/// The record format of every checkpoint (encoders here, agents in `ppo`).
-pub(crate) type CheckpointRecorder = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 /// Mixed into `train.seed` for the mixup draws of the validation loss: the same draws every
 /// epoch (so epochs compare), different from the training draws.
@@ -112,11 +112,14 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Batch size of the validation loss and of retrieval (128: chance is 1/128).
     pub validation_batch_size: usize,
+    /// Also write the metrics as TensorBoard scalars, one point per epoch
+    /// (`events.out.tfevents.*` in the run directory; `agents::infra::run::TensorBoard`).
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { epochs: 9, batch_size: 128, learning_rate: 1e-3, seed: 0, validation_batch_size: 128 }
+        Self { epochs: 9, batch_size: 128, learning_rate: 1e-3, seed: 0, validation_batch_size: 128, tensorboard: true }
     }
 }
 
@@ -471,7 +474,7 @@ pub struct EncoderMeta {
     pub encoder: EncoderConfig,
     /// The observation space the encoder was built from.
     pub observation_space: ObsSpace,
-    /// `encoder.mpk`'s checksum ([`crate::checkpoint::checksum`]), checked when it is loaded
+    /// `encoder.mpk`'s checksum ([`crate::infra::checkpoint::checksum`]), checked when it is loaded
     /// (encoders saved before checksums have none).
     #[serde(default)]
     pub checksum: Option<String>,
@@ -596,6 +599,11 @@ pub fn pretrain<B: AutodiffBackend>(
     let text = toml::to_string_pretty(config).map_err(|e| PretrainError::config("(config)", e.to_string()))?;
     run.write_config(&text).map_err(PretrainError::io("cannot write config.toml"))?;
     let mut metrics = run.metrics().map_err(PretrainError::io("cannot create the metrics files"))?;
+    if config.train.tensorboard {
+        let events =
+            run.tensorboard("pretrain/epoch").map_err(PretrainError::io("cannot remove old TensorBoard files"))?;
+        metrics = metrics.with_tensorboard(events);
+    }
     let (data, train) = (&config.data, &config.train);
 
     // Seeding (docs/DESIGN.md): data.seed drives the environments, the random policy and the split;
@@ -854,7 +862,10 @@ mod tests {
         let (b, d, batches) = (128, 10, 20);
         let unit = |rng: &mut StdRng| {
             let v: Vec<f32> = (0..b * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-            crate::encoder::l2_normalize(Tensor::<Flex, 2>::from_data(TensorData::new(v, [b, d]), &Default::default()))
+            crate::representation::encoder::l2_normalize(Tensor::<Flex, 2>::from_data(
+                TensorData::new(v, [b, d]),
+                &Default::default(),
+            ))
         };
         let mean =
             (0..batches).map(|_| retrieval_accuracy(unit(&mut rng), unit(&mut rng))).sum::<f64>() / batches as f64;

@@ -2,10 +2,22 @@
 //! `algo` key of a config, the `algo` of a checkpoint's `state.toml`.
 //!
 //! An algorithm is one file: its config type (a TOML document), its training loop on the
-//! [`crate::harness`], and its checkpoint loaded as a [`Policy`]. It becomes known to `train`,
+//! [`crate::infra::harness`], and its checkpoint loaded as a [`Policy`]. It becomes known to `train`,
 //! `evaluate` and everything else that goes by name with one entry in the `registry!` below.
 //! Callers that need the algorithm's types (to read its config, to train it on a backend)
 //! implement [`AlgorithmVisitor`]; the registry calls them back with the algorithm's type.
+//!
+//! The algorithms, one file each: [`ppo`] (PPO + the auxiliary loss, on [`actor_critic`] heads
+//! and a [`rollout`] buffer), [`sac`] (SAC + the auxiliary loss) and [`ddpg`] (DDPG on a frozen
+//! pretrained encoder), the two off-policy ones sharing [`off_policy`] and the [`replay`] buffer.
+
+pub mod actor_critic;
+pub mod ddpg;
+pub mod off_policy;
+pub mod ppo;
+pub mod replay;
+pub mod rollout;
+pub mod sac;
 
 use std::path::Path;
 
@@ -13,10 +25,10 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::checkpoint::{CheckpointState, TrainError};
 use crate::evaluate::Policy;
-use crate::harness::{TrainOptions, TrainSummary};
-use crate::sections::EnvSection;
+use crate::infra::checkpoint::{CheckpointState, TrainError};
+use crate::infra::harness::{TrainOptions, TrainSummary};
+use crate::representation::sections::EnvSection;
 
 /// A config of one algorithm: what `train` reads from TOML and checks before it makes a run
 /// directory.
@@ -50,7 +62,7 @@ pub trait Algorithm: 'static {
     /// Trains as configured, writing metrics and checkpoints to `run`.
     fn train<B: AutodiffBackend>(
         config: &Self::Config,
-        run: &crate::run::RunDir,
+        run: &crate::infra::run::RunDir,
         device: &B::Device,
         options: &TrainOptions,
     ) -> Result<TrainSummary, TrainError>;
@@ -90,7 +102,7 @@ macro_rules! registry {
     };
 }
 
-registry!(crate::ppo::Ppo, crate::sac::Sac, crate::ddpg::DdpgFrozen);
+registry!(ppo::Ppo, sac::Sac, ddpg::DdpgFrozen);
 
 /// A name no registered algorithm has.
 #[derive(Debug, thiserror::Error)]

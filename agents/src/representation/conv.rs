@@ -21,7 +21,7 @@ use burn::nn::PaddingConfig2d;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
-use crate::losses::index_tensor;
+use crate::representation::losses::index_tensor;
 
 /// One square convolution over an `channels x height x width` input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Beta, Distribution, Gamma};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{Features, FirstLayer, M3ixupEncoder, MultimodalInput, ProjectionHead};
+use crate::representation::encoder::{Features, FirstLayer, M3ixupEncoder, MultimodalInput, ProjectionHead};
 
 // ---------------------------------------------------------------------------------------------
 // Primitives

@@ -15,7 +15,7 @@
 //! Inputs hold raw values as `f32` (u8 pixels converted on the learner, not rescaled): each trunk
 //! multiplies its input by a scale derived from the modality spec, see [`input_scale`].
 
-use crate::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
+use crate::representation::conv::{conv_rows, conv_rows_sparse, image_rows, rows_to_flat_nchw, ConvGeometry};
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
@@ -278,7 +278,7 @@ impl<B: Backend> ConvTrunk<B> {
     }
 
     /// The first convolution before its activation. On flex the convolutions run on pixel rows
-    /// ([`crate::conv`]): the space-to-depth is the gather that makes the first rows, the input
+    /// ([`crate::representation::conv`]): the space-to-depth is the gather that makes the first rows, the input
     /// scale is folded into the first kernel, and empty pixels are skipped. Other backends keep
     /// their native convolution kernels (oneDNN, cuDNN, CubeCL's), which the gathers would
     /// replace with more memory traffic.
@@ -320,7 +320,7 @@ impl<B: Backend> ConvTrunk<B> {
     }
 }
 
-/// Whether conv trunks run on pixel rows ([`crate::conv`]) on this backend: on flex, whose own
+/// Whether conv trunks run on pixel rows ([`crate::representation::conv`]) on this backend: on flex, whose own
 /// convolution backward is slow (README, "CPU learner speed"), not elsewhere.
 pub fn uses_pixel_rows<B: Backend>(device: &B::Device) -> bool {
     B::name(device).contains("flex")
@@ -344,17 +344,17 @@ pub fn space_to_depth<B: Backend>(x: Tensor<B, 4>, k: usize) -> Tensor<B, 4> {
             }
         }
     }
-    let index = crate::losses::index_tensor(&index, &x.device());
+    let index = crate::representation::losses::index_tensor(&index, &x.device());
     x.reshape([b, c * h * w]).select(1, index).reshape([b, c * k * k, h2, w2])
 }
 
 /// A trunk's first layer before its activation: the part of a trunk that is linear in the input
 /// (an affine map), so the first layer of a mix of inputs is the same mix of first layers,
 /// `W(l a + (1 - l) b) + c = l (W a + c) + (1 - l) (W b + c)`. L_in mixes these instead of running
-/// the mixed inputs through the first layer again ([`crate::losses`]).
+/// the mixed inputs through the first layer again ([`crate::representation::losses`]).
 #[derive(Clone, Debug)]
 pub enum FirstLayer<B: Backend> {
-    /// A conv trunk's pixel rows `[batch * height * width, channels]` (see [`crate::conv`]).
+    /// A conv trunk's pixel rows `[batch * height * width, channels]` (see [`crate::representation::conv`]).
     Rows { rows: Tensor<B, 2>, batch: usize, height: usize, width: usize },
     /// A conv trunk's first feature map `[batch, channels, height, width]` (native convolutions).
     Image(Tensor<B, 4>),
@@ -386,11 +386,15 @@ impl<B: Backend> FirstLayer<B> {
             FirstLayer::Rows { rows, batch, height, width } => {
                 let [count, c] = rows.dims();
                 let per_sample = rows.clone().reshape([*batch, count / batch * c]);
-                let mixed = crate::losses::mix(per_sample.clone(), per_sample, lambda, perm);
+                let mixed = crate::representation::losses::mix(per_sample.clone(), per_sample, lambda, perm);
                 FirstLayer::Rows { rows: mixed.reshape([count, c]), batch: *batch, height: *height, width: *width }
             }
-            FirstLayer::Image(x) => FirstLayer::Image(crate::losses::mix(x.clone(), x.clone(), lambda, perm)),
-            FirstLayer::Vector(x) => FirstLayer::Vector(crate::losses::mix(x.clone(), x.clone(), lambda, perm)),
+            FirstLayer::Image(x) => {
+                FirstLayer::Image(crate::representation::losses::mix(x.clone(), x.clone(), lambda, perm))
+            }
+            FirstLayer::Vector(x) => {
+                FirstLayer::Vector(crate::representation::losses::mix(x.clone(), x.clone(), lambda, perm))
+            }
         }
     }
 }

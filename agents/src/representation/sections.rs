@@ -6,8 +6,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::registry::toml_key_at;
+use m3ixup_envs::{is_registered, make, registered_names};
 
-use crate::losses::{LossConfigError, LossTerm, M3ixupLossConfig};
+use crate::infra::checkpoint::TrainError;
+use crate::representation::losses::{LossConfigError, LossTerm, M3ixupLossConfig};
 
 /// `[env]`: a registered environment and its parameters.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -18,6 +20,19 @@ pub struct EnvSection {
     /// The environment's parameters, including the registry's wrapper keys (`frame_stack`,
     /// `max_episode_steps`, `sensor_dropout`); empty = the environment's defaults.
     pub params: toml::Table,
+}
+
+impl EnvSection {
+    /// Checks that it names a registered environment whose parameters build, and builds one.
+    pub fn checked(&self) -> Result<Box<dyn m3ixup_envs::Env>, TrainError> {
+        if !is_registered(&self.name) {
+            return Err(TrainError::config(
+                "env.name",
+                format!("unknown environment `{}` (registered: {})", self.name, registered_names().join(", ")),
+            ));
+        }
+        make(&self.name, &self.params).map_err(|e| TrainError::config("env.params", e.to_string()))
+    }
 }
 
 impl Default for EnvSection {
@@ -102,6 +117,25 @@ impl From<LossSection> for toml::Table {
 }
 
 impl LossSection {
+    /// The effective auxiliary loss, checked (every algorithm's `[aux]`); errors name the key.
+    pub fn checked(&self) -> Result<M3ixupLossConfig, TrainError> {
+        let loss = self.effective().map_err(|e| TrainError::config("aux.terms", e.reason))?;
+        loss.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
+        if self.gmc_with_other_terms() {
+            return Err(TrainError::config(
+                "aux.terms",
+                "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"",
+            ));
+        }
+        if self.kind == LossKind::M3ixup && !LossTerm::ALL.iter().any(|&t| loss.enabled(t)) {
+            return Err(TrainError::config(
+                "aux.terms",
+                "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss",
+            ));
+        }
+        Ok(loss)
+    }
+
     /// `kind = "gmc"` with a `terms` list naming another term: contradictory, so an error.
     pub fn gmc_with_other_terms(&self) -> bool {
         self.kind == LossKind::Gmc && self.terms.as_ref().is_some_and(|t| t.iter().any(|n| n != "gmc"))

@@ -26,7 +26,9 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, Materialize, MultimodalInput, Presence};
+use crate::representation::encoder::{
+    EncoderConfig, EncoderError, M3ixupEncoder, Materialize, MultimodalInput, Presence,
+};
 
 /// What the actor and critic heads read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -5,6 +5,8 @@
 //!   config.toml           the resolved config, as printed at start
 //!   metrics.csv           one row per log call; columns fixed by the first row
 //!   metrics.jsonl         one JSON object per log call, every key
+//!   events.out.tfevents.* the same rows as TensorBoard scalars ([`TensorBoard`]; one file per
+//!                         process that logged, when the run's config asks for them)
 //!   ...                   checkpoints, written with [`write_atomic`]
 //!   .lock                 held (`flock`) by the one process that writes the run
 //! ```
@@ -21,6 +23,9 @@ use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tfrecord::protobuf::{event, session_log, summary, SessionLog};
+use tfrecord::{EventIter, EventMeta, EventWriter, EventWriterConfig, RecordReaderConfig, Summary};
 
 /// The lock file of a run directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -171,6 +176,19 @@ impl RunDir {
     pub fn resume_metrics(&self, key: &str, up_to: f64) -> io::Result<MetricsSink> {
         MetricsSink::resume(&self.file("metrics.csv"), &self.file("metrics.jsonl"), key, up_to)
     }
+
+    /// TensorBoard event files for this run's metrics rows, in the run directory itself (so
+    /// `tensorboard --logdir runs` names the run as its directory), stepped by `step_key`; as
+    /// [`Self::metrics`] empties the CSV, the event files already there are removed.
+    pub fn tensorboard(&self, step_key: &str) -> io::Result<TensorBoard> {
+        TensorBoard::create(&self.path, step_key)
+    }
+
+    /// The event files of an interrupted run, trimmed to the rows whose `step_key` is at most
+    /// `up_to`, as [`Self::resume_metrics`] trims the CSV (see [`TensorBoard::resume`]).
+    pub fn resume_tensorboard(&self, step_key: &str, up_to: f64) -> io::Result<TensorBoard> {
+        TensorBoard::resume(&self.path, step_key, up_to)
+    }
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC (no time-zone database needed, and it sorts).
@@ -250,7 +268,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
-/// Writes each logged row to `metrics.csv` and `metrics.jsonl`, flushing both per row.
+/// Writes each logged row to `metrics.csv` and `metrics.jsonl`, flushing both per row, and to
+/// TensorBoard event files when given a [`TensorBoard`] ([`Self::with_tensorboard`]).
 ///
 /// The CSV's columns are the first row's keys, in its order. A later row fills those columns
 /// (empty cells for keys it lacks); keys it has that the header lacks go to the JSON lines only,
@@ -260,13 +279,19 @@ pub struct MetricsSink {
     csv: csv::Writer<File>,
     jsonl: BufWriter<File>,
     header: Option<Vec<String>>,
+    tensorboard: Option<TensorBoard>,
 }
 
 impl MetricsSink {
     /// Creates (truncates) both files.
     pub fn create(csv: &Path, jsonl: &Path) -> io::Result<Self> {
         let open = |p: &Path| OpenOptions::new().create(true).write(true).truncate(true).open(p);
-        Ok(Self { csv: csv::Writer::from_writer(open(csv)?), jsonl: BufWriter::new(open(jsonl)?), header: None })
+        Ok(Self {
+            csv: csv::Writer::from_writer(open(csv)?),
+            jsonl: BufWriter::new(open(jsonl)?),
+            header: None,
+            tensorboard: None,
+        })
     }
 
     /// Reopens the files of an interrupted run for appending, first dropping the rows logged
@@ -367,7 +392,17 @@ impl MetricsSink {
         write_atomic(csv, &kept_csv)?;
         write_atomic(jsonl, kept_json.as_bytes())?;
         let open = |p: &Path| OpenOptions::new().append(true).open(p);
-        Ok(Self { csv: csv::Writer::from_writer(open(csv)?), jsonl: BufWriter::new(open(jsonl)?), header })
+        Ok(Self {
+            csv: csv::Writer::from_writer(open(csv)?),
+            jsonl: BufWriter::new(open(jsonl)?),
+            header,
+            tensorboard: None,
+        })
+    }
+
+    /// Also writes every row to `tensorboard`'s event files (after the CSV and JSON lines).
+    pub fn with_tensorboard(self, tensorboard: TensorBoard) -> Self {
+        Self { tensorboard: Some(tensorboard), ..self }
     }
 
     /// The CSV columns, once a row has been logged.
@@ -396,7 +431,203 @@ impl MetricsSink {
         }
         serde_json::to_writer(&mut self.jsonl, &serde_json::Value::Object(object)).map_err(io::Error::other)?;
         writeln!(self.jsonl)?;
-        self.jsonl.flush()
+        self.jsonl.flush()?;
+        match &mut self.tensorboard {
+            Some(tensorboard) => tensorboard.log(row),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How TensorBoard event files are named: TensorBoard reads every file whose name contains
+/// `tfevents`, in the order of their names, which begin like TensorFlow's and carry the creation
+/// time in microseconds (16 digits), so a resumed run's file comes after the earlier ones.
+pub const TENSORBOARD_PREFIX: &str = "events.out.tfevents.";
+
+/// Writes metrics rows as TensorBoard scalars, so that `tensorboard --logdir runs` shows every
+/// run: each row becomes one event at the row's `step_key` value (`global_step`), holding one
+/// scalar per other key of the row, tagged with the key (`losses/policy`: the CSV's column
+/// names, plus any key only the JSON lines have). TensorBoard keeps scalars as 32-bit floats;
+/// NaN and infinities are written as they are (TensorBoard's own writers do the same), and a
+/// key a row lacks gives no point.
+///
+/// The events are encoded by the `tfrecord` crate (TensorFlow's `Event`/`Summary` messages,
+/// compiled with prost, and the TFRecord framing with its masked CRC-32C), not here. It needs
+/// only the Rust toolchain to build; `tboard` would need `protoc` installed, and `tensorboard-rs`
+/// is inactive and on protobuf 2 (docs/DESIGN.md, "Runs").
+pub struct TensorBoard {
+    dir: PathBuf,
+    step_key: String,
+    /// This process's event file, opened at its first row (a run that logs nothing has none).
+    writer: Option<EventWriter<BufWriter<File>>>,
+    /// A resumed run's first step after its checkpoint: the new file says so (see [`Self::resume`]).
+    restart_at: Option<i64>,
+}
+
+impl TensorBoard {
+    /// Event files in `dir`, stepped by `step_key`, from nothing: the event files already in
+    /// `dir` are removed (a run that starts over). Nothing is written before the first row.
+    pub fn create(dir: &Path, step_key: &str) -> io::Result<Self> {
+        for path in tensorboard_files(dir)? {
+            fs::remove_file(path)?;
+        }
+        Ok(Self::new(dir, step_key))
+    }
+
+    fn new(dir: &Path, step_key: &str) -> Self {
+        Self { dir: dir.to_path_buf(), step_key: step_key.to_string(), writer: None, restart_at: None }
+    }
+
+    /// Continues the event files in `dir` after an interruption, as [`MetricsSink::resume`]
+    /// continues the CSV: each existing file is rewritten (atomically) without the scalars of
+    /// steps after `up_to` and without a last record cut off by a crash, so the rows logged
+    /// again after the checkpoint appear once. This process then writes a new file, which opens
+    /// with a restart (`SessionLog` START) at the first step after `up_to`: a TensorBoard that
+    /// was already showing the dropped points discards them when it reads it (the Python loader
+    /// on that event, the Rust loader when a tag's step goes back), as for a TensorFlow job
+    /// restarted from a checkpoint.
+    pub fn resume(dir: &Path, step_key: &str, up_to: f64) -> io::Result<Self> {
+        for path in tensorboard_files(dir)? {
+            trim_event_file(&path, up_to)?;
+        }
+        Ok(Self { restart_at: Some(up_to.floor() as i64 + 1), ..Self::new(dir, step_key) })
+    }
+
+    /// Writes `row` as one event and flushes it.
+    fn log(&mut self, row: &[(String, f64)]) -> io::Result<()> {
+        let step = row.iter().find(|(k, _)| *k == self.step_key).map(|&(_, v)| v).filter(|v| v.is_finite());
+        let step = step.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a metrics row without a finite `{}` (the TensorBoard step)", self.step_key),
+            )
+        })?;
+        let value = row
+            .iter()
+            .filter(|(k, _)| *k != self.step_key)
+            .map(|(k, v)| summary::Value {
+                tag: k.clone(),
+                value: Some(summary::value::Value::SimpleValue(*v as f32)),
+                ..Default::default()
+            })
+            .collect();
+        let event = EventMeta::with_step(step as i64).build_with_summary(Summary { value });
+        let writer = match &mut self.writer {
+            Some(writer) => writer,
+            none => none.insert(open_event_file(&self.dir, self.restart_at)?),
+        };
+        let path = &self.dir;
+        writer.write_event(event).map_err(tfrecord_error(path))?;
+        writer.flush().map_err(tfrecord_error(path))
+    }
+}
+
+/// A new event file in `dir` with TensorBoard's opening event (the format version), and a
+/// restart at `restart_at` when given.
+fn open_event_file(dir: &Path, restart_at: Option<i64>) -> io::Result<EventWriter<BufWriter<File>>> {
+    let micros = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
+    let path = dir.join(format!("{TENSORBOARD_PREFIX}{micros:016}.{}", std::process::id()));
+    let mut writer =
+        EventWriter::create(&path, EventWriterConfig { auto_flush: false }).map_err(tfrecord_error(&path))?;
+    let mut opening = vec![EventMeta::with_step(0).build_empty()];
+    opening[0].what = Some(event::What::FileVersion("brain.Event:2".into()));
+    if let Some(step) = restart_at {
+        let mut restart = EventMeta::with_step(step).build_empty();
+        let status = session_log::SessionStatus::Start as i32;
+        restart.what = Some(event::What::SessionLog(SessionLog { status, ..Default::default() }));
+        opening.push(restart);
+    }
+    for event in opening {
+        writer.write_event(event).map_err(tfrecord_error(&path))?;
+    }
+    writer.flush().map_err(tfrecord_error(&path))?;
+    Ok(writer)
+}
+
+/// The event files in `dir` ([`TENSORBOARD_PREFIX`]), in TensorBoard's reading order.
+pub fn tensorboard_files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() && entry.file_name().to_string_lossy().starts_with(TENSORBOARD_PREFIX) {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The scalar points of the event files in `dir` as `(step, tag, value)`, in the order written,
+/// file after file: what TensorBoard reads, without its handling of restarts (a torn last
+/// record ends a file, as for its readers).
+pub fn tensorboard_scalars(dir: &Path) -> io::Result<Vec<(i64, String, f32)>> {
+    Ok(scalars(&read_tensorboard(dir)?))
+}
+
+/// Every event of the event files in `dir`, file after file.
+fn read_tensorboard(dir: &Path) -> io::Result<Vec<tfrecord::Event>> {
+    let mut events = Vec::new();
+    for path in tensorboard_files(dir)? {
+        events.extend(readable_events(&path)?.0);
+    }
+    Ok(events)
+}
+
+/// The scalar points of `events`: `(step, tag, value)`.
+fn scalars(events: &[tfrecord::Event]) -> Vec<(i64, String, f32)> {
+    let mut points = Vec::new();
+    for event in events {
+        if let Some(event::What::Summary(summary)) = &event.what {
+            for v in &summary.value {
+                if let Some(summary::value::Value::SimpleValue(x)) = v.value {
+                    points.push((event.step, v.tag.clone(), x));
+                }
+            }
+        }
+    }
+    points
+}
+
+/// The events of one file up to the first record that cannot be read, and whether there was one.
+fn readable_events(path: &Path) -> io::Result<(Vec<tfrecord::Event>, bool)> {
+    let mut events = Vec::new();
+    for event in EventIter::open(path, RecordReaderConfig { check_integrity: true }).map_err(tfrecord_error(path))? {
+        match event {
+            Ok(event) => events.push(event),
+            // A crash mid-write leaves a torn record, and nothing is readable after damage:
+            // TensorBoard stops reading the file there too.
+            Err(_) => return Ok((events, true)),
+        }
+    }
+    Ok((events, false))
+}
+
+/// Rewrites one event file without the scalars of steps after `up_to` and without unreadable
+/// trailing bytes (left as it is when it has neither).
+fn trim_event_file(path: &Path, up_to: f64) -> io::Result<()> {
+    let (events, torn) = readable_events(path)?;
+    let total = events.len();
+    let kept: Vec<_> = events
+        .into_iter()
+        .filter(|e| !(matches!(e.what, Some(event::What::Summary(_))) && e.step as f64 > up_to))
+        .collect();
+    if !torn && kept.len() == total {
+        return Ok(());
+    }
+    let mut bytes = Vec::new();
+    let mut writer =
+        EventWriter::from_writer(&mut bytes, EventWriterConfig { auto_flush: false }).map_err(tfrecord_error(path))?;
+    for event in kept {
+        writer.write_event(event).map_err(tfrecord_error(path))?;
+    }
+    write_atomic(path, &bytes)
+}
+
+/// `tfrecord`'s errors as I/O errors naming the file.
+fn tfrecord_error(path: &Path) -> impl Fn(tfrecord::Error) -> io::Error + '_ {
+    move |e| match e {
+        tfrecord::Error::IoError(e) => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        e => io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())),
     }
 }
 
@@ -500,6 +731,68 @@ mod tests {
         let jsonl = fs::read_to_string(run.file("metrics.jsonl")).unwrap();
         assert_eq!(jsonl.lines().count(), 3);
         assert!(jsonl.lines().last().unwrap().contains("\"loss\":9"));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn tensorboard_events_hold_each_row_at_its_step() {
+        let root = temp_dir("tensorboard");
+        let run = RunDir::at(&root).unwrap();
+        fs::write(root.join(format!("{TENSORBOARD_PREFIX}1.stale")), b"x").unwrap();
+        let mut sink = run.metrics().unwrap().with_tensorboard(run.tensorboard("global_step").unwrap());
+        assert!(tensorboard_files(&root).unwrap().is_empty(), "a new sink removes old files and waits for a row");
+        sink.log(&[("global_step".into(), 64.0), ("losses/policy".into(), 0.5), ("charts/return".into(), f64::NAN)])
+            .unwrap();
+        sink.log(&[("global_step".into(), 128.0), ("losses/policy".into(), 0.1), ("late".into(), 3.0)]).unwrap();
+        let err = sink.log(&[("losses/policy".into(), 1.0)]).unwrap_err();
+        assert!(err.to_string().contains("without a finite `global_step`"), "{err}");
+
+        assert_eq!(tensorboard_files(&root).unwrap().len(), 1);
+        let events = read_tensorboard(&root).unwrap();
+        assert_eq!(events[0].what, Some(event::What::FileVersion("brain.Event:2".into())));
+        assert_eq!(events.len(), 3, "the version, then one event per row");
+        let got = scalars(&events);
+        let expected = [(64, "losses/policy", 0.5), (128, "losses/policy", 0.1f32), (128, "late", 3.0)];
+        let finite: Vec<_> = got.iter().filter(|p| !p.2.is_nan()).map(|(s, t, v)| (*s, t.as_str(), *v)).collect();
+        assert_eq!(finite, expected);
+        let nan: Vec<_> = got.iter().filter(|p| p.2.is_nan()).map(|(s, t, _)| (*s, t.as_str())).collect();
+        assert_eq!(nan, [(64, "charts/return")], "NaN is written as it is");
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn resumed_tensorboard_files_drop_points_after_the_checkpoint_and_a_torn_record() {
+        let root = temp_dir("tensorboard-resume");
+        let run = RunDir::at(&root).unwrap();
+        let mut sink = run.metrics().unwrap().with_tensorboard(run.tensorboard("global_step").unwrap());
+        for step in [10.0, 20.0, 30.0] {
+            sink.log(&[("global_step".into(), step), ("loss".into(), step / 10.0)]).unwrap();
+        }
+        drop(sink);
+        // A crash in the middle of the next record's write.
+        let first = tensorboard_files(&root).unwrap().remove(0);
+        let mut file = OpenOptions::new().append(true).open(&first).unwrap();
+        file.write_all(&[7, 0, 0, 0, 0, 0]).unwrap();
+        drop(file);
+
+        let sink = run.resume_metrics("global_step", 20.0).unwrap();
+        let mut sink = sink.with_tensorboard(run.resume_tensorboard("global_step", 20.0).unwrap());
+        let kept = scalars(&readable_events(&first).unwrap().0);
+        assert_eq!(kept, [(10, "loss".into(), 1.0), (20, "loss".into(), 2.0)]);
+        assert!(!readable_events(&first).unwrap().1, "the torn record is gone");
+        sink.log(&[("global_step".into(), 30.0), ("loss".into(), 9.0)]).unwrap();
+
+        let files = tensorboard_files(&root).unwrap();
+        assert_eq!(files.len(), 2, "the resumed process writes a file of its own");
+        assert_eq!(files[0], first, "after the earlier one in TensorBoard's order");
+        let (events, _) = readable_events(&files[1]).unwrap();
+        let restart = Some(event::What::SessionLog(SessionLog {
+            status: session_log::SessionStatus::Start as i32,
+            ..Default::default()
+        }));
+        assert_eq!((events[1].step, &events[1].what), (21, &restart), "a restart at the first step after 20");
+        let all = tensorboard_scalars(&root).unwrap();
+        assert_eq!(all, [(10, "loss".into(), 1.0), (20, "loss".into(), 2.0), (30, "loss".into(), 9.0)]);
         fs::remove_dir_all(root).unwrap();
     }
 

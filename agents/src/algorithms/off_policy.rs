@@ -1,16 +1,16 @@
-//! What the off-policy agents (SAC in [`crate::sac`], DDPG on a frozen encoder in
-//! [`crate::ddpg`]) share: config sections, squashed actions, and the episode and loss
+//! What the off-policy agents (SAC in [`crate::algorithms::sac`], DDPG on a frozen encoder in
+//! [`crate::algorithms::ddpg`]) share: config sections, squashed actions, and the episode and loss
 //! bookkeeping between metrics rows.
 
 use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
-use crate::actor_critic::scale_to_bounds;
+use crate::algorithms::actor_critic::scale_to_bounds;
 use burn::prelude::*;
 
-use crate::checkpoint::TrainError;
-use crate::replay::ReplayBatch;
+use crate::algorithms::replay::ReplayBatch;
+use crate::infra::checkpoint::TrainError;
 
 /// `[rollout]` of the off-policy agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ impl Default for RolloutSection {
 pub struct ReplaySection {
     /// Transitions kept (the oldest leave first).
     pub capacity: usize,
-    /// Store each frame once and rebuild stacked observations from frames (`crate::replay`);
+    /// Store each frame once and rebuild stacked observations from frames (`crate::algorithms::replay`);
     /// `false` stores whole observations.
     pub share_frames: bool,
 }
@@ -58,11 +58,14 @@ pub struct OffPolicyTrain {
     pub log_every: u64,
     /// Environment steps between checkpoints (and one at the end).
     pub checkpoint_every: u64,
+    /// Also write the metrics as TensorBoard scalars (`events.out.tfevents.*` in the run
+    /// directory; `agents::infra::run::TensorBoard`).
+    pub tensorboard: bool,
 }
 
 impl Default for OffPolicyTrain {
     fn default() -> Self {
-        Self { seed: 1, total_steps: 100_000, log_every: 1_000, checkpoint_every: 10_000 }
+        Self { seed: 1, total_steps: 100_000, log_every: 1_000, checkpoint_every: 10_000, tensorboard: true }
     }
 }
 

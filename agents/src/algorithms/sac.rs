@@ -37,22 +37,22 @@ use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, VecEnvConfig};
 
-use crate::actor_critic::{Mlp, PolicyInput};
-use crate::algorithm::{Algorithm, AlgorithmConfig};
-use crate::checkpoint::{
-    load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
-};
-use crate::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
-use crate::harness::{Harness, Progress, TrainOptions, TrainSummary};
-use crate::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
-use crate::off_policy::{
+use crate::algorithms::actor_critic::{Mlp, PolicyInput};
+use crate::algorithms::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
-use crate::optim::soft_update;
-use crate::replay::{next_observations, ReplayBuffer};
-use crate::run::RunDir;
-use crate::sections::{EnvSection, LossSection};
-use crate::storage::batch_input;
+use crate::algorithms::replay::{next_observations, ReplayBuffer};
+use crate::algorithms::{Algorithm, AlgorithmConfig};
+use crate::infra::checkpoint::{
+    load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
+};
+use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary};
+use crate::infra::optim::soft_update;
+use crate::infra::run::RunDir;
+use crate::representation::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
+use crate::representation::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, MixupDraws};
+use crate::representation::sections::{EnvSection, LossSection};
+use crate::representation::storage::batch_input;
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -188,7 +188,7 @@ impl SacConfig {
         if self.algo != "sac" {
             return Err(TrainError::config("algo", format!("`{}` is not \"sac\"", self.algo)));
         }
-        let env = TrainError::checked_env(&self.env)?;
+        let env = self.env.checked()?;
         box_width(env.action_space(), "sac")?;
         self.rollout.validate()?;
         self.train.validate()?;
@@ -237,7 +237,7 @@ impl SacConfig {
             return Err(TrainError::config("policy.hidden", "widths must be positive"));
         }
         self.encoder.validate().map_err(TrainError::in_section("encoder"))?;
-        TrainError::checked_aux(&self.aux)?;
+        self.aux.checked()?;
         Ok(())
     }
 }
@@ -499,7 +499,7 @@ where
     pub fn update(
         &mut self,
         space: &ObsSpace,
-        batch: &crate::replay::ReplayBatch,
+        batch: &crate::algorithms::replay::ReplayBatch,
         sac: &SacSection,
         aux: &M3ixupLossConfig,
         target_entropy: f64,
@@ -624,7 +624,7 @@ pub fn train<B: AutodiffBackend>(
     options.check_for(&config.algo, Sac::RESUMABLE)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (s, t) = (&config.sac, &config.train);
-    let aux = TrainError::checked_aux(&config.aux)?;
+    let aux = config.aux.checked()?;
     let aux_terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| aux.enabled(t)).collect();
 
     // 1. Seeding: the backend's RNG (network initialisation) and one generator for exploration,
@@ -660,8 +660,12 @@ pub fn train<B: AutodiffBackend>(
         checksums: Default::default(),
     };
 
-    let mut harness =
-        Harness::start(run, state, Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" })?;
+    let mut harness = Harness::start(
+        run,
+        state,
+        Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" },
+        t.tensorboard,
+    )?;
     let mut obs = envs.reset(Some(t.seed))?.clone();
     replay.reset(&obs)?;
     let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =
@@ -765,7 +769,7 @@ where
 }
 
 // ---------------------------------------------------------------------------------------------
-// The algorithm, as the registry (`crate::algorithm`) knows it
+// The algorithm, as the registry (`crate::algorithms`) knows it
 // ---------------------------------------------------------------------------------------------
 
 /// SAC with the M3ixup auxiliary loss (`algo = "sac"`).

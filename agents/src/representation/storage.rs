@@ -7,7 +7,7 @@ use burn::tensor::DType as TensorDType;
 use m3ixup_envs::vector::BatchObs;
 use m3ixup_envs::{DType, ModalityData, ObsSpace};
 
-use crate::encoder::{ModalityTensor, MultimodalInput, Presence};
+use crate::representation::encoder::{ModalityTensor, MultimodalInput, Presence};
 
 /// Observations of one space: sample `i` of modality `m` occupies `[i * numel_m, (i + 1) *
 /// numel_m)` of `buffers[m]`; `present[i * modalities + m]` says whether it was observed.

@@ -14,16 +14,15 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{Record, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{is_registered, make, registered_names, ActionSpace, EnvError, ObsSpace};
+use m3ixup_envs::{ActionSpace, EnvError, ObsSpace};
 
-use crate::encoder::EncoderError;
-use crate::losses::{LossTerm, M3ixupLossConfig};
-use crate::pretrain::{CheckpointRecorder, PretrainError};
-use crate::replay::ReplayError;
-use crate::run::{write_atomic, RunDir};
-use crate::sections::{EnvSection, LossKind, LossSection};
+use crate::algorithms::replay::ReplayError;
+use crate::infra::run::{write_atomic, RunDir};
+use crate::representation::encoder::EncoderError;
+use crate::representation::pretrain::PretrainError;
 
 /// Errors of `train` (every algorithm); config errors name the field.
 #[derive(Debug, thiserror::Error)]
@@ -69,42 +68,16 @@ impl TrainError {
         }
     }
 
-    /// The effective auxiliary loss of an `[aux]` section, checked (every algorithm's `aux`).
-    pub fn checked_aux(aux: &LossSection) -> Result<M3ixupLossConfig, Self> {
-        let loss = aux.effective().map_err(|e| TrainError::config("aux.terms", e.reason))?;
-        loss.validate().map_err(|e| TrainError::config(&format!("aux.{}", e.field), e.reason))?;
-        if aux.gmc_with_other_terms() {
-            return Err(TrainError::config(
-                "aux.terms",
-                "kind = \"gmc\" uses the GMC term alone: drop `terms` or use kind = \"m3ixup\"",
-            ));
-        }
-        if aux.kind == LossKind::M3ixup && !LossTerm::ALL.iter().any(|&t| loss.enabled(t)) {
-            return Err(TrainError::config(
-                "aux.terms",
-                "every M3ixup term is switched off: use kind = \"none\" for no auxiliary loss",
-            ));
-        }
-        Ok(loss)
-    }
-
-    /// Checks that `env` names a registered environment whose parameters build.
-    pub fn checked_env(env: &EnvSection) -> Result<Box<dyn m3ixup_envs::Env>, Self> {
-        if !is_registered(&env.name) {
-            return Err(TrainError::config(
-                "env.name",
-                format!("unknown environment `{}` (registered: {})", env.name, registered_names().join(", ")),
-            ));
-        }
-        make(&env.name, &env.params).map_err(|e| TrainError::config("env.params", e.to_string()))
-    }
-
     /// For `map_err`: an I/O error with what was being done.
     pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
         let context = context.into();
         move |source| TrainError::Io { context, source }
     }
 }
+
+/// How checkpoint records (weights, optimiser state) are encoded: burn's named MessagePack at
+/// full precision, so a resumed run continues from the exact values.
+pub(crate) type CheckpointRecorder = burn::record::NamedMpkBytesRecorder<burn::record::FullPrecisionSettings>;
 
 /// Points at the newest complete checkpoint directory; replaced atomically once that directory
 /// is fully written, so a crash mid-write leaves the previous checkpoint in force.
@@ -244,11 +217,39 @@ pub fn load_record<R: Record<B>, B: Backend>(
     expected: Option<&String>,
     device: &B::Device,
 ) -> Result<R, TrainError> {
-    let bytes = std::fs::read(path).map_err(TrainError::io(format!("cannot read {}", path.display())))?;
-    verify_checksum(&bytes, expected).map_err(|reason| TrainError::Checkpoint { path: path.to_path_buf(), reason })?;
+    let bytes = read_checked(path, expected)?;
     CheckpointRecorder::default()
         .load(bytes, device)
         .map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// What a training loop keeps besides weights and optimisers, so that a resumed run continues
+/// exactly where it stopped (the environments' state, generators, a replay buffer): MessagePack,
+/// in which floats and generators round-trip bit for bit.
+pub const LOOP_STATE_FILE: &str = "loop.mpk";
+
+/// A loop state as checkpoint bytes (see [`LOOP_STATE_FILE`]).
+pub fn loop_state_bytes<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>, TrainError> {
+    rmp_serde::to_vec(value).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// The loop state saved in checkpoint `dir`, checked against its recorded checksum; `None` for a
+/// checkpoint written before loop states were saved.
+pub fn load_loop_state<T: DeserializeOwned>(dir: &Path, state: &CheckpointState) -> Result<Option<T>, TrainError> {
+    let path = dir.join(LOOP_STATE_FILE);
+    let expected = state.checksums.get(LOOP_STATE_FILE);
+    if expected.is_none() && !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read_checked(&path, expected)?;
+    rmp_serde::from_slice(&bytes).map(Some).map_err(|e| TrainError::Checkpoint { path, reason: e.to_string() })
+}
+
+/// A checkpoint file's bytes, checked against the checksum its checkpoint recorded (if any).
+fn read_checked(path: &Path, expected: Option<&String>) -> Result<Vec<u8>, TrainError> {
+    let bytes = std::fs::read(path).map_err(TrainError::io(format!("cannot read {}", path.display())))?;
+    verify_checksum(&bytes, expected).map_err(|reason| TrainError::Checkpoint { path: path.to_path_buf(), reason })?;
+    Ok(bytes)
 }
 
 /// `Err(reason)` when `bytes` do not have the `expected` checksum.

@@ -31,22 +31,22 @@ use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, VecEnv, VecEnvConfig};
 
-use crate::actor_critic::Mlp;
-use crate::algorithm::{Algorithm, AlgorithmConfig};
-use crate::checkpoint::{
-    checksum, load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
-};
-use crate::encoder::M3ixupEncoder;
-use crate::harness::{Harness, Progress, TrainOptions, TrainSummary};
-use crate::off_policy::{
+use crate::algorithms::actor_critic::Mlp;
+use crate::algorithms::off_policy::{
     box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
 };
-use crate::optim::soft_update;
-use crate::pretrain::{load_encoder, EncoderMeta, CHECKPOINT_FILE, META_FILE};
-use crate::replay::{next_observations, ReplayBuffer};
-use crate::run::RunDir;
-use crate::sections::EnvSection;
-use crate::storage::batch_input;
+use crate::algorithms::replay::{next_observations, ReplayBuffer};
+use crate::algorithms::{Algorithm, AlgorithmConfig};
+use crate::infra::checkpoint::{
+    checksum, load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
+};
+use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary};
+use crate::infra::optim::soft_update;
+use crate::infra::run::RunDir;
+use crate::representation::encoder::M3ixupEncoder;
+use crate::representation::pretrain::{load_encoder, EncoderMeta, CHECKPOINT_FILE, META_FILE};
+use crate::representation::sections::EnvSection;
+use crate::representation::storage::batch_input;
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -182,7 +182,7 @@ impl DdpgConfig {
         if self.algo != "ddpg-frozen" {
             return Err(TrainError::config("algo", format!("`{}` is not \"ddpg-frozen\"", self.algo)));
         }
-        let env = TrainError::checked_env(&self.env)?;
+        let env = self.env.checked()?;
         box_width(env.action_space(), "ddpg-frozen")?;
         if self.pretrained.path.as_os_str().is_empty() {
             return Err(TrainError::config("pretrained.path", "is empty: give the directory of a `pretrain` run"));
@@ -285,7 +285,7 @@ impl DdpgHeads {
             actor: Mlp::new(latent, &self.hidden, action, device),
             critic: DdpgCritic::new(latent, action, &self.hidden, device),
         };
-        heads.map(&mut crate::encoder::Materialize)
+        heads.map(&mut crate::representation::encoder::Materialize)
     }
 }
 
@@ -385,8 +385,12 @@ pub fn train<B: AutodiffBackend>(
     let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    let mut harness =
-        Harness::start(run, state, Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" })?;
+    let mut harness = Harness::start(
+        run,
+        state,
+        Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" },
+        t.tensorboard,
+    )?;
     let obs = envs.reset(Some(t.seed))?.clone();
     let mut z = latents(&encoder, &obs_space, &obs, device);
     replay.reset(&z)?;
@@ -494,7 +498,7 @@ fn tensor2<B: Backend>(batch: &BatchObs, d: usize, device: &B::Device) -> Tensor
 }
 
 // ---------------------------------------------------------------------------------------------
-// The algorithm, as the registry (`crate::algorithm`) knows it
+// The algorithm, as the registry (`crate::algorithms`) knows it
 // ---------------------------------------------------------------------------------------------
 
 /// DDPG on a frozen pretrained encoder (`algo = "ddpg-frozen"`).
