@@ -38,7 +38,6 @@ pub struct TrainConfig(Box<dyn AnyTrainConfig>);
 /// [`AlgorithmConfig`], and training on a device.
 trait AnyTrainConfig {
     fn algo(&self) -> &'static str;
-    fn resumable(&self) -> bool;
     fn validate(&self) -> anyhow::Result<()>;
     fn env(&self) -> &EnvSection;
     fn plan(&self) -> Option<String>;
@@ -51,9 +50,6 @@ struct Typed<A: Algorithm>(A::Config);
 impl<A: Algorithm> AnyTrainConfig for Typed<A> {
     fn algo(&self) -> &'static str {
         A::NAME
-    }
-    fn resumable(&self) -> bool {
-        A::RESUMABLE
     }
     fn validate(&self) -> anyhow::Result<()> {
         self.0.validate()?;
@@ -113,11 +109,6 @@ impl TrainConfig {
         self.0.algo()
     }
 
-    /// Whether its runs can stop (`max_updates`) and resume.
-    pub fn resumable(&self) -> bool {
-        self.0.resumable()
-    }
-
     pub fn env_name(&self) -> &str {
         &self.0.env().name
     }
@@ -142,13 +133,7 @@ impl TrainConfig {
         self.0.to_toml()
     }
 
-    /// Refuses `options` this algorithm's runs do not support (resume, `max_updates`).
-    pub fn check_options(&self, options: &TrainOptions) -> anyhow::Result<()> {
-        Ok(options.check_for(self.algo(), self.resumable())?)
-    }
-
-    /// Trains on `device`, writing to `run` (the algorithm refuses options it does not
-    /// support; [`Self::check_options`] tells before a run directory is made).
+    /// Trains on `device`, writing to `run`.
     pub fn train(&self, run: &RunDir, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
         self.0
             .train(run, device, options)

@@ -15,9 +15,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig, AGENT_FILE};
-use m3ixup::agents::infra::checkpoint::{CHECKPOINTS_DIR, CHECKPOINT_POINTER, STATE_FILE};
+use m3ixup::agents::infra::checkpoint::{
+    load_checkpoint_state, CHECKPOINTS_DIR, CHECKPOINT_POINTER, REPLAY_FILE, STATE_FILE,
+};
 use m3ixup::agents::infra::harness::{TrainOptions, TrainSummary};
 use m3ixup::agents::infra::run::RunDir;
+use m3ixup::agents::representation::pretrain::{pretrain, PretrainConfig, PretrainOptions};
+use m3ixup::config::load;
+use m3ixup::device::DeviceArgs;
+use m3ixup::jobs::TrainConfig;
 
 mod common;
 use common::{backend_rng, config_path, fresh_dir, ppo_smoke};
@@ -210,16 +216,11 @@ fn a_run_that_cannot_start_leaves_no_directory_behind() {
             .output()
             .unwrap()
     };
-    let sac = config_path("sac-smoke.toml").display().to_string();
-    let out = train(&["--config", &sac, "--max-updates", "2", "--run-name", "sac"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--max-updates"));
     let ddpg = config_path("ddpg-smoke.toml").display().to_string();
     let out = train(&["--config", &ddpg, "--set", "pretrained.path=\"no/such/run\"", "--run-name", "ddpg"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("pretrained.path") && err.contains("no/such/run"), "{err}");
-    for name in ["sac", "ddpg"] {
-        assert!(!dir.join(name).exists(), "{name}: no directory blocks the name");
-    }
+    assert!(!dir.join("ddpg").exists(), "no directory blocks the name");
     let _ = fs::remove_dir_all(dir);
 }
 
@@ -320,16 +321,13 @@ fn a_ppo_run_stopped_twice_and_resumed_logs_what_an_uninterrupted_run_logs() {
     }
 }
 
-/// The `train` binary with `args`, output discarded (the test reads the run's files).
-fn spawn_train(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(args)
-        .arg("--quiet")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// The binary `bin` (`train`, `pretrain`) with `args`, output discarded (the test reads the
+/// run's files).
+fn spawn(bin: &str, args: &[&str]) -> Child {
+    Command::new(bin).args(args).arg("--quiet").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
 }
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_train");
 
 fn wait_ok(mut child: Child, what: &str) {
     let status = child.wait().unwrap();
@@ -340,32 +338,32 @@ fn wait_ok(mut child: Child, what: &str) {
     }
 }
 
-#[test]
-fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+/// Trains the shipped config `config` with `sets` (and `--run-name`) twice with the binary `bin`
+/// (`train`, `pretrain`): once uninterrupted, once killed (SIGKILL) at 20 random moments and
+/// resumed after each; the two runs' metrics, time columns aside, must be equal and have `rows`
+/// rows.
+fn killed_20_times_finishes_like_an_uninterrupted_run(
+    bin: &str,
+    tag: &str,
+    config: &str,
+    sets: &[String],
+    rows: usize,
+) {
     const KILLS: usize = 20;
-    let runs = fresh_dir("killed");
-    let runs_arg = runs.to_str().unwrap();
-    let config = config_path("ppo-smoke.toml");
-    let config = config.to_str().unwrap();
-    let sets = [
-        "train.total_steps=1280",
-        "train.checkpoint_every=1",
-        "env.params.max_episode_steps=40",
-        "env.params.sensor_dropout={ mode = \"per-step\", p = 0.3 }",
-    ];
+    let runs = fresh_dir(tag);
+    let config = config_path(config).display().to_string();
     let args = |name: &str| -> Vec<String> {
-        let mut args = vec!["--config".into(), config.into(), "--runs-dir".into(), runs_arg.into()];
+        let mut args = vec!["--config".into(), config.clone(), "--runs-dir".into(), runs.display().to_string()];
         for set in sets {
-            args.extend(["--set".into(), set.into()]);
+            args.extend(["--set".into(), set.clone()]);
         }
         args.extend(["--run-name".into(), name.into()]);
         args
     };
-    let as_strs = |v: &[String]| -> Vec<String> { v.to_vec() };
+    let spawn = |args: &[String]| spawn(bin, &args.iter().map(String::as_str).collect::<Vec<_>>());
 
     let start = Instant::now();
-    let straight_args = as_strs(&args("straight"));
-    wait_ok(spawn_train(&straight_args.iter().map(String::as_str).collect::<Vec<_>>()), "the uninterrupted run");
+    wait_ok(spawn(&args("straight")), "the uninterrupted run");
     let whole = start.elapsed();
 
     // Kill moments: each process (a fresh start, then resumes) is killed after a time uniform in
@@ -375,14 +373,15 @@ fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninter
     // most in the middle of an update.
     let mut moments = StdRng::seed_from_u64(20);
     let killed: PathBuf = runs.join("killed");
-    let first_args = as_strs(&args("killed"));
-    let resume_args = vec!["--resume".to_string(), killed.to_str().unwrap().to_string()];
+    let (first_args, resume_args) = (args("killed"), vec!["--resume".to_string(), killed.display().to_string()]);
     let mut kills = 0;
-    let mut started = false;
     while kills < KILLS {
-        let child_args = if started { &resume_args } else { &first_args };
-        let mut child = spawn_train(&child_args.iter().map(String::as_str).collect::<Vec<_>>());
-        started = true;
+        // Killed before it wrote its config, a run has nothing to resume from: start it again.
+        let started = killed.join("config.toml").is_file();
+        if !started {
+            let _ = fs::remove_dir_all(&killed);
+        }
+        let mut child = spawn(if started { &resume_args } else { &first_args });
         sleep(whole.mul_f64(moments.gen_range(0.0..1.0 / 16.0)));
         if child.try_wait().unwrap().is_some() {
             // It finished (or failed) before the moment came: a failure is reported, and a
@@ -394,11 +393,156 @@ fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninter
         child.wait().unwrap();
         kills += 1;
     }
-    wait_ok(spawn_train(&resume_args.iter().map(String::as_str).collect::<Vec<_>>()), "the last resume");
+    // The killed processes got somewhere: the last resume starts from a checkpoint they wrote.
+    assert!(latest_checkpoint(&killed).unwrap().is_some(), "no checkpoint after {kills} kills: nothing was resumed");
+    wait_ok(spawn(&resume_args), "the last resume");
 
     let (expected, got) = (timeless_metrics(&runs.join("straight")), timeless_metrics(&killed));
-    assert_eq!(expected.len(), 20);
+    assert_eq!(expected.len(), rows);
     assert_eq!(kills, KILLS, "the run finished before it was killed {KILLS} times: lengthen it");
     assert_eq!(got, expected, "after {kills} kills, the run's metrics differ from the uninterrupted run's");
     fs::remove_dir_all(runs).unwrap();
+}
+
+/// Overrides that make every saved state matter: episodes that end within the run, per-step
+/// sensor dropout (its own random stream) and a checkpoint at each chance.
+fn mid_episode_sets(extra: &[&str]) -> Vec<String> {
+    let mut sets: Vec<String> =
+        ["env.params.max_episode_steps=40", "env.params.sensor_dropout={ mode = \"per-step\", p = 0.3 }"]
+            .map(String::from)
+            .to_vec();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    sets
+}
+
+#[test]
+fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+    let sets = mid_episode_sets(&["train.total_steps=1280", "train.checkpoint_every=1"]);
+    killed_20_times_finishes_like_an_uninterrupted_run(TRAIN, "killed-ppo", "ppo-smoke.toml", &sets, 20);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exact resume, off-policy: the checkpoint also holds the replay buffer, the target networks,
+// every optimiser and the loop's generator and counters.
+// ---------------------------------------------------------------------------------------------
+
+/// The smoke config of `algo` (`sac`, `ddpg`) for the resume tests: 400 environment steps, a
+/// row and a checkpoint every 8 (`every` for checkpoints), sensor dropout, 40-step episodes.
+fn off_policy_sets(algo: &str, checkpoint_every: u64, pretrained: Option<&Path>) -> Vec<String> {
+    let mut sets = mid_episode_sets(&[
+        "train.total_steps=400",
+        "train.log_every=8",
+        &format!("train.checkpoint_every={checkpoint_every}"),
+    ]);
+    if algo == "ddpg" {
+        let path = pretrained.expect("DDPG needs a pretrained encoder");
+        sets.push(format!("pretrained.path={:?}", path.display().to_string()));
+    }
+    sets
+}
+
+/// Pretrains the smoke encoder (one epoch) into `dir`, for the DDPG runs.
+fn pretrained_encoder(dir: &Path) -> PathBuf {
+    let config: PretrainConfig =
+        load(Some(&config_path("pretrain-smoke.toml")), &["train.epochs=1".to_string()]).unwrap();
+    pretrain::<Ad>(&config, &RunDir::at(dir).unwrap(), &Default::default(), &PretrainOptions::default()).unwrap();
+    dir.to_path_buf()
+}
+
+/// Trains the off-policy `config` (`TrainConfig`: the algorithm from its `algo`) in `dir`.
+fn train_off_policy(config: &TrainConfig, dir: &Path, resume: bool, max_updates: Option<usize>) {
+    let options = TrainOptions { resume, max_updates, ..Default::default() };
+    config.train(&RunDir::at(dir).unwrap(), &DeviceArgs::default(), &options).unwrap();
+}
+
+#[test]
+fn sac_and_ddpg_runs_stopped_twice_and_resumed_log_what_uninterrupted_runs_log() {
+    let _rng = backend_rng();
+    let encoder = pretrained_encoder(&fresh_dir("stopped-encoder"));
+    for (algo, file) in [("sac", "sac-smoke.toml"), ("ddpg", "ddpg-smoke.toml")] {
+        let sets = off_policy_sets(algo, 8, Some(&encoder));
+        let config = TrainConfig::load(Some(&config_path(file)), &sets).unwrap();
+        let straight = fresh_dir(&format!("{algo}-straight"));
+        train_off_policy(&config, &straight, false, None);
+        // Stops between checkpoints and rows: the tallies and counters in the loop state matter.
+        let stopped = fresh_dir(&format!("{algo}-stopped"));
+        for (resume, max_updates) in [(false, Some(13)), (true, Some(29)), (true, None)] {
+            train_off_policy(&config, &stopped, resume, max_updates);
+        }
+        let (expected, got) = (timeless_metrics(&straight), timeless_metrics(&stopped));
+        assert_eq!(expected.len(), 50, "{algo}");
+        assert_eq!(got, expected, "{algo}: the resumed run's metrics differ from the uninterrupted run's");
+        for dir in [straight, stopped] {
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+    fs::remove_dir_all(encoder).unwrap();
+}
+
+#[test]
+fn a_sac_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+    killed_20_times_finishes_like_an_uninterrupted_run(
+        TRAIN,
+        "killed-sac",
+        "sac-smoke.toml",
+        &off_policy_sets("sac", 8, None),
+        50,
+    );
+}
+
+#[test]
+fn a_ddpg_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+    let encoder = {
+        let _rng = backend_rng();
+        pretrained_encoder(&fresh_dir("killed-ddpg-encoder"))
+    };
+    killed_20_times_finishes_like_an_uninterrupted_run(
+        TRAIN,
+        "killed-ddpg",
+        "ddpg-smoke.toml",
+        &off_policy_sets("ddpg", 8, Some(&encoder)),
+        50,
+    );
+    fs::remove_dir_all(encoder).unwrap();
+}
+
+#[test]
+fn without_its_replay_buffer_a_resumed_run_refills_it_before_learning_again() {
+    let _rng = backend_rng();
+    let mut sets = off_policy_sets("sac", 400, None);
+    sets.push("replay.checkpoint=false".into());
+    let config = TrainConfig::load(Some(&config_path("sac-smoke.toml")), &sets).unwrap();
+    let dir = fresh_dir("no-replay");
+    train_off_policy(&config, &dir, false, Some(20));
+    let checkpoint = latest_checkpoint(&dir).unwrap().unwrap();
+    assert!(!checkpoint.join(REPLAY_FILE).exists(), "replay.checkpoint = false leaves the buffer out");
+    let stopped_at = load_checkpoint_state(&checkpoint).unwrap().global_step;
+    train_off_policy(&config, &dir, true, None);
+    // The run goes on to the end, but learns again only once the buffer holds learning_starts
+    // (32) transitions: no update in the rows of the first 32 steps after the stop.
+    let rows = timeless_metrics(&dir);
+    assert_eq!(rows.len(), 50);
+    let cell = |row: &Vec<String>, key: &str| -> f64 {
+        row.iter().find_map(|c| c.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
+    };
+    let updates_at = |step: u64| {
+        let row = rows.iter().find(|r| cell(r, "global_step") as u64 >= step).unwrap();
+        cell(row, "update")
+    };
+    assert_eq!(updates_at(stopped_at + 8), updates_at(stopped_at + 24), "no learning while the buffer refills");
+    assert!(updates_at(400) > updates_at(stopped_at + 40), "learning resumes");
+    fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_pretraining_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
+    // 24 short epochs (7 steps each), a checkpoint after every one.
+    let sets = ["data.samples=256".to_string(), "train.epochs=24".to_string()];
+    killed_20_times_finishes_like_an_uninterrupted_run(
+        env!("CARGO_BIN_EXE_pretrain"),
+        "killed-pretrain",
+        "pretrain-smoke.toml",
+        &sets,
+        24,
+    );
 }

@@ -9,7 +9,8 @@ use crate::state::EnvState;
 /// The data of one modality in one observation, flat in row-major order.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ModalityData {
-    U8(Vec<u8>),
+    /// Bytes, not a sequence of numbers, in binary formats (MessagePack: one byte per value).
+    U8(#[serde(with = "serde_bytes")] Vec<u8>),
     F32(Vec<f32>),
 }
 

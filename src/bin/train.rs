@@ -73,14 +73,12 @@ fn main() -> anyhow::Result<()> {
                 bail!("--resume {}: no config.toml there (is it a run directory?)", dir.display());
             }
             let config = TrainConfig::load(Some(&path), &[])?;
-            config.check_options(&options).with_context(|| format!("--resume {}", dir.display()))?;
             config.validate()?;
             (config, RunDir::at(dir)?)
         }
         None => {
             let config = TrainConfig::load(cli.config.as_deref(), &cli.set)?;
             config.validate()?;
-            config.check_options(&options).context("--max-updates")?;
             let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &config.kind())
                 .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
             // At once, so that a run killed at any moment after this can be resumed from its

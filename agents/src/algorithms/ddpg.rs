@@ -24,8 +24,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::AutodiffBackend;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -33,14 +32,16 @@ use m3ixup_envs::{make, BatchObs, DType, ModalityData, ModalitySpec, ObsSpace, V
 
 use crate::algorithms::actor_critic::Mlp;
 use crate::algorithms::off_policy::{
-    box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
+    box_width, check_range, start_loop, td_target, to_env_actions, OffPolicyLoop, OffPolicyTrain, ReplaySection,
+    RolloutSection, Tally, ACTOR_OPTIMIZER_FILE, CRITIC_OPTIMIZER_FILE, TARGET_FILE,
 };
 use crate::algorithms::replay::{next_observations, ReplayBuffer};
 use crate::algorithms::{Algorithm, AlgorithmConfig};
 use crate::infra::checkpoint::{
-    checksum, load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
+    checksum, load_checkpoint_state, load_module, load_record, record_bytes, CheckpointState, TrainError, AGENT_FILE,
+    STATE_FILE,
 };
-use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary};
+use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary, STEP_KEY};
 use crate::infra::optim::soft_update;
 use crate::infra::run::RunDir;
 use crate::representation::encoder::M3ixupEncoder;
@@ -81,7 +82,7 @@ impl Default for DdpgConfig {
             env: EnvSection::default(),
             pretrained: PretrainedSection::default(),
             rollout: RolloutSection::default(),
-            replay: ReplaySection { capacity: 25_000, share_frames: false },
+            replay: ReplaySection { capacity: 25_000, share_frames: false, ..ReplaySection::default() },
             policy: DdpgHeads::default(),
             ddpg: DdpgSection::default(),
             train: OffPolicyTrain { total_steps: 60_000, ..OffPolicyTrain::default() },
@@ -341,13 +342,12 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     config.validate()?;
-    options.check_for(&config.algo, DdpgFrozen::RESUMABLE)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (d, t) = (&config.ddpg, &config.train);
 
-    // 1. Seeding.
+    // 1. Seeding: the backend's RNG (network initialisation) and one generator (in the loop
+    // state) for exploration and replay sampling.
     B::seed(device, t.seed);
-    let mut rng = StdRng::seed_from_u64(t.seed);
 
     // 2. Environments, and the frozen encoder (on the inner backend: it never takes gradients).
     let num_envs = config.rollout.num_envs;
@@ -363,7 +363,8 @@ pub fn train<B: AutodiffBackend>(
     let latent_space = ObsSpace::new([("latent", ModalitySpec::uniform(&[latent_dim], DType::F32, -1.0, 1.0))])
         .map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    // 3. Heads, targets, optimisers; replay of latents.
+    // 3. Heads, targets, optimisers; replay of latents. Fresh, or from the last checkpoint with
+    // the loop's state (the harness finds it, checks its config, reopens the metrics).
     let mut heads = config.policy.init::<B>(latent_dim, width, device);
     let mut target = heads.valid();
     let mut actor_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
@@ -385,23 +386,45 @@ pub fn train<B: AutodiffBackend>(
     let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
-    let mut harness = Harness::start(
-        run,
-        state,
-        Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" },
-        t.tensorboard,
+    let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
+    let (mut harness, checkpoint) = if options.resume {
+        Harness::resume(run, state, progress, t.tensorboard, STEP_KEY)?
+    } else {
+        (Harness::start(run, state, progress, t.tensorboard, STEP_KEY)?, None)
+    };
+    if let Some(dir) = &checkpoint {
+        let saved = load_checkpoint_state(dir)?;
+        let file = |name: &str| (dir.join(name), saved.checksums.get(name));
+        let ((heads_path, heads_sum), (target_path, target_sum)) = (file(AGENT_FILE), file(TARGET_FILE));
+        heads = load_module(heads, &heads_path, heads_sum, device)?;
+        target = load_module(target, &target_path, target_sum, device)?;
+        let (path, sum) = file(ACTOR_OPTIMIZER_FILE);
+        actor_optim = actor_optim.load_record(load_record(&path, sum, device)?);
+        let (path, sum) = file(CRITIC_OPTIMIZER_FILE);
+        critic_optim = critic_optim.load_record(load_record(&path, sum, device)?);
+    }
+    let fresh = OffPolicyLoop::new(t, Tally::with_losses(&["losses/critic", "losses/actor"]), num_envs * width);
+    let start = start_loop(
+        &harness,
+        checkpoint.as_deref(),
+        fresh,
+        &mut envs,
+        &mut replay,
+        &config.replay,
+        t.seed,
+        d.learning_starts,
     )?;
-    let obs = envs.reset(Some(t.seed))?.clone();
-    let mut z = latents(&encoder, &obs_space, &obs, device);
-    replay.reset(&z)?;
-    let mut noise = vec![0.0f64; num_envs * width];
-    let (mut global_step, mut owed, mut updates) = (0u64, 0.0f64, 0usize);
-    let (mut next_log, mut next_checkpoint) = (t.log_every, t.checkpoint_every);
-    let mut tally = Tally::with_losses(&["losses/critic", "losses/actor"]);
-    while global_step < t.total_steps {
+    let (mut lp, learn_from) = (start.state, start.learn_from);
+    let mut z = latents(&encoder, &obs_space, &start.obs, device);
+    if start.new_episodes {
+        replay.reset(&z)?;
+    }
+    let (mut global_step, mut updates) = (harness.state.global_step, harness.state.update);
+    let stop_at = options.max_updates.map(|m| updates + m);
+    while global_step < t.total_steps && stop_at.is_none_or(|m| updates < m) {
         // 4. Act: uniform random during the warm-up, then the actor plus annealed OU noise.
         let squashed: Vec<f32> = if global_step < d.learning_starts {
-            (0..num_envs * width).map(|_| rng.gen_range(-1.0f32..=1.0)).collect()
+            (0..num_envs * width).map(|_| lp.rng.gen_range(-1.0f32..=1.0)).collect()
         } else {
             let scale =
                 1.0 - (1.0 - d.noise_final) * (global_step as f64 / d.noise_anneal_steps.max(1) as f64).min(1.0);
@@ -412,8 +435,9 @@ pub fn train<B: AutodiffBackend>(
                 .convert::<f32>()
                 .to_vec()
                 .expect("f32");
+            let rng = &mut lp.rng;
             mean.iter()
-                .zip(noise.iter_mut())
+                .zip(lp.noise.iter_mut())
                 .map(|(&m, n)| {
                     *n += -d.ou_theta * *n + d.ou_sigma * rng.sample::<f64, _>(StandardNormal);
                     (m as f64 + scale * *n).clamp(-1.0, 1.0) as f32
@@ -426,18 +450,18 @@ pub fn train<B: AutodiffBackend>(
         z = if done.iter().any(|&x| x) { latents(&encoder, &obs_space, &step.obs, device) } else { next_z.clone() };
         replay.add(&squashed, &step.rewards, &step.terminated, &step.truncated, &next_z, &z)?;
         for (i, _) in done.iter().enumerate().filter(|(_, &x)| x) {
-            noise[i * width..(i + 1) * width].fill(0.0); // a fresh noise process per episode
+            lp.noise[i * width..(i + 1) * width].fill(0.0); // a fresh noise process per episode
         }
-        tally.step(step);
+        lp.tally.step(step);
         global_step += num_envs as u64;
 
         // 5. Learn.
-        if global_step >= d.learning_starts {
-            owed += num_envs as f64 * d.updates_per_step;
-            while owed >= 1.0 {
-                owed -= 1.0;
+        if global_step >= learn_from {
+            lp.owed += num_envs as f64 * d.updates_per_step;
+            while lp.owed >= 1.0 {
+                lp.owed -= 1.0;
                 updates += 1;
-                let batch = replay.sample(d.batch_size, &mut rng)?;
+                let batch = replay.sample(d.batch_size, &mut lp.rng)?;
                 let n = batch.len();
                 let inner = device.clone();
                 let zs = tensor2::<B>(&batch.obs, latent_dim, device);
@@ -456,33 +480,35 @@ pub fn train<B: AutodiffBackend>(
                 if !c.is_finite() || !a.is_finite() {
                     return Err(TrainError::DivergedAt { global_step, parts: format!("critic {c}, actor {a}") });
                 }
-                tally.loss("losses/critic", c);
-                tally.loss("losses/actor", a);
+                lp.tally.loss("losses/critic", c);
+                lp.tally.loss("losses/actor", a);
             }
         }
 
-        // 6. Metrics, checkpoints, progress.
-        if global_step >= next_log || global_step >= t.total_steps {
-            next_log += t.log_every;
-            harness.state.global_step = global_step;
+        // 6. Metrics, checkpoints (and one where --max-updates stops the run), progress.
+        harness.state.global_step = global_step;
+        if lp.log_due(global_step, t) {
             let mut row = vec![("global_step".to_string(), global_step as f64), ("update".to_string(), updates as f64)];
-            row.extend(tally.take_row());
+            row.extend(lp.tally.take_row());
             row.push(("time/sps".into(), harness.sps()));
             let reward = row.iter().find(|(k, _)| k == "charts/reward_per_step").map_or(f64::NAN, |(_, v)| *v);
             harness.log(row)?;
             harness.bar.set_message(format!("reward/step {reward:.3}"));
         }
-        if global_step >= next_checkpoint || global_step >= t.total_steps {
-            next_checkpoint += t.checkpoint_every;
+        let stopping = stop_at.is_some_and(|m| updates >= m);
+        if lp.checkpoint_due(global_step, t) || stopping {
             harness.state.update = updates;
-            harness.state.global_step = global_step;
             let name = format!("checkpoints/step-{global_step:09}");
             let dir = run.file(&name);
-            let files = [
+            let mut files = vec![
                 (AGENT_FILE, record_bytes(heads.clone().into_record(), &dir.join(AGENT_FILE))?),
+                (TARGET_FILE, record_bytes(target.clone().into_record(), &dir.join(TARGET_FILE))?),
+                (ACTOR_OPTIMIZER_FILE, record_bytes(actor_optim.to_record(), &dir.join(ACTOR_OPTIMIZER_FILE))?),
+                (CRITIC_OPTIMIZER_FILE, record_bytes(critic_optim.to_record(), &dir.join(CRITIC_OPTIMIZER_FILE))?),
                 (CHECKPOINT_FILE, encoder_bytes.clone()),
                 (META_FILE, meta_text.clone().into_bytes()),
             ];
+            files.extend(lp.checkpoint_files(&dir, &mut envs, &replay, &config.replay)?);
             harness.checkpoint(&name, &files)?;
         }
         harness.bar.set_position(global_step);
@@ -506,7 +532,6 @@ pub struct DdpgFrozen;
 
 impl Algorithm for DdpgFrozen {
     const NAME: &'static str = "ddpg-frozen";
-    const RESUMABLE: bool = false;
     type Config = DdpgConfig;
     type Agent<B: Backend> = DdpgAgent<B>;
 

@@ -53,8 +53,6 @@ pub trait AlgorithmConfig: Serialize + DeserializeOwned + Clone + Send + Sync + 
 pub trait Algorithm: 'static {
     /// Its name in configs (`algo = "..."`) and checkpoints.
     const NAME: &'static str;
-    /// Whether a run can stop (`--max-updates`) and continue later (`--resume`).
-    const RESUMABLE: bool;
     type Config: AlgorithmConfig;
     /// The trained controller a checkpoint holds.
     type Agent<B: Backend>: Policy<B> + 'static;
@@ -115,19 +113,17 @@ mod tests {
 
     struct Names;
     impl AlgorithmVisitor for Names {
-        type Output = (&'static str, bool);
+        type Output = &'static str;
         fn visit<A: Algorithm>(self) -> Self::Output {
-            (A::NAME, A::RESUMABLE)
+            A::NAME
         }
     }
 
     #[test]
     fn every_listed_name_finds_its_algorithm() {
         for &name in ALGORITHMS {
-            assert_eq!(with_algorithm(name, Names).unwrap().0, name);
+            assert_eq!(with_algorithm(name, Names).unwrap(), name);
         }
-        assert_eq!(with_algorithm("ppo", Names).unwrap(), ("ppo", true));
-        assert_eq!(with_algorithm("sac", Names).unwrap(), ("sac", false));
     }
 
     #[test]

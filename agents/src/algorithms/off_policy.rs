@@ -1,16 +1,24 @@
 //! What the off-policy agents (SAC in [`crate::algorithms::sac`], DDPG on a frozen encoder in
-//! [`crate::algorithms::ddpg`]) share: config sections, squashed actions, and the episode and loss
-//! bookkeeping between metrics rows.
+//! [`crate::algorithms::ddpg`]) share: config sections, squashed actions, the episode and loss
+//! bookkeeping between metrics rows, and the loop state their checkpoints keep.
 
+use std::path::Path;
+
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{ActionSpace, BatchActions, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
+use m3ixup_envs::{
+    ActionSpace, BatchActions, BatchObs, EnvRng, VecEnv, VecEnvState, VecStep, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN,
+};
 
 use crate::algorithms::actor_critic::scale_to_bounds;
 use burn::prelude::*;
 
-use crate::algorithms::replay::ReplayBatch;
-use crate::infra::checkpoint::TrainError;
+use crate::algorithms::replay::{ReplayBatch, ReplayBuffer};
+use crate::infra::checkpoint::{
+    load_checkpoint_state, load_saved_state, loop_state_bytes, TrainError, LOOP_STATE_FILE, REPLAY_FILE,
+};
+use crate::infra::harness::Harness;
 
 /// `[rollout]` of the off-policy agents.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,11 +45,15 @@ pub struct ReplaySection {
     /// Store each frame once and rebuild stacked observations from frames (`crate::algorithms::replay`);
     /// `false` stores whole observations.
     pub share_frames: bool,
+    /// Checkpoints hold the buffer (`replay.mpk`, about [`ReplayBuffer::bytes`]: the run states
+    /// the size when it starts), so that a resumed run continues exactly. `false`: checkpoints
+    /// stay small, and a resumed run refills an empty buffer before it learns again.
+    pub checkpoint: bool,
 }
 
 impl Default for ReplaySection {
     fn default() -> Self {
-        Self { capacity: 100_000, share_frames: true }
+        Self { capacity: 100_000, share_frames: true, checkpoint: true }
     }
 }
 
@@ -151,7 +163,7 @@ pub fn td_target<B: Backend>(
 }
 
 /// Episode returns and rewards between two metrics rows, and running means of named losses.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Tally {
     returns: Vec<f64>,
     lengths: Vec<f64>,
@@ -206,6 +218,167 @@ impl Tally {
         let names: Vec<String> = self.losses.iter().map(|(n, _, _)| n.clone()).collect();
         *self = Tally { losses: names.into_iter().map(|n| (n, 0.0, 0)).collect(), ..Tally::default() };
         row
+    }
+}
+
+/// Files of the off-policy checkpoints besides the agent ([`crate::infra::checkpoint::AGENT_FILE`])
+/// and the loop's: the target networks and the optimisers of the critic and the actor.
+pub const TARGET_FILE: &str = "target.mpk";
+pub const CRITIC_OPTIMIZER_FILE: &str = "critic-optimizer.mpk";
+pub const ACTOR_OPTIMIZER_FILE: &str = "actor-optimizer.mpk";
+
+/// What an off-policy checkpoint keeps of the loop besides networks and optimisers
+/// ([`LOOP_STATE_FILE`]), so that a resumed run continues exactly where it stopped: the
+/// generator of exploration, replay sampling and mixup draws, the environments mid-episode, the
+/// schedule's counters and the metrics tallied since the last row. The replay buffer has its own
+/// file ([`REPLAY_FILE`]).
+#[derive(Serialize, Deserialize)]
+pub struct OffPolicyLoop {
+    pub rng: EnvRng,
+    /// `None` while running, and in a checkpoint of environments that cannot save their state.
+    pub envs: Option<VecEnvState>,
+    /// Updates due but not yet made (`updates_per_step` below 1 accrues).
+    pub owed: f64,
+    pub next_log: u64,
+    pub next_checkpoint: u64,
+    pub tally: Tally,
+    /// Seconds spent in updates (the `time/update_seconds` column).
+    pub update_seconds: f64,
+    /// Exploration state per sub-environment and action dimension (DDPG's Ornstein-Uhlenbeck
+    /// noise; SAC has none).
+    pub noise: Vec<f64>,
+}
+
+impl OffPolicyLoop {
+    /// The state of a fresh run.
+    pub fn new(train: &OffPolicyTrain, tally: Tally, noise_width: usize) -> Self {
+        Self {
+            rng: EnvRng::seed_from_u64(train.seed),
+            envs: None,
+            owed: 0.0,
+            next_log: train.log_every,
+            next_checkpoint: train.checkpoint_every,
+            tally,
+            update_seconds: 0.0,
+            noise: vec![0.0; noise_width],
+        }
+    }
+
+    /// Whether a metrics row is due at `global_step` (and the next one scheduled if so).
+    pub fn log_due(&mut self, global_step: u64, train: &OffPolicyTrain) -> bool {
+        let due = global_step >= self.next_log || global_step >= train.total_steps;
+        if due {
+            self.next_log += train.log_every;
+        }
+        due
+    }
+
+    /// Whether a checkpoint is due at `global_step` (and the next one scheduled if so).
+    pub fn checkpoint_due(&mut self, global_step: u64, train: &OffPolicyTrain) -> bool {
+        let due = global_step >= self.next_checkpoint || global_step >= train.total_steps;
+        if due {
+            self.next_checkpoint += train.checkpoint_every;
+        }
+        due
+    }
+
+    /// The checkpoint files of the loop: its state with the environments' (when they can save
+    /// it), and the replay buffer when `replay.checkpoint` is on.
+    pub fn checkpoint_files(
+        &mut self,
+        dir: &Path,
+        envs: &mut VecEnv,
+        replay: &ReplayBuffer,
+        section: &ReplaySection,
+    ) -> Result<Vec<(&'static str, Vec<u8>)>, TrainError> {
+        self.envs = envs.save_state()?;
+        let bytes = loop_state_bytes(&*self, &dir.join(LOOP_STATE_FILE));
+        self.envs = None; // only checkpoints carry it
+        let mut files = vec![(LOOP_STATE_FILE, bytes?)];
+        if section.checkpoint {
+            files.push((REPLAY_FILE, loop_state_bytes(replay, &dir.join(REPLAY_FILE))?));
+        }
+        Ok(files)
+    }
+}
+
+/// Where an off-policy loop starts ([`start_loop`]).
+pub struct LoopStart {
+    pub state: OffPolicyLoop,
+    /// The observations to act on.
+    pub obs: BatchObs,
+    /// The environment step from which the loop learns.
+    pub learn_from: u64,
+    /// The environments start new episodes: the caller begins them in the replay buffer
+    /// (`ReplayBuffer::reset` with what it stores of `obs`).
+    pub new_episodes: bool,
+}
+
+/// An off-policy run's start: a fresh one resets the environments (sub-environment i: seed + i);
+/// a resumed one (`checkpoint`: the directory [`Harness::resume`] found) takes the loop state,
+/// the environments and the replay buffer saved there. What cannot be restored starts anew, and
+/// the run says so: environments that cannot save their state start new episodes; without a
+/// saved buffer (`replay.checkpoint = false`) the buffer starts empty, the episodes new (a
+/// frame-sharing buffer cannot start mid-episode), and learning waits until the buffer holds
+/// `learning_starts` transitions again.
+#[allow(clippy::too_many_arguments)]
+pub fn start_loop(
+    harness: &Harness,
+    checkpoint: Option<&Path>,
+    fresh: OffPolicyLoop,
+    envs: &mut VecEnv,
+    replay: &mut ReplayBuffer,
+    section: &ReplaySection,
+    seed: u64,
+    learning_starts: u64,
+) -> Result<LoopStart, TrainError> {
+    let Some(dir) = checkpoint else {
+        if section.checkpoint {
+            let mb = replay.bytes() as f64 / 1e6;
+            harness.note(&format!(
+                "checkpoints hold the replay buffer: up to {} transitions, {mb:.1} MB (replay.checkpoint = false \
+                 leaves it out)",
+                replay.capacity()
+            ));
+        }
+        let obs = envs.reset(Some(seed))?.clone();
+        return Ok(LoopStart { state: fresh, obs, learn_from: learning_starts, new_episodes: true });
+    };
+    let saved = &load_checkpoint_state(dir)?; // with the checksums of its files
+    let missing = || TrainError::Checkpoint {
+        path: dir.join(LOOP_STATE_FILE),
+        reason: "missing: the checkpoint predates resumable off-policy runs".into(),
+    };
+    let mut state: OffPolicyLoop = load_saved_state(dir, saved, LOOP_STATE_FILE)?.ok_or_else(missing)?;
+    let saved_envs = state.envs.take();
+    let mut learn_from = learning_starts;
+    let buffer_restored = match load_saved_state::<ReplayBuffer>(dir, saved, REPLAY_FILE)? {
+        Some(buffer) => {
+            replay.restore(buffer)?;
+            true
+        }
+        None => {
+            learn_from = saved.global_step + learning_starts.min(replay.capacity() as u64);
+            harness.note(&format!(
+                "the checkpoint holds no replay buffer (replay.checkpoint = false): the resumed run starts new \
+                 episodes, refills the buffer and learns again from environment step {learn_from}"
+            ));
+            false
+        }
+    };
+    match saved_envs {
+        Some(envs_state) if buffer_restored => {
+            let obs = envs.restore_state(&envs_state)?.clone();
+            Ok(LoopStart { state, obs, learn_from, new_episodes: false })
+        }
+        _ => {
+            if buffer_restored {
+                harness.note_fresh_episodes(&saved.env_name);
+            }
+            state.noise.fill(0.0);
+            let obs = envs.reset(Some(seed.wrapping_add(saved.global_step.wrapping_mul(1_000_003))))?.clone();
+            Ok(LoopStart { state, obs, learn_from, new_episodes: true })
+        }
     }
 }
 

@@ -46,9 +46,9 @@ pub use crate::infra::checkpoint::{
     OPTIMIZER_FILE, STATE_FILE,
 };
 use crate::infra::checkpoint::{
-    load_loop_state, load_module, load_record, loop_state_bytes, record_bytes, CheckpointRecorder, LOOP_STATE_FILE,
+    load_module, load_record, load_saved_state, loop_state_bytes, record_bytes, CheckpointRecorder, LOOP_STATE_FILE,
 };
-use crate::infra::harness::{Harness, Progress};
+use crate::infra::harness::{Harness, Progress, STEP_KEY};
 use crate::infra::harness::{TrainOptions, TrainSummary};
 use crate::infra::optim::clip_grad_norm;
 use crate::infra::run::RunDir;
@@ -637,17 +637,17 @@ pub fn train<B: AutodiffBackend>(
     let progress = Progress { verbose: options.verbose, total: num_updates as u64 * batch_size as u64, unit: "steps" };
     let mut resumed_loop = None;
     let mut harness = if options.resume {
-        let (harness, dir) = Harness::resume(run, state, progress, config.train.tensorboard)?;
+        let (harness, dir) = Harness::resume(run, state, progress, config.train.tensorboard, STEP_KEY)?;
         if let Some(dir) = dir {
             let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
             agent = loaded;
             let optim_file = dir.join(OPTIMIZER_FILE);
             optim = optim.load_record(load_record(&optim_file, saved.checksums.get(OPTIMIZER_FILE), device)?);
-            resumed_loop = load_loop_state::<PpoLoopState>(&dir, &saved)?;
+            resumed_loop = load_saved_state::<PpoLoopState>(&dir, &saved, LOOP_STATE_FILE)?;
         }
         harness
     } else {
-        Harness::start(run, state, progress, config.train.tensorboard)?
+        Harness::start(run, state, progress, config.train.tensorboard, STEP_KEY)?
     };
     let (start_update, mut global_step) = (harness.state.update, harness.state.global_step);
     let mut last_checkpoint = start_update;
@@ -1066,7 +1066,6 @@ pub struct Ppo;
 
 impl Algorithm for Ppo {
     const NAME: &'static str = "ppo";
-    const RESUMABLE: bool = true;
     type Config = PpoConfig;
     type Agent<B: Backend> = ActorCritic<B>;
 

@@ -35,6 +35,7 @@
 use std::collections::VecDeque;
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use m3ixup_envs::{BatchObs, DType, ModalityData, ObsSpace};
 
@@ -51,7 +52,7 @@ pub enum ReplayError {
     NotAFrameStack { env: usize, modality: String, k: usize },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Transition {
     /// Absolute index of the observation's newest frame; the next observation's is `frame + 1`.
     frame: u64,
@@ -61,7 +62,7 @@ struct Transition {
 }
 
 /// The frames and transitions of one sub-environment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Stream {
     /// Per modality, `slots * frame_numel` values; absolute frame `a` sits in slot `a % slots`.
     frames: Vec<ModalityData>,
@@ -103,8 +104,10 @@ impl ReplayBatch {
     }
 }
 
-/// Transitions of `num_envs` sub-environments (module documentation).
-#[derive(Clone, Debug)]
+/// Transitions of `num_envs` sub-environments (module documentation). It serializes whole
+/// (every frame slot, used or not: [`ReplayBuffer::bytes`] is about its size), so that a
+/// checkpoint can hold it and a resumed run samples what an uninterrupted one would.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReplayBuffer {
     space: ObsSpace,
     /// Frames per observation (1: whole observations).
@@ -174,6 +177,37 @@ impl ReplayBuffer {
 
     pub fn space(&self) -> &ObsSpace {
         &self.space
+    }
+
+    /// Takes the contents of `saved` (a buffer deserialized from a checkpoint), which must have
+    /// this buffer's layout: the same space, frame stack, action width, sub-environments and
+    /// capacity.
+    pub fn restore(&mut self, saved: ReplayBuffer) -> Result<(), ReplayError> {
+        let layout = |b: &ReplayBuffer| {
+            (b.space.clone(), b.k, b.frame_numel.clone(), b.action_width, b.per_env, b.slots, b.streams.len())
+        };
+        if layout(&saved) != layout(self) {
+            return Err(ReplayError::Invalid(format!(
+                "the saved buffer's layout (frame stack {}, action width {}, {} sub-environments, capacity {}) \
+                 does not match this run's (frame stack {}, action width {}, {} sub-environments, capacity {}), \
+                 or its observation space differs",
+                saved.k,
+                saved.action_width,
+                saved.streams.len(),
+                saved.capacity(),
+                self.k,
+                self.action_width,
+                self.streams.len(),
+                self.capacity()
+            )));
+        }
+        self.streams = saved.streams;
+        for s in &mut self.streams {
+            // Deserialized queues hold just their items: room for the rest, as `new` makes.
+            s.transitions.reserve(self.per_env.saturating_sub(s.transitions.len()));
+            s.actions.reserve((self.per_env * self.action_width).saturating_sub(s.actions.len()));
+        }
+        Ok(())
     }
 
     pub fn num_envs(&self) -> usize {

@@ -23,6 +23,7 @@
 //! **Actions.** A tanh-squashed Gaussian in `[-1, 1]`, scaled to the Box bounds; the log-std is
 //! squashed into `[log_std_min, log_std_max]` (SAC-AE). Evaluation acts with `tanh(mean)`.
 
+use std::path::Path;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, Param};
@@ -30,8 +31,7 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::AutodiffBackend;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
@@ -39,14 +39,15 @@ use m3ixup_envs::{frame_stack, make, ActionSpace, BatchObs, ObsSpace, VecEnv, Ve
 
 use crate::algorithms::actor_critic::{Mlp, PolicyInput};
 use crate::algorithms::off_policy::{
-    box_width, check_range, td_target, to_env_actions, OffPolicyTrain, ReplaySection, RolloutSection, Tally,
+    box_width, check_range, start_loop, td_target, to_env_actions, OffPolicyLoop, OffPolicyTrain, ReplaySection,
+    RolloutSection, Tally, ACTOR_OPTIMIZER_FILE, CRITIC_OPTIMIZER_FILE, TARGET_FILE,
 };
 use crate::algorithms::replay::{next_observations, ReplayBuffer};
 use crate::algorithms::{Algorithm, AlgorithmConfig};
 use crate::infra::checkpoint::{
-    load_checkpoint_state, load_module, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
+    load_checkpoint_state, load_module, load_record, record_bytes, CheckpointState, TrainError, AGENT_FILE, STATE_FILE,
 };
-use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary};
+use crate::infra::harness::{Harness, Progress, TrainOptions, TrainSummary, STEP_KEY};
 use crate::infra::optim::soft_update;
 use crate::infra::run::RunDir;
 use crate::representation::encoder::{EncoderConfig, M3ixupEncoder, Materialize, MultimodalInput, Presence};
@@ -401,7 +402,7 @@ fn representation<B: Backend>(
 }
 
 /// Standard normal noise `[n, width]` from `rng`.
-fn normal_noise<B: Backend>(n: usize, width: usize, rng: &mut StdRng, device: &B::Device) -> Tensor<B, 2> {
+fn normal_noise<B: Backend>(n: usize, width: usize, rng: &mut impl Rng, device: &B::Device) -> Tensor<B, 2> {
     let v: Vec<f32> = (0..n * width).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
     Tensor::from_data(TensorData::new(v, [n, width]), device)
 }
@@ -413,7 +414,7 @@ pub fn act<B: Backend>(
     space: &ObsSpace,
     obs: &BatchObs,
     deterministic: bool,
-    rng: &mut StdRng,
+    rng: &mut impl Rng,
     device: &B::Device,
 ) -> Vec<f32> {
     let (x, presence) = batch_input::<B>(space, obs, device);
@@ -469,6 +470,11 @@ where
     pub updates: usize,
 }
 
+/// The files of a SAC checkpoint of its own (besides the agent, the targets, the two other
+/// optimisers and the loop's: [`crate::algorithms::off_policy`]).
+pub const TEMPERATURE_FILE: &str = "temperature.mpk";
+pub const ALPHA_OPTIMIZER_FILE: &str = "alpha-optimizer.mpk";
+
 /// Builds the learner: targets are `valid()` copies of the encoder and Q heads.
 pub fn learner<B: AutodiffBackend>(
     agent: SacAgent<B>,
@@ -494,6 +500,50 @@ where
     OA: Optimizer<SacAgent<B>, B>,
     OT: Optimizer<Temperature<B>, B>,
 {
+    /// The learner's checkpoint files, to be written in `dir`.
+    pub fn checkpoint_files(&self, dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, TrainError> {
+        Ok(vec![
+            (AGENT_FILE, record_bytes(self.agent.clone().into_record(), &dir.join(AGENT_FILE))?),
+            (TARGET_FILE, record_bytes(self.target.clone().into_record(), &dir.join(TARGET_FILE))?),
+            (TEMPERATURE_FILE, record_bytes(self.temperature.clone().into_record(), &dir.join(TEMPERATURE_FILE))?),
+            (CRITIC_OPTIMIZER_FILE, record_bytes(self.critic_optim.to_record(), &dir.join(CRITIC_OPTIMIZER_FILE))?),
+            (ACTOR_OPTIMIZER_FILE, record_bytes(self.actor_optim.to_record(), &dir.join(ACTOR_OPTIMIZER_FILE))?),
+            (ALPHA_OPTIMIZER_FILE, record_bytes(self.alpha_optim.to_record(), &dir.join(ALPHA_OPTIMIZER_FILE))?),
+        ])
+    }
+
+    /// The learner of checkpoint `dir` (written from [`Self::checkpoint_files`] with its update
+    /// count), each file checked against the checksum and the shapes the checkpoint recorded.
+    pub fn load(self, dir: &Path, device: &B::Device) -> Result<Self, TrainError> {
+        let state = load_checkpoint_state(dir)?;
+        let sum = |file: &str| state.checksums.get(file);
+        let module = |file: &str| (dir.join(file), sum(file));
+        let (agent_path, agent_sum) = module(AGENT_FILE);
+        let (target_path, target_sum) = module(TARGET_FILE);
+        let (temperature_path, temperature_sum) = module(TEMPERATURE_FILE);
+        Ok(Self {
+            agent: load_module(self.agent, &agent_path, agent_sum, device)?,
+            target: load_module(self.target, &target_path, target_sum, device)?,
+            temperature: load_module(self.temperature, &temperature_path, temperature_sum, device)?,
+            critic_optim: self.critic_optim.load_record(load_record(
+                &dir.join(CRITIC_OPTIMIZER_FILE),
+                sum(CRITIC_OPTIMIZER_FILE),
+                device,
+            )?),
+            actor_optim: self.actor_optim.load_record(load_record(
+                &dir.join(ACTOR_OPTIMIZER_FILE),
+                sum(ACTOR_OPTIMIZER_FILE),
+                device,
+            )?),
+            alpha_optim: self.alpha_optim.load_record(load_record(
+                &dir.join(ALPHA_OPTIMIZER_FILE),
+                sum(ALPHA_OPTIMIZER_FILE),
+                device,
+            )?),
+            updates: state.update,
+        })
+    }
+
     /// One gradient update on a replay batch (module documentation: which loss trains what).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
@@ -503,7 +553,7 @@ where
         sac: &SacSection,
         aux: &M3ixupLossConfig,
         target_entropy: f64,
-        rng: &mut StdRng,
+        rng: &mut impl Rng,
         device: &B::Device,
     ) -> UpdateReport {
         self.updates += 1;
@@ -590,11 +640,6 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
 // Checkpoints
 // ---------------------------------------------------------------------------------------------
 
-/// The target networks' file in a SAC checkpoint.
-pub const TARGET_FILE: &str = "target.mpk";
-/// The temperature's file in a SAC checkpoint.
-pub const TEMPERATURE_FILE: &str = "temperature.mpk";
-
 /// Builds the agent of a SAC checkpoint from its config and loads its weights.
 pub fn load_agent<B: Backend>(
     dir: &std::path::Path,
@@ -621,16 +666,14 @@ pub fn train<B: AutodiffBackend>(
     options: &TrainOptions,
 ) -> Result<TrainSummary, TrainError> {
     config.validate()?;
-    options.check_for(&config.algo, Sac::RESUMABLE)?;
     let config_text = toml::to_string_pretty(config).map_err(|e| TrainError::config("(config)", e.to_string()))?;
     let (s, t) = (&config.sac, &config.train);
     let aux = config.aux.checked()?;
     let aux_terms: Vec<LossTerm> = LossTerm::ALL.into_iter().filter(|&t| aux.enabled(t)).collect();
 
-    // 1. Seeding: the backend's RNG (network initialisation) and one generator for exploration,
-    // replay sampling and mixup draws.
+    // 1. Seeding: the backend's RNG (network initialisation) and one generator (in the loop
+    // state) for exploration, replay sampling and mixup draws.
     B::seed(device, t.seed);
-    let mut rng = StdRng::seed_from_u64(t.seed);
 
     // 2. Environments (sub-environment i: seed + i) and the replay buffer.
     let num_envs = config.rollout.num_envs;
@@ -645,7 +688,8 @@ pub fn train<B: AutodiffBackend>(
     let mut replay = ReplayBuffer::new(&obs_space, width, num_envs, config.replay.capacity, k)?;
     let target_entropy = s.target_entropy.unwrap_or(-(width as f64));
 
-    // 3. Agent, targets, temperature, optimisers.
+    // 3. Agent, targets, temperature, optimisers: fresh, or from the last checkpoint with the
+    // loop's state (the harness finds it, checks its config, reopens the metrics).
     let agent = config.policy.init::<B>(&config.encoder, s, &obs_space, &action_space, device)?;
     let mut learner = learner(agent, s, device);
     let state = CheckpointState {
@@ -659,18 +703,16 @@ pub fn train<B: AutodiffBackend>(
         elapsed_seconds: 0.0,
         checksums: Default::default(),
     };
-
-    let mut harness = Harness::start(
-        run,
-        state,
-        Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" },
-        t.tensorboard,
-    )?;
-    let mut obs = envs.reset(Some(t.seed))?.clone();
-    replay.reset(&obs)?;
-    let (mut global_step, mut owed, mut next_log, mut next_checkpoint) =
-        (0u64, 0.0f64, t.log_every, t.checkpoint_every);
-    let mut tally = Tally::with_losses(&[
+    let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
+    let (mut harness, checkpoint) = if options.resume {
+        Harness::resume(run, state, progress, t.tensorboard, STEP_KEY)?
+    } else {
+        (Harness::start(run, state, progress, t.tensorboard, STEP_KEY)?, None)
+    };
+    if let Some(dir) = &checkpoint {
+        learner = learner.load(dir, device)?;
+    }
+    let tally = Tally::with_losses(&[
         "losses/critic",
         "losses/q_mean",
         "losses/aux",
@@ -678,29 +720,45 @@ pub fn train<B: AutodiffBackend>(
         "losses/alpha",
         "charts/entropy",
     ]);
-    let mut update_seconds = 0.0f64;
-    while global_step < t.total_steps {
+    let fresh = OffPolicyLoop::new(t, tally, 0);
+    let start = start_loop(
+        &harness,
+        checkpoint.as_deref(),
+        fresh,
+        &mut envs,
+        &mut replay,
+        &config.replay,
+        t.seed,
+        s.learning_starts,
+    )?;
+    let (mut lp, mut obs, learn_from) = (start.state, start.obs, start.learn_from);
+    if start.new_episodes {
+        replay.reset(&obs)?;
+    }
+    let mut global_step = harness.state.global_step;
+    let stop_at = options.max_updates.map(|m| learner.updates + m);
+    while global_step < t.total_steps && stop_at.is_none_or(|m| learner.updates < m) {
         // 4. Act: uniform random during the warm-up, then the policy's sample.
         let squashed: Vec<f32> = if global_step < s.learning_starts {
-            (0..num_envs * width).map(|_| rng.gen_range(-1.0f32..=1.0)).collect()
+            (0..num_envs * width).map(|_| lp.rng.gen_range(-1.0f32..=1.0)).collect()
         } else {
-            act(&learner.agent.valid(), &obs_space, &obs, false, &mut rng, device)
+            act(&learner.agent.valid(), &obs_space, &obs, false, &mut lp.rng, device)
         };
         let step = envs.step(&to_env_actions(&action_space, &squashed))?;
         let next = next_observations(step);
         replay.add(&squashed, &step.rewards, &step.terminated, &step.truncated, &next, &step.obs)?;
-        tally.step(step);
+        lp.tally.step(step);
         obs.clone_from(&step.obs);
         global_step += num_envs as u64;
 
         // 5. Learn: updates_per_step per environment step, after the warm-up.
-        if global_step >= s.learning_starts {
-            owed += num_envs as f64 * s.updates_per_step;
+        if global_step >= learn_from {
+            lp.owed += num_envs as f64 * s.updates_per_step;
             let update_start = Instant::now();
-            while owed >= 1.0 {
-                owed -= 1.0;
-                let batch = replay.sample(s.batch_size, &mut rng)?;
-                let report = learner.update(&obs_space, &batch, s, &aux, target_entropy, &mut rng, device);
+            while lp.owed >= 1.0 {
+                lp.owed -= 1.0;
+                let batch = replay.sample(s.batch_size, &mut lp.rng)?;
+                let report = learner.update(&obs_space, &batch, s, &aux, target_entropy, &mut lp.rng, device);
                 let parts = [report.critic, report.aux.unwrap_or(0.0), report.actor.unwrap_or(0.0)];
                 if parts.iter().any(|v| !v.is_finite()) {
                     return Err(TrainError::DivergedAt {
@@ -708,64 +766,46 @@ pub fn train<B: AutodiffBackend>(
                         parts: format!("critic {}, aux {}, actor {}", parts[0], parts[1], parts[2]),
                     });
                 }
-                tally.loss("losses/critic", report.critic);
-                tally.loss("losses/q_mean", report.q_mean);
+                lp.tally.loss("losses/critic", report.critic);
+                lp.tally.loss("losses/q_mean", report.q_mean);
                 if let Some(a) = report.aux {
-                    tally.loss("losses/aux", a);
+                    lp.tally.loss("losses/aux", a);
                 }
                 if let (Some(a), Some(l), Some(e)) = (report.actor, report.alpha_loss, report.entropy) {
-                    tally.loss("losses/actor", a);
-                    tally.loss("losses/alpha", l);
-                    tally.loss("charts/entropy", e);
+                    lp.tally.loss("losses/actor", a);
+                    lp.tally.loss("losses/alpha", l);
+                    lp.tally.loss("charts/entropy", e);
                 }
             }
-            update_seconds += update_start.elapsed().as_secs_f64();
+            lp.update_seconds += update_start.elapsed().as_secs_f64();
         }
 
-        // 6. Metrics, checkpoints, progress.
-        if global_step >= next_log || global_step >= t.total_steps {
-            next_log += t.log_every;
-            harness.state.global_step = global_step;
+        // 6. Metrics, checkpoints (and one where --max-updates stops the run), progress.
+        harness.state.global_step = global_step;
+        if lp.log_due(global_step, t) {
             let mut row =
                 vec![("global_step".to_string(), global_step as f64), ("update".to_string(), learner.updates as f64)];
-            row.extend(tally.take_row());
+            row.extend(lp.tally.take_row());
             row.push(("charts/alpha".into(), learner.temperature.alpha()));
             row.push(("charts/aux_terms".into(), aux_terms.len() as f64));
             row.push(("time/sps".into(), harness.sps()));
-            row.push(("time/update_seconds".into(), update_seconds));
+            row.push(("time/update_seconds".into(), lp.update_seconds));
             let reward = row.iter().find(|(k, _)| k == "charts/reward_per_step").map_or(f64::NAN, |(_, v)| *v);
             harness.log(row)?;
             harness.bar.set_message(format!("reward/step {reward:.3} | alpha {:.3}", learner.temperature.alpha()));
         }
-        if global_step >= next_checkpoint || global_step >= t.total_steps {
-            next_checkpoint += t.checkpoint_every;
+        let stopping = stop_at.is_some_and(|m| learner.updates >= m);
+        if lp.checkpoint_due(global_step, t) || stopping {
             harness.state.update = learner.updates;
-            harness.state.global_step = global_step;
-            save(&mut harness, &learner)?;
+            let name = format!("checkpoints/step-{global_step:09}");
+            let dir = harness.run().file(&name);
+            let mut files = learner.checkpoint_files(&dir)?;
+            files.extend(lp.checkpoint_files(&dir, &mut envs, &replay, &config.replay)?);
+            harness.checkpoint(&name, &files)?;
         }
         harness.bar.set_position(global_step);
     }
     Ok(harness.finish(learner.updates, global_step, None))
-}
-
-/// Writes `checkpoints/step-N/`: the agent, its targets and its temperature (no optimiser or
-/// replay state: off-policy runs are not resumed).
-fn save<B, OC, OA, OT>(harness: &mut Harness, learner: &SacLearner<B, OC, OA, OT>) -> Result<(), TrainError>
-where
-    B: AutodiffBackend,
-    OC: Optimizer<SacAgent<B>, B>,
-    OA: Optimizer<SacAgent<B>, B>,
-    OT: Optimizer<Temperature<B>, B>,
-{
-    let name = format!("checkpoints/step-{:09}", harness.state.global_step);
-    let dir = harness.run().file(&name);
-    let files = [
-        (AGENT_FILE, record_bytes(learner.agent.clone().into_record(), &dir.join(AGENT_FILE))?),
-        (TARGET_FILE, record_bytes(learner.target.clone().into_record(), &dir.join(TARGET_FILE))?),
-        (TEMPERATURE_FILE, record_bytes(learner.temperature.clone().into_record(), &dir.join(TEMPERATURE_FILE))?),
-    ];
-    harness.checkpoint(&name, &files)?;
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -777,7 +817,6 @@ pub struct Sac;
 
 impl Algorithm for Sac {
     const NAME: &'static str = "sac";
-    const RESUMABLE: bool = false;
     type Config = SacConfig;
     type Agent<B: Backend> = SacAgent<B>;
 

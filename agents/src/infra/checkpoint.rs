@@ -233,11 +233,19 @@ pub fn loop_state_bytes<T: Serialize>(value: &T, path: &Path) -> Result<Vec<u8>,
     rmp_serde::to_vec(value).map_err(|e| TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-/// The loop state saved in checkpoint `dir`, checked against its recorded checksum; `None` for a
-/// checkpoint written before loop states were saved.
-pub fn load_loop_state<T: DeserializeOwned>(dir: &Path, state: &CheckpointState) -> Result<Option<T>, TrainError> {
-    let path = dir.join(LOOP_STATE_FILE);
-    let expected = state.checksums.get(LOOP_STATE_FILE);
+/// The replay buffer's file in the checkpoints of off-policy runs (MessagePack, as
+/// [`LOOP_STATE_FILE`]; absent with `replay.checkpoint = false`).
+pub const REPLAY_FILE: &str = "replay.mpk";
+
+/// The loop state `file` ([`LOOP_STATE_FILE`], [`REPLAY_FILE`]) saved in checkpoint `dir`,
+/// checked against its recorded checksum; `None` for a checkpoint written without it.
+pub fn load_saved_state<T: DeserializeOwned>(
+    dir: &Path,
+    state: &CheckpointState,
+    file: &str,
+) -> Result<Option<T>, TrainError> {
+    let path = dir.join(file);
+    let expected = state.checksums.get(file);
     if expected.is_none() && !path.exists() {
         return Ok(None);
     }

@@ -4,7 +4,7 @@
 //! logged. An algorithm's loop keeps only its own steps (collect, update) and its metrics.
 //!
 //! ```text
-//! let mut harness = Harness::start(run, state, progress, tb)?;  // or Harness::resume(...)
+//! let mut harness = Harness::start(run, state, progress, tb, STEP_KEY)?;  // or ::resume(...)
 //! for update in ... {
 //!     ... collect, learn ...
 //!     harness.log(row)?;                                         // + time/elapsed_seconds
@@ -28,8 +28,9 @@ use crate::infra::run::{MetricsSink, RunDir};
 /// One metrics row: `(key, value)` pairs in the CSV's column order.
 pub type Row = Vec<(String, f64)>;
 
-/// The key every training loop logs in each row: the x-axis of the metrics (the step of
-/// TensorBoard's points, and what a resume trims the rows by).
+/// The key the reinforcement-learning loops log in each row: the x-axis of the metrics (the
+/// step of TensorBoard's points, and what a resume trims the rows by). Pretraining has its own
+/// (`pretrain/step`).
 pub const STEP_KEY: &str = "global_step";
 
 /// Run-time options of a training run that are not part of the experiment.
@@ -39,26 +40,9 @@ pub struct TrainOptions {
     pub verbose: bool,
     /// Continue from the run directory's last checkpoint.
     pub resume: bool,
-    /// Stop after this many updates in this process (the run resumes later; `None` = run to
-    /// the end).
+    /// Stop after this many updates in this process (PPO: rollouts learned from; off-policy:
+    /// gradient updates), with a checkpoint there: the run resumes later. `None`: run to the end.
     pub max_updates: Option<usize>,
-}
-
-impl TrainOptions {
-    /// Refuses `resume` and `max_updates` for an algorithm whose runs cannot resume (today the
-    /// off-policy ones: their replay buffer is not checkpointed).
-    pub fn check_for(&self, algo: &str, resumable: bool) -> Result<(), TrainError> {
-        if !resumable && (self.resume || self.max_updates.is_some()) {
-            return Err(TrainError::config(
-                "algo",
-                format!(
-                    "`{algo}` runs cannot be resumed or stopped early (their replay buffer is not checkpointed); \
-                     only ppo runs can"
-                ),
-            ));
-        }
-        Ok(())
-    }
 }
 
 /// What a training run did, whatever its algorithm.
@@ -110,16 +94,19 @@ pub struct Harness<'a> {
 impl<'a> Harness<'a> {
     /// A new run: writes `state.config` as `config.toml` and creates the metrics files, with
     /// TensorBoard event files when `tensorboard` is set (the config's `train.tensorboard`).
+    /// Every row the loop logs has `step_key` (its x-axis: [`STEP_KEY`] in the reinforcement-
+    /// learning loops), which grows with `state.global_step`.
     pub fn start(
         run: &'a RunDir,
         state: CheckpointState,
         progress: Progress,
         tensorboard: bool,
+        step_key: &str,
     ) -> Result<Self, TrainError> {
         run.write_config(&state.config).map_err(TrainError::io("cannot write config.toml"))?;
         let mut metrics = run.metrics().map_err(TrainError::io("cannot create the metrics files"))?;
         if tensorboard {
-            let events = run.tensorboard(STEP_KEY).map_err(TrainError::io("cannot remove old TensorBoard files"))?;
+            let events = run.tensorboard(step_key).map_err(TrainError::io("cannot remove old TensorBoard files"))?;
             metrics = metrics.with_tensorboard(events);
         }
         Ok(Self::new(run, metrics, state, 0.0, progress))
@@ -127,7 +114,8 @@ impl<'a> Harness<'a> {
 
     /// Continues `run` from its last checkpoint, whose config must be `state.config` (the run's
     /// own `config.toml`). Removes what a killed checkpoint write left, drops the metrics rows
-    /// (and TensorBoard points, when `tensorboard` is set) logged after the checkpoint, and
+    /// (and TensorBoard points, when `tensorboard` is set) logged after the checkpoint (`step_key`
+    /// above its `global_step`), and
     /// continues the clock. Returns the harness, with the checkpoint's state, and the
     /// checkpoint's directory, for the algorithm's weights. A run stopped before its first
     /// checkpoint has nothing to continue from: it starts over (directory `None`).
@@ -136,6 +124,7 @@ impl<'a> Harness<'a> {
         state: CheckpointState,
         progress: Progress,
         tensorboard: bool,
+        step_key: &str,
     ) -> Result<(Self, Option<PathBuf>), TrainError> {
         let config_differs = |path: PathBuf| TrainError::Checkpoint {
             path,
@@ -147,16 +136,16 @@ impl<'a> Harness<'a> {
             if std::fs::read_to_string(&config).is_ok_and(|saved| saved != state.config) {
                 return Err(config_differs(config));
             }
-            return Ok((Self::start(run, state, progress, tensorboard)?, None));
+            return Ok((Self::start(run, state, progress, tensorboard, step_key)?, None));
         };
         let saved = load_checkpoint_state(&dir)?;
         if saved.config != state.config {
             return Err(config_differs(dir.join(STATE_FILE)));
         }
         let up_to = saved.global_step as f64;
-        let mut metrics = run.resume_metrics(STEP_KEY, up_to).map_err(TrainError::io("cannot reopen the metrics"))?;
+        let mut metrics = run.resume_metrics(step_key, up_to).map_err(TrainError::io("cannot reopen the metrics"))?;
         if tensorboard {
-            let events = run.resume_tensorboard(STEP_KEY, up_to);
+            let events = run.resume_tensorboard(step_key, up_to);
             metrics = metrics.with_tensorboard(events.map_err(TrainError::io("cannot reopen the TensorBoard files"))?);
         }
         let elapsed = saved.elapsed_seconds;
@@ -211,10 +200,14 @@ impl<'a> Harness<'a> {
     /// checkpoint predates saved states), so the run continues, but not exactly as one never
     /// interrupted would.
     pub fn note_fresh_episodes(&self, env: &str) {
-        let line = format!(
-            "note: `{env}` cannot save its state (or the checkpoint has none): the resumed run starts new episodes"
-        );
-        self.bar.suspend(|| eprintln!("{line}"));
+        self.note(&format!(
+            "`{env}` cannot save its state (or the checkpoint has none): the resumed run starts new episodes"
+        ));
+    }
+
+    /// Prints `note: {text}` on standard error, above the progress bar.
+    pub fn note(&self, text: &str) {
+        self.bar.suspend(|| eprintln!("note: {text}"));
     }
 
     /// The rows logged by this process.

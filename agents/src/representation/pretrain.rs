@@ -28,13 +28,17 @@ use burn::tensor::Int;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use m3ixup_envs::{is_registered, make, registered_names, BatchActions, EnvError, ModalityData, ObsSpace};
+use m3ixup_envs::{is_registered, make, registered_names, BatchActions, EnvError, EnvRng, ModalityData, ObsSpace};
 use m3ixup_envs::{VecEnv, VecEnvConfig};
 
-use crate::infra::checkpoint::{checksum, load_into, verify_checksum, CheckpointRecorder};
+use crate::infra::checkpoint::{
+    checksum, load_checkpoint_state, load_into, load_record, load_saved_state, loop_state_bytes, record_bytes,
+    verify_checksum, CheckpointRecorder, CheckpointState, TrainError, LOOP_STATE_FILE, OPTIMIZER_FILE,
+};
+use crate::infra::harness::{Harness, Progress};
 use crate::infra::progress::progress_bar;
 use crate::infra::run::{write_atomic, RunDir};
 use crate::representation::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
@@ -233,6 +237,15 @@ pub enum PretrainError {
     /// The loss became NaN or infinite.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {value}")]
     Diverged { epoch: usize, step: usize, value: f32 },
+    /// The run directory, its metrics or its checkpoints (the training harness).
+    #[error(transparent)]
+    Run(Box<TrainError>),
+}
+
+impl From<TrainError> for PretrainError {
+    fn from(e: TrainError) -> Self {
+        PretrainError::Run(Box::new(e))
+    }
 }
 
 impl PretrainError {
@@ -352,7 +365,7 @@ pub fn train_step<B, O>(
     batch: &MultimodalInput<B>,
     loss: &M3ixupLossConfig,
     learning_rate: f64,
-    rng: &mut StdRng,
+    rng: &mut impl Rng,
 ) -> (M3ixupEncoder<B>, M3ixupReport)
 where
     B: AutodiffBackend,
@@ -386,7 +399,7 @@ pub fn retrieval_accuracy<B: Backend>(queries: Tensor<B, 2>, keys: Tensor<B, 2>)
 }
 
 /// Validation figures of one encoder on one set of batches.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Validation {
     /// The training loss on the validation batches (M3ixup: with draws from a fixed seed, so
     /// epochs are comparable), mean over batches.
@@ -491,23 +504,33 @@ impl EncoderMeta {
     }
 }
 
-/// Writes `encoder.mpk` (full precision) and `encoder.toml` into `dir`, each atomically.
+/// `encoder.mpk` (full precision) and `encoder.toml` (with `encoder.mpk`'s checksum) as bytes,
+/// for `dir` (named in errors).
+pub fn encoder_files<B: Backend>(
+    encoder: &M3ixupEncoder<B>,
+    meta: &EncoderMeta,
+    dir: &Path,
+) -> Result<Vec<(&'static str, Vec<u8>)>, PretrainError> {
+    let bytes = CheckpointRecorder::default()
+        .record(encoder.clone().into_record(), ())
+        .map_err(|e| PretrainError::Checkpoint { path: dir.join(CHECKPOINT_FILE), reason: e.to_string() })?;
+    let meta = EncoderMeta { checksum: Some(checksum(&bytes)), ..meta.clone() };
+    let text = toml::to_string(&meta)
+        .map_err(|e| PretrainError::Checkpoint { path: dir.join(META_FILE), reason: e.to_string() })?;
+    Ok(vec![(CHECKPOINT_FILE, bytes), (META_FILE, text.into_bytes())])
+}
+
+/// Writes `encoder.mpk` and `encoder.toml` ([`encoder_files`]) into `dir`, each atomically.
 pub fn save_encoder<B: Backend>(
     dir: &Path,
     encoder: &M3ixupEncoder<B>,
     meta: &EncoderMeta,
 ) -> Result<(), PretrainError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let bytes = CheckpointRecorder::default()
-        .record(encoder.clone().into_record(), ())
-        .map_err(|e| PretrainError::Checkpoint { path: path.clone(), reason: e.to_string() })?;
-    write_atomic(&path, &bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
-    let meta = EncoderMeta { checksum: Some(checksum(&bytes)), ..meta.clone() };
-    let meta_path = dir.join(META_FILE);
-    let text = toml::to_string(&meta)
-        .map_err(|e| PretrainError::Checkpoint { path: meta_path.clone(), reason: e.to_string() })?;
-    write_atomic(&meta_path, text.as_bytes())
-        .map_err(PretrainError::io(format!("cannot write {}", meta_path.display())))
+    for (file, bytes) in encoder_files(encoder, meta, dir)? {
+        let path = dir.join(file);
+        write_atomic(&path, &bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Reads a checkpoint written by [`save_encoder`] from `dir` (a run directory).
@@ -547,10 +570,12 @@ pub fn load_encoder<B: Backend>(
 pub struct PretrainOptions {
     /// Progress bars on stderr (when it is a terminal) and one summary line per epoch.
     pub verbose: bool,
+    /// Continue from the run directory's last checkpoint (one per epoch).
+    pub resume: bool,
 }
 
 /// One epoch's figures (also written as a metrics row).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub train_loss: f64,
@@ -585,8 +610,26 @@ impl PretrainSummary {
     }
 }
 
+/// What a pretraining checkpoint keeps of the loop besides the encoder and the optimiser
+/// ([`LOOP_STATE_FILE`]), so that a resumed run continues exactly: the generator of the
+/// minibatch order and the mixup draws, the training order as last shuffled (each epoch
+/// shuffles it again, in place), and the epochs' figures for the summary. The data set is
+/// collected again from `data.seed` (the same samples).
+#[derive(Serialize, Deserialize)]
+struct PretrainLoop {
+    rng: EnvRng,
+    train_idx: Vec<usize>,
+    history: Vec<EpochMetrics>,
+    step_seconds: f64,
+}
+
+/// The key of the pretraining metrics rows that the harness orders them by (and TensorBoard
+/// plots them against): training steps so far.
+pub const PRETRAIN_STEP_KEY: &str = "pretrain/step";
+
 /// Pretrains an encoder as `config` says, writing `config.toml`, `metrics.csv`,
-/// `metrics.jsonl`, `encoder.mpk` and `encoder.toml` into `run` (module documentation).
+/// `metrics.jsonl`, `encoder.mpk` and `encoder.toml` into `run` (module documentation), with a
+/// checkpoint per epoch under `checkpoints/` from which `options.resume` continues exactly.
 /// Returns the trained encoder (the last epoch's, as checkpointed) and the summary.
 pub fn pretrain<B: AutodiffBackend>(
     config: &PretrainConfig,
@@ -597,20 +640,12 @@ pub fn pretrain<B: AutodiffBackend>(
     config.validate()?;
     let started = Instant::now();
     let text = toml::to_string_pretty(config).map_err(|e| PretrainError::config("(config)", e.to_string()))?;
-    run.write_config(&text).map_err(PretrainError::io("cannot write config.toml"))?;
-    let mut metrics = run.metrics().map_err(PretrainError::io("cannot create the metrics files"))?;
-    if config.train.tensorboard {
-        let events =
-            run.tensorboard("pretrain/epoch").map_err(PretrainError::io("cannot remove old TensorBoard files"))?;
-        metrics = metrics.with_tensorboard(events);
-    }
     let (data, train) = (&config.data, &config.train);
 
     // Seeding (docs/DESIGN.md): data.seed drives the environments, the random policy and the split;
     // train.seed the network initialisation (the backend's one global RNG, seeded once, here),
     // the minibatch order and the mixup draws.
     B::seed(device, train.seed);
-    let mut rng = StdRng::seed_from_u64(train.seed);
 
     // 1. Data: uniform random policy, every modality present, random 90/10 split.
     let bar = progress_bar(options.verbose, data.samples as u64, "collect", "samples");
@@ -620,7 +655,7 @@ pub fn pretrain<B: AutodiffBackend>(
     let samples = SampleSet::collect_random(&config.env.name, &config.env.params, data.samples, vec, Some(&bar))?;
     let collect_seconds = collect_start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let (mut train_idx, val_idx) = samples.split(data.validation_fraction, data.seed);
+    let (train_idx, val_idx) = samples.split(data.validation_fraction, data.seed);
     let val_batches = validation_batches(&val_idx, train.validation_batch_size);
     let modalities: Vec<String> = samples.space().names().map(String::from).collect();
     say(
@@ -635,7 +670,8 @@ pub fn pretrain<B: AutodiffBackend>(
         ),
     );
 
-    // 2. Encoder, optimiser, loss.
+    // 2. Encoder, optimiser, loss: fresh, or from the last checkpoint with the loop's state (the
+    // harness finds it, checks its config, reopens the metrics and continues the run's clock).
     let mut encoder = config.encoder.init::<B>(samples.space(), device)?;
     let mut optim = AdamConfig::new().init::<B, M3ixupEncoder<B>>();
     let loss = config.loss.effective().map_err(|e| PretrainError::config("loss.terms", e.reason))?;
@@ -651,28 +687,56 @@ pub fn pretrain<B: AutodiffBackend>(
         observation_space: samples.space().clone(),
         checksum: None,
     };
+    let steps_per_epoch = train_idx.len() / train.batch_size;
+    let state = CheckpointState {
+        algo: "pretrain".into(),
+        update: 0,      // epochs
+        global_step: 0, // training steps
+        env_name: config.env.name.clone(),
+        observation_space: samples.space().clone(),
+        action_space: make(&config.env.name, &config.env.params)?.action_space().clone(),
+        config: text,
+        elapsed_seconds: 0.0,
+        checksums: Default::default(),
+    };
+    let progress = Progress { verbose: options.verbose, total: (train.epochs * steps_per_epoch) as u64, unit: "steps" };
+    let (mut harness, checkpoint) = if options.resume {
+        Harness::resume(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY)?
+    } else {
+        (Harness::start(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY)?, None)
+    };
+    let mut lp =
+        PretrainLoop { rng: EnvRng::seed_from_u64(train.seed), train_idx, history: Vec::new(), step_seconds: 0.0 };
+    if let Some(dir) = &checkpoint {
+        let saved = load_checkpoint_state(dir)?;
+        (encoder, meta) = load_encoder::<B>(dir, device)?;
+        optim = optim.load_record(load_record(&dir.join(OPTIMIZER_FILE), saved.checksums.get(OPTIMIZER_FILE), device)?);
+        let missing = || PretrainError::Checkpoint { path: dir.join(LOOP_STATE_FILE), reason: "missing".into() };
+        lp = load_saved_state(dir, &saved, LOOP_STATE_FILE)?.ok_or_else(missing)?;
+        // The run's own encoder files again: a kill between the checkpoint and them may have
+        // left them an epoch behind.
+        save_encoder(run.path(), &encoder, &meta)?;
+    }
 
     // 3. Epochs: shuffled minibatches, then validation, a metrics row and a checkpoint.
-    let steps_per_epoch = train_idx.len() / train.batch_size;
-    let bar = progress_bar(options.verbose, (train.epochs * steps_per_epoch) as u64, "epoch", "steps");
-    let mut history: Vec<EpochMetrics> = Vec::with_capacity(train.epochs);
-    let (mut step, mut step_seconds) = (0usize, 0.0f64);
+    let bar = harness.bar.clone();
+    let (start_epoch, mut step) = (harness.state.update, harness.state.global_step as usize);
     let mut last_retrieval = String::new();
-    for epoch in 1..=train.epochs {
+    for epoch in start_epoch + 1..=train.epochs {
         let epoch_start = Instant::now();
         bar.set_prefix(format!(" {epoch}/{}", train.epochs));
-        train_idx.shuffle(&mut rng);
+        lp.train_idx.shuffle(&mut lp.rng);
         let mut loss_sum = 0.0f64;
         let mut term_sums = vec![0.0f64; terms.len()];
         // The mixup draws and inner-step losses (`m3ixup/lambda`, `m3ixup/adapt_inner_before`,
         // ...), averaged over the epoch's steps.
         let mut draw_sums: Vec<(String, f64)> = Vec::new();
-        for indices in train_idx.chunks_exact(train.batch_size) {
+        for indices in lp.train_idx.chunks_exact(train.batch_size) {
             let step_start = Instant::now();
             let batch = samples.batch::<B>(indices, device);
             let report;
-            (encoder, report) = train_step(encoder, &mut optim, &batch, &loss, train.learning_rate, &mut rng);
-            step_seconds += step_start.elapsed().as_secs_f64();
+            (encoder, report) = train_step(encoder, &mut optim, &batch, &loss, train.learning_rate, &mut lp.rng);
+            lp.step_seconds += step_start.elapsed().as_secs_f64();
             step += 1;
             if !report.total.is_finite() {
                 return Err(PretrainError::Diverged { epoch, step, value: report.total });
@@ -697,7 +761,7 @@ pub fn pretrain<B: AutodiffBackend>(
         let train_loss = loss_sum / steps_per_epoch as f64;
         let mut row: Vec<(String, f64)> = vec![
             ("pretrain/epoch".into(), epoch as f64),
-            ("pretrain/step".into(), step as f64),
+            (PRETRAIN_STEP_KEY.into(), step as f64),
             ("losses/train_total".into(), train_loss),
         ];
         for (sum, t) in term_sums.iter().zip(&terms) {
@@ -712,10 +776,18 @@ pub fn pretrain<B: AutodiffBackend>(
         row.push(("time/epoch_seconds".into(), seconds));
         row.push(("time/train_seconds".into(), train_seconds));
         row.push(("time/step_seconds".into(), train_seconds / steps_per_epoch as f64));
-        row.push(("time/elapsed_seconds".into(), started.elapsed().as_secs_f64()));
-        metrics.log(&row).map_err(PretrainError::io("cannot write the metrics"))?;
+        harness.log(row)?;
 
+        // The checkpoint (encoder, optimiser, loop state), then the run's own encoder files.
         meta.epoch = epoch;
+        lp.history.push(EpochMetrics { epoch, train_loss, validation: validation.clone(), seconds });
+        (harness.state.update, harness.state.global_step) = (epoch, step as u64);
+        let name = format!("checkpoints/epoch-{epoch:06}");
+        let dir = harness.run().file(&name);
+        let mut files = encoder_files(&encoder, &meta, &dir)?;
+        files.push((OPTIMIZER_FILE, record_bytes(optim.to_record(), &dir.join(OPTIMIZER_FILE))?));
+        files.push((LOOP_STATE_FILE, loop_state_bytes(&lp, &dir.join(LOOP_STATE_FILE))?));
+        harness.checkpoint(&name, &files)?;
         save_encoder(run.path(), &encoder, &meta)?;
 
         let retrieval: String =
@@ -725,15 +797,14 @@ pub fn pretrain<B: AutodiffBackend>(
             "epoch {epoch}/{}: train loss {train_loss:.4}, val loss {:.4} (gmc {:.4}), retrieval{retrieval}, {seconds:.1} s",
             train.epochs, validation.loss_total, validation.loss_gmc
         ));
-        history.push(EpochMetrics { epoch, train_loss, validation, seconds });
     }
-    bar.finish_and_clear();
+    let finished = harness.finish(train.epochs, step as u64, None);
     let summary = PretrainSummary {
-        run_dir: run.path().to_path_buf(),
+        run_dir: finished.run_dir,
         modalities,
-        epochs: history,
+        epochs: lp.history,
         collect_seconds,
-        step_seconds: step_seconds / step.max(1) as f64,
+        step_seconds: lp.step_seconds / step.max(1) as f64,
         wall_seconds: started.elapsed().as_secs_f64(),
     };
     Ok((encoder, summary))

@@ -203,3 +203,31 @@ fn memory_per_transition_is_one_frame_not_a_stack() {
     assert!((stacks - 7_739.0).abs() < 2.0, "{stacks}");
     assert!(per_transition < 0.55 * stacks, "shared {per_transition} vs stacks {stacks}");
 }
+
+#[test]
+fn a_buffer_saved_and_restored_samples_what_the_original_samples_and_keeps_filling_alike() {
+    // Sensor dropout and 6-step episodes: absent frames and episode ends are in the saved state.
+    let params = "max_episode_steps = 6\nsensor_dropout = { mode = \"per-step\", p = 0.4 }";
+    let (original, _) = fill(params, 2, 30, 25); // full: the rings have wrapped
+    let bytes = rmp_serde::to_vec(&original).unwrap();
+    let (mut restored, _) = fill(params, 2, 30, 3); // another buffer of the same layout
+    restored.restore(rmp_serde::from_slice(&bytes).unwrap()).unwrap();
+    assert_eq!(restored.len(), original.len());
+    for i in 0..original.len() {
+        assert_eq!(stored(&restored, i), stored(&original, i), "transition {i}");
+    }
+    let draw = |b: &ReplayBuffer| b.sample(32, &mut StdRng::seed_from_u64(4)).unwrap();
+    assert_eq!(draw(&restored), draw(&original));
+    // u8 frames as MessagePack binary: a buffer twice the size saves about one byte more per
+    // byte it holds, not two (values of 128 and up as numbers), beside what does not grow with
+    // the capacity (the observation space's bounds).
+    let (double, _) = fill(params, 2, 60, 45); // full too: every slot holds a rendered frame
+    let saved_growth = rmp_serde::to_vec(&double).unwrap().len() - bytes.len();
+    let growth = double.bytes() - original.bytes();
+    assert!(saved_growth < growth * 11 / 10, "{saved_growth} more bytes saved for {growth} more bytes held");
+
+    // Another capacity is another layout: refused, naming both.
+    let (mut other, _) = fill(params, 2, 40, 3);
+    let err = other.restore(rmp_serde::from_slice(&bytes).unwrap()).unwrap_err().to_string();
+    assert!(err.contains("capacity 30") && err.contains("capacity 40"), "{err}");
+}
