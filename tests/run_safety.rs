@@ -366,11 +366,14 @@ fn killed_20_times_finishes_like_an_uninterrupted_run(
     wait_ok(spawn(&args("straight")), "the uninterrupted run");
     let whole = start.elapsed();
 
-    // Kill moments: each process (a fresh start, then resumes) is killed after a time uniform in
-    // [0, 1/16] of an uninterrupted run's, from a fixed seed (so a failure replays): the run
-    // creeps forward from checkpoint to checkpoint, and the moments fall all along it, some
-    // before the first checkpoint (the run then starts over), some inside a checkpoint write,
-    // most in the middle of an update.
+    // Kill moments, from a fixed seed (so a failure replays): each process (a fresh start, then
+    // resumes) waits for 0 or 1 new checkpoints of its own, then lives on for a time uniform in
+    // one checkpoint interval (these configs checkpoint at every row) and is killed. So the run
+    // creeps forward, about a checkpoint per kill, whatever a process takes to start, and the
+    // moments fall all along it: some before a process's first checkpoint (a run killed before
+    // its first one starts over), some inside a checkpoint write, most in the middle of work.
+    let interval = whole / rows as u32;
+    let pointer = |dir: &Path| fs::read_to_string(dir.join(CHECKPOINT_POINTER)).ok();
     let mut moments = StdRng::seed_from_u64(20);
     let killed: PathBuf = runs.join("killed");
     let (first_args, resume_args) = (args("killed"), vec!["--resume".to_string(), killed.display().to_string()]);
@@ -381,8 +384,14 @@ fn killed_20_times_finishes_like_an_uninterrupted_run(
         if !started {
             let _ = fs::remove_dir_all(&killed);
         }
+        let before = pointer(&killed);
         let mut child = spawn(if started { &resume_args } else { &first_args });
-        sleep(whole.mul_f64(moments.gen_range(0.0..1.0 / 16.0)));
+        if moments.gen_bool(0.5) {
+            while pointer(&killed) == before && child.try_wait().unwrap().is_none() {
+                sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        sleep(interval.mul_f64(moments.gen_range(0.0..1.0)));
         if child.try_wait().unwrap().is_some() {
             // It finished (or failed) before the moment came: a failure is reported, and a
             // finished run has nothing left to kill.
@@ -394,7 +403,9 @@ fn killed_20_times_finishes_like_an_uninterrupted_run(
         kills += 1;
     }
     // The killed processes got somewhere: the last resume starts from a checkpoint they wrote.
-    assert!(latest_checkpoint(&killed).unwrap().is_some(), "no checkpoint after {kills} kills: nothing was resumed");
+    let reached = latest_checkpoint(&killed).unwrap().map(|dir| load_checkpoint_state(&dir).unwrap().global_step);
+    assert!(reached.is_some(), "no checkpoint after {kills} kills: nothing was resumed");
+    println!("{tag}: uninterrupted {whole:.1?}; after {kills} kills the run had reached step {}", reached.unwrap());
     wait_ok(spawn(&resume_args), "the last resume");
 
     let (expected, got) = (timeless_metrics(&runs.join("straight")), timeless_metrics(&killed));
@@ -417,8 +428,8 @@ fn mid_episode_sets(extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn a_ppo_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
-    let sets = mid_episode_sets(&["train.total_steps=1280", "train.checkpoint_every=1"]);
-    killed_20_times_finishes_like_an_uninterrupted_run(TRAIN, "killed-ppo", "ppo-smoke.toml", &sets, 20);
+    let sets = mid_episode_sets(&["train.total_steps=2048", "train.checkpoint_every=1"]);
+    killed_20_times_finishes_like_an_uninterrupted_run(TRAIN, "killed-ppo", "ppo-smoke.toml", &sets, 32);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,13 +547,13 @@ fn without_its_replay_buffer_a_resumed_run_refills_it_before_learning_again() {
 
 #[test]
 fn a_pretraining_run_killed_at_20_random_moments_finishes_with_the_metrics_of_an_uninterrupted_run() {
-    // 24 short epochs (7 steps each), a checkpoint after every one.
-    let sets = ["data.samples=256".to_string(), "train.epochs=24".to_string()];
+    // 32 short epochs (7 steps each), a checkpoint after every one.
+    let sets = ["data.samples=256".to_string(), "train.epochs=32".to_string()];
     killed_20_times_finishes_like_an_uninterrupted_run(
         env!("CARGO_BIN_EXE_pretrain"),
         "killed-pretrain",
         "pretrain-smoke.toml",
         &sets,
-        24,
+        32,
     );
 }
