@@ -370,28 +370,15 @@ pub fn train<B: AutodiffBackend>(
     let mut actor_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
     let mut critic_optim = AdamConfig::new().init::<B, DdpgHeadsModule<B>>();
     let mut replay = ReplayBuffer::new(&latent_space, width, num_envs, config.replay.capacity, 1)?;
-    let state = CheckpointState {
-        algo: config.algo.clone(),
-        update: 0,
-        global_step: 0,
-        env_name: config.env.name.clone(),
-        observation_space: obs_space.clone(),
-        action_space: action_space.clone(),
-        config: config_text,
-        elapsed_seconds: 0.0,
-        checksums: Default::default(),
-    };
+    let state =
+        CheckpointState::fresh(&config.algo, &config.env.name, obs_space.clone(), action_space.clone(), config_text);
     let encoder_bytes = record_bytes(encoder.clone().into_record(), &config.pretrained.path.join(CHECKPOINT_FILE))?;
     // The copy's own checksum (the bytes are re-recorded here, not copied from the pretrain run).
     let meta = EncoderMeta { checksum: Some(checksum(&encoder_bytes)), ..meta };
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
     let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
-    let (mut harness, checkpoint) = if options.resume {
-        Harness::resume(run, state, progress, t.tensorboard, STEP_KEY)?
-    } else {
-        (Harness::start(run, state, progress, t.tensorboard, STEP_KEY)?, None)
-    };
+    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options.resume)?;
     if let Some(dir) = &checkpoint {
         let saved = load_checkpoint_state(dir)?;
         let file = |name: &str| (dir.join(name), saved.checksums.get(name));

@@ -623,32 +623,19 @@ pub fn train<B: AutodiffBackend>(
     // its config, reopens the metrics and continues the run's clock).
     let mut agent = config.policy.init::<B>(&config.encoder, &obs_space, &action_space, device)?;
     let mut optim = AdamConfig::new().with_epsilon(1e-5).init::<B, ActorCritic<B>>();
-    let state = CheckpointState {
-        algo: config.algo.clone(),
-        update: 0,
-        global_step: 0,
-        env_name: config.env.name.clone(),
-        observation_space: obs_space.clone(),
-        action_space: action_space.clone(),
-        config: config_text,
-        elapsed_seconds: 0.0,
-        checksums: Default::default(),
-    };
+    let state =
+        CheckpointState::fresh(&config.algo, &config.env.name, obs_space.clone(), action_space.clone(), config_text);
     let progress = Progress { verbose: options.verbose, total: num_updates as u64 * batch_size as u64, unit: "steps" };
+    let (mut harness, checkpoint) =
+        Harness::open(run, state, progress, config.train.tensorboard, STEP_KEY, options.resume)?;
     let mut resumed_loop = None;
-    let mut harness = if options.resume {
-        let (harness, dir) = Harness::resume(run, state, progress, config.train.tensorboard, STEP_KEY)?;
-        if let Some(dir) = dir {
-            let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
-            agent = loaded;
-            let optim_file = dir.join(OPTIMIZER_FILE);
-            optim = optim.load_record(load_record(&optim_file, saved.checksums.get(OPTIMIZER_FILE), device)?);
-            resumed_loop = load_saved_state::<PpoLoopState>(&dir, &saved, LOOP_STATE_FILE)?;
-        }
-        harness
-    } else {
-        Harness::start(run, state, progress, config.train.tensorboard, STEP_KEY)?
-    };
+    if let Some(dir) = checkpoint {
+        let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
+        agent = loaded;
+        let optim_file = dir.join(OPTIMIZER_FILE);
+        optim = optim.load_record(load_record(&optim_file, saved.checksums.get(OPTIMIZER_FILE), device)?);
+        resumed_loop = load_saved_state::<PpoLoopState>(&dir, &saved, LOOP_STATE_FILE)?;
+    }
     let (start_update, mut global_step) = (harness.state.update, harness.state.global_step);
     let mut last_checkpoint = start_update;
 

@@ -692,23 +692,10 @@ pub fn train<B: AutodiffBackend>(
     // loop's state (the harness finds it, checks its config, reopens the metrics).
     let agent = config.policy.init::<B>(&config.encoder, s, &obs_space, &action_space, device)?;
     let mut learner = learner(agent, s, device);
-    let state = CheckpointState {
-        algo: config.algo.clone(),
-        update: 0,
-        global_step: 0,
-        env_name: config.env.name.clone(),
-        observation_space: obs_space.clone(),
-        action_space: action_space.clone(),
-        config: config_text,
-        elapsed_seconds: 0.0,
-        checksums: Default::default(),
-    };
+    let state =
+        CheckpointState::fresh(&config.algo, &config.env.name, obs_space.clone(), action_space.clone(), config_text);
     let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
-    let (mut harness, checkpoint) = if options.resume {
-        Harness::resume(run, state, progress, t.tensorboard, STEP_KEY)?
-    } else {
-        (Harness::start(run, state, progress, t.tensorboard, STEP_KEY)?, None)
-    };
+    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options.resume)?;
     if let Some(dir) = &checkpoint {
         learner = learner.load(dir, device)?;
     }

@@ -109,6 +109,29 @@ pub struct CheckpointState {
     pub checksums: BTreeMap<String, String>,
 }
 
+impl CheckpointState {
+    /// The state of a run that has not trained yet: no update, no step, no time, no files.
+    pub fn fresh(
+        algo: &str,
+        env_name: &str,
+        observation_space: ObsSpace,
+        action_space: ActionSpace,
+        config: String,
+    ) -> Self {
+        Self {
+            algo: algo.to_string(),
+            update: 0,
+            global_step: 0,
+            env_name: env_name.to_string(),
+            observation_space,
+            action_space,
+            config,
+            elapsed_seconds: 0.0,
+            checksums: BTreeMap::new(),
+        }
+    }
+}
+
 /// The checksum recorded for a checkpoint file: CRC-32 of its bytes, which catches a corrupt,
 /// truncated or replaced file (it is not a defence against tampering).
 pub fn checksum(bytes: &[u8]) -> String {

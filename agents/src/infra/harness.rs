@@ -153,6 +153,23 @@ impl<'a> Harness<'a> {
         Ok((Self::new(run, metrics, state, elapsed, progress), Some(dir)))
     }
 
+    /// [`Self::resume`] when `resume` is set (the run's own `--resume`), else [`Self::start`]
+    /// (no checkpoint directory).
+    pub fn open(
+        run: &'a RunDir,
+        state: CheckpointState,
+        progress: Progress,
+        tensorboard: bool,
+        step_key: &str,
+        resume: bool,
+    ) -> Result<(Self, Option<PathBuf>), TrainError> {
+        if resume {
+            Self::resume(run, state, progress, tensorboard, step_key)
+        } else {
+            Ok((Self::start(run, state, progress, tensorboard, step_key)?, None))
+        }
+    }
+
     fn new(run: &'a RunDir, metrics: MetricsSink, state: CheckpointState, elapsed: f64, progress: Progress) -> Self {
         let bar = progress_bar(progress.verbose, progress.total, "", progress.unit);
         bar.set_position(state.global_step.min(progress.total));

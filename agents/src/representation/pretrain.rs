@@ -526,9 +526,14 @@ pub fn save_encoder<B: Backend>(
     encoder: &M3ixupEncoder<B>,
     meta: &EncoderMeta,
 ) -> Result<(), PretrainError> {
-    for (file, bytes) in encoder_files(encoder, meta, dir)? {
+    write_files(dir, &encoder_files(encoder, meta, dir)?)
+}
+
+/// Writes each `(name, bytes)` of `files` into `dir`, atomically.
+fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), PretrainError> {
+    for (file, bytes) in files {
         let path = dir.join(file);
-        write_atomic(&path, &bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
+        write_atomic(&path, bytes).map_err(PretrainError::io(format!("cannot write {}", path.display())))?;
     }
     Ok(())
 }
@@ -688,23 +693,12 @@ pub fn pretrain<B: AutodiffBackend>(
         checksum: None,
     };
     let steps_per_epoch = train_idx.len() / train.batch_size;
-    let state = CheckpointState {
-        algo: "pretrain".into(),
-        update: 0,      // epochs
-        global_step: 0, // training steps
-        env_name: config.env.name.clone(),
-        observation_space: samples.space().clone(),
-        action_space: make(&config.env.name, &config.env.params)?.action_space().clone(),
-        config: text,
-        elapsed_seconds: 0.0,
-        checksums: Default::default(),
-    };
+    // `update` counts epochs, `global_step` training steps.
+    let action_space = make(&config.env.name, &config.env.params)?.action_space().clone();
+    let state = CheckpointState::fresh("pretrain", &config.env.name, samples.space().clone(), action_space, text);
     let progress = Progress { verbose: options.verbose, total: (train.epochs * steps_per_epoch) as u64, unit: "steps" };
-    let (mut harness, checkpoint) = if options.resume {
-        Harness::resume(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY)?
-    } else {
-        (Harness::start(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY)?, None)
-    };
+    let (mut harness, checkpoint) =
+        Harness::open(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY, options.resume)?;
     let mut lp =
         PretrainLoop { rng: EnvRng::seed_from_u64(train.seed), train_idx, history: Vec::new(), step_seconds: 0.0 };
     if let Some(dir) = &checkpoint {
@@ -784,11 +778,12 @@ pub fn pretrain<B: AutodiffBackend>(
         (harness.state.update, harness.state.global_step) = (epoch, step as u64);
         let name = format!("checkpoints/epoch-{epoch:06}");
         let dir = harness.run().file(&name);
-        let mut files = encoder_files(&encoder, &meta, &dir)?;
+        let encoder_bytes = encoder_files(&encoder, &meta, &dir)?; // recorded once, written twice
+        let mut files = encoder_bytes.clone();
         files.push((OPTIMIZER_FILE, record_bytes(optim.to_record(), &dir.join(OPTIMIZER_FILE))?));
         files.push((LOOP_STATE_FILE, loop_state_bytes(&lp, &dir.join(LOOP_STATE_FILE))?));
         harness.checkpoint(&name, &files)?;
-        save_encoder(run.path(), &encoder, &meta)?;
+        write_files(run.path(), &encoder_bytes)?;
 
         let retrieval: String =
             modalities.iter().zip(&validation.retrieval).map(|(n, a)| format!(" {n} {a:.3}")).collect();
