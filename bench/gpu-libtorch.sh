@@ -23,7 +23,8 @@
 #    the M3ixup loss) and without an auxiliary loss; and at the GPU-sized batch.
 # 2. bench/gpu.sh with the `tch` binary on libtorch-cuda:N: the main config (PPO + M3ixup) and
 #    `aux.kind = "none"`, each with `rollout.inference` on the GPU and on a CPU copy; then the
-#    GPU-sized configs (64 and 256 environments on all cores, minibatches 1024 and 4096).
+#    GPU-sized configs (64, 256 and 1,024 environments on all cores, minibatches 1,024, 4,096
+#    and 8,192).
 # 3. A table: env-steps/s, learning seconds per update against PyTorch's, time to first update.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -77,7 +78,7 @@ echo "PyTorch reference device: $torch_device; runs under $out"
 
 # Batch sizes: (environments, minibatch). The main config's 16 x 128 steps, minibatch 256; then
 # GPU-sized ones on every core.
-sizes="16:256 64:1024 256:4096"
+sizes="16:256 64:1024 256:4096 1024:8192"
 [ "$quick" = 1 ] && sizes="16:256"
 workers="$(nproc)"
 
@@ -117,8 +118,10 @@ for size in $sizes; do
         done
     else
         echo; echo "#### GPU-sized: $envs environments on $workers workers, minibatch $minibatch, aux.kind = m3ixup"
+        # A total far beyond the updates run: the main config's would end a big batch's run after one.
         run_cases $(( gpus + cpus )) --inference learner --set rollout.num_envs="$envs" \
-            --set rollout.workers="$workers" --set ppo.minibatch_size="$minibatch" --out "$out/envs-$envs-aux-m3ixup"
+            --set rollout.workers="$workers" --set ppo.minibatch_size="$minibatch" \
+            --set train.total_steps=100000000 --out "$out/envs-$envs-aux-m3ixup"
     fi
 done
 

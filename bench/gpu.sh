@@ -10,7 +10,8 @@
 #
 # --cuda-bin may be repeated: one binary per build of burn's CUDA backend (features `cuda`:
 # fusion + autotune; `cuda-base`: neither; `cuda-fusion`, `cuda-autotune`), each run as its
-# own case and named by its file name. A `.gz` binary is unpacked into the output folder.
+# own case and named by its file name. A `.gz` binary (here and for --tch-bin) is unpacked into
+# the output folder.
 # Each CUDA run writes its kernel log (every kernel compilation and autotune, stamped with the
 # seconds since start: `train --kernel-log`) beside its output, keeps compiled kernels and
 # autotune results in a cache per binary (`train --kernel-cache`, shared by that binary's
@@ -20,7 +21,9 @@
 #
 # Needs the NVIDIA driver (libcuda) and, for cuda:N, NVRTC of the CUDA major version the
 # binary was built for (libnvrtc.so.12 by default, libnvrtc.so.13 with CUDARC_CUDA_VERSION=13000:
-# from a CUDA toolkit, or --nvrtc DIR) and the CUDA headers (CUDA_PATH, default /usr/local/cuda).
+# from a CUDA toolkit, --nvrtc DIR, or else found in a pip torch's nvidia-* wheels) and the CUDA
+# headers (CUDA_PATH, default /usr/local/cuda; without either, the bundle cuda-include-<major>.tar.gz
+# that scripts/build-gpu-bench.sh leaves beside the binaries).
 # The tch binary needs LibTorch 2.9.0 with CUDA (--libtorch DIR: the torch/lib folder of a pip
 # torch==2.9.0, whose own rpath finds the nvidia-* wheels beside it), unless it finds it at the
 # path it was built with. Devices a binary cannot use are reported and skipped.
@@ -62,10 +65,34 @@ while [ $# -gt 0 ]; do
 done
 [ ${#cuda_bins[@]} -gt 0 ] || [ -n "$tch_bin" ] || { echo "give --cuda-bin and/or --tch-bin" >&2; exit 2; }
 [ "$updates" -ge 2 ] || { echo "--updates must be at least 2 (the first is warm-up)" >&2; exit 2; }
-[ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+cuda_include=""
+for b in "${cuda_bins[@]}"; do  # the header bundle scripts/build-gpu-bench.sh leaves beside the binaries
+    [ -z "$cuda_include" ] && cuda_include="$(ls "$(dirname "$b")"/cuda-include-*.tar.gz 2>/dev/null | head -1 || true)"
+done
 [ -n "$libtorch" ] && export LD_LIBRARY_PATH="$libtorch${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 out="${out:-$(mktemp -d /tmp/m3ixup-gpu-bench.XXXXXX)}"
 mkdir -p "$out"
+
+# CubeCL compiles its kernels at run time: NVRTC (libnvrtc.so.<CUDA major>) and the CUDA headers
+# (CUDA_PATH/include, with CCCL's <cuda/barrier> in include/cccl). On a machine without a CUDA
+# toolkit, NVRTC comes from a pip torch's nvidia-* wheels and the headers from the bundle that
+# scripts/build-gpu-bench.sh leaves beside the binaries.
+if [ ${#cuda_bins[@]} -gt 0 ]; then
+    major="$(basename "${cuda_include:-none}" .tar.gz | sed -n 's/^cuda-include-//p' || true)"
+    if [ -z "$nvrtc" ] && ! ldconfig -p 2>/dev/null | grep -q "libnvrtc\.so\.${major:-[0-9]}"; then
+        for d in $(python3 -c 'import sys; print(" ".join(p for p in sys.path if p))' 2>/dev/null); do
+            lib="$(find "$d/nvidia" -maxdepth 3 -name "libnvrtc.so.${major:-*}" 2>/dev/null | head -1 || true)"
+            [ -n "$lib" ] && { nvrtc="$(dirname "$lib")"; break; }
+        done
+    fi
+    [ -n "$nvrtc" ] && echo "NVRTC from $nvrtc"
+    if [ -z "${CUDA_PATH:-}" ] && [ ! -f /usr/local/cuda/include/cuda_runtime.h ] && [ -n "$cuda_include" ]; then
+        mkdir -p "$out/cuda-headers" && tar -C "$out/cuda-headers" -xzf "$cuda_include"
+        export CUDA_PATH="$out/cuda-headers/cuda"
+    fi
+    echo "CUDA headers from ${CUDA_PATH:-/usr/local/cuda}$([ -d "${CUDA_PATH:-/usr/local/cuda}/include/cccl" ] && echo ', CCCL in include/cccl')"
+fi
+[ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # Compressed binaries (as scripts/build-gpu-bench.sh leaves them) are unpacked into $out.
 for i in "${!cuda_bins[@]}"; do
@@ -77,6 +104,12 @@ for i in "${!cuda_bins[@]}"; do
         cuda_bins[$i]="$u"
     fi
 done
+
+if [ -n "$tch_bin" ] && [ "${tch_bin%.gz}" != "$tch_bin" ]; then
+    [ -f "$tch_bin" ] || { echo "--tch-bin $tch_bin: no such file" >&2; exit 2; }
+    mkdir -p "$out/bin" && gzip -dc "$tch_bin" > "$out/bin/train-tch" && chmod +x "$out/bin/train-tch"
+    tch_bin="$out/bin/train-tch"
+fi
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1; then

@@ -16,6 +16,12 @@
 #   the same one here to build against; default 2.9.0). The tch build goes to its own target
 #   directory, target/libtorch-<version>, so that it does not undo the other builds.
 #
+# The CUDA builds also leave gpu-bench/cuda-include-<major>.tar.gz: the CUDA headers that CubeCL's
+# run-time kernel compiler (NVRTC) includes (cuda_runtime.h, cuda_fp16.h, ... and CCCL's
+# <cuda/barrier>, <cuda/pipeline>, <nv/target>), from NVIDIA's PyPI wheels. A machine with only a
+# pip torch has NVRTC (a torch dependency) but not CCCL; bench/gpu.sh unpacks the bundle there
+# when it finds no CUDA toolkit.
+#
 # Cargo hashes the features into each artifact in target/, so one build does not undo another:
 # the first build of each feature set compiles burn's CUDA crates (14 min for two, 2 cores).
 set -euo pipefail
@@ -38,6 +44,36 @@ case "$cuda_version" in
 esac
 
 mkdir -p "$out"
+
+# cuda_headers MAJOR: the header bundle for CUDA MAJOR (the wheels' include folders, merged).
+cuda_headers() {
+    local major="$1" tmp wheels
+    case "$major" in
+        13) wheels=("nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*") ;;
+        12) wheels=("nvidia-cuda-runtime-cu12==12.8.*" "nvidia-cuda-cccl-cu12==12.8.*") ;;
+    esac
+    tmp="$(mktemp -d)"
+    echo "== CUDA $major headers from PyPI: ${wheels[*]}"
+    python3 -m pip download -q --disable-pip-version-check --no-deps -d "$tmp/wheels" "${wheels[@]}"
+    mkdir -p "$tmp/cuda/include"
+    for w in "$tmp"/wheels/*.whl; do
+        python3 -m zipfile -e "$w" "$tmp/unpacked"
+    done
+    # cu13 wheels: nvidia/cu13/include (CCCL under include/cccl, as CubeCL expects);
+    # cu12 wheels: nvidia/<package>/include.
+    for inc in $(find "$tmp/unpacked/nvidia" -maxdepth 2 -type d -name include); do
+        cp -r "$inc/." "$tmp/cuda/include/"
+    done
+    [ -f "$tmp/cuda/include/cuda_runtime.h" ] || { echo "CUDA $major headers: no cuda_runtime.h in ${wheels[*]}" >&2; exit 1; }
+    tar -C "$tmp" -czf "$out/.cuda-include-$major.tar.gz.tmp" cuda
+    mv "$out/.cuda-include-$major.tar.gz.tmp" "$out/cuda-include-$major.tar.gz"
+    rm -rf "$tmp"
+    ls -l "$out/cuda-include-$major.tar.gz"
+}
+case " $features " in
+    *" cuda"*) cuda_headers "${cuda_version:0:2}" ;;
+esac
+
 for feature in $features; do
     target="target"
     case "$feature" in
