@@ -167,7 +167,7 @@ pub fn ppo_update_timing<B: AutodiffBackend>(
 ) -> Result<PpoTiming, PpoError> {
     let dir = scratch.join(format!("bench-ppo-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
     let run = RunDir::at(&dir).map_err(PpoError::io(format!("cannot create {}", dir.display())))?;
-    let options = TrainOptions { verbose: false, resume: false, max_updates: Some(updates) };
+    let options = TrainOptions { max_updates: Some(updates), ..TrainOptions::default() };
     let summary = train::<B>(config, &run, device, &options);
     let _ = std::fs::remove_dir_all(&dir);
     let column = |key: &str, row: &[(String, f64)]| row.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v);

@@ -11,14 +11,50 @@ use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Where a config comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A TOML file; its `extends` is relative to the file.
+    File(&'a Path),
+    /// TOML text (from Python: a string or a dict); its `extends` is relative to the current
+    /// directory.
+    Text(&'a str),
+    /// The built-in defaults (an empty table).
+    Defaults,
+}
+
+impl Source<'_> {
+    /// What the config's errors call it.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(path) => format!("config {}", path.display()),
+            Source::Text(_) => "the TOML text given".to_string(),
+            Source::Defaults => "the defaults".to_string(),
+        }
+    }
+
+    fn table(&self) -> anyhow::Result<toml::Table> {
+        match self {
+            Source::File(path) => read_table(path, &mut Vec::new()),
+            Source::Text(text) => {
+                let table = toml::from_str(text).context("the config text is not valid TOML")?;
+                resolve_extends(table, Path::new("."), "the config text", &mut Vec::new())
+            }
+            Source::Defaults => Ok(toml::Table::new()),
+        }
+    }
+}
+
 /// Reads `path` (or starts from an empty table when `None`), applies `overrides` of the form
 /// `section.key=value` (the value is TOML: `0.5`, `true`, `"text"`, `[1, 2]`; a bare word is
 /// taken as a string), and deserialises the result into `T`.
 pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<T> {
-    let (mut table, source) = match path {
-        Some(path) => (read_table(path, &mut Vec::new())?, path.display().to_string()),
-        None => (toml::Table::new(), "the defaults".to_string()),
-    };
+    load_from(path.map_or(Source::Defaults, Source::File), overrides)
+}
+
+/// [`load`] from any [`Source`].
+pub fn load_from<T: DeserializeOwned>(source: Source, overrides: &[String]) -> anyhow::Result<T> {
+    let mut table = source.table()?;
     for item in overrides {
         apply_override(&mut table, item)?;
     }
@@ -26,7 +62,11 @@ pub fn load<T: DeserializeOwned>(path: Option<&Path>, overrides: &[String]) -> a
     let text = toml::to_string(&table)?;
     toml::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "invalid config (from {source}{}):\n{e}",
+            "invalid config (from {}{}):\n{e}",
+            match source {
+                Source::File(path) => path.display().to_string(),
+                other => other.name(),
+            },
             if overrides.is_empty() { String::new() } else { format!(" with --set {}", overrides.join(" --set ")) }
         )
     })
@@ -42,18 +82,28 @@ fn read_table(path: &Path, chain: &mut Vec<std::path::PathBuf>) -> anyhow::Resul
     }
     chain.push(canonical);
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-    let mut table: toml::Table =
+    let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+    let name = format!("config file {}", path.display());
+    resolve_extends(table, path.parent().unwrap_or(Path::new(".")), &name, chain)
+}
+
+/// Loads the file a table's `extends` names (relative to `dir`) and lays the table over it.
+fn resolve_extends(
+    mut table: toml::Table,
+    dir: &Path,
+    name: &str,
+    chain: &mut Vec<std::path::PathBuf>,
+) -> anyhow::Result<toml::Table> {
     match table.remove("extends") {
         None => Ok(table),
         Some(toml::Value::String(base)) => {
-            let base_path = path.parent().unwrap_or(Path::new(".")).join(&base);
-            let mut merged = read_table(&base_path, chain)
-                .with_context(|| format!("config file {}: `extends = \"{base}\"`", path.display()))?;
+            let mut merged =
+                read_table(&dir.join(&base), chain).with_context(|| format!("{name}: `extends = \"{base}\"`"))?;
             merge(&mut merged, table);
             Ok(merged)
         }
-        Some(other) => bail!("config file {}: `extends` must be a file name, got {other}", path.display()),
+        Some(other) => bail!("{name}: `extends` must be a file name, got {other}"),
     }
 }
 

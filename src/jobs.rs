@@ -16,15 +16,18 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use m3ixup_agents::algorithms::{with_algorithm, Algorithm, AlgorithmConfig, AlgorithmVisitor};
 use m3ixup_agents::envs::ObsSpace;
 use m3ixup_agents::evaluate::{evaluate_with_references, EvalConfig, EvalReport, Policy, References};
-use m3ixup_agents::infra::checkpoint::{latest_checkpoint, load_checkpoint_state, CheckpointState, STATE_FILE};
+use m3ixup_agents::infra::checkpoint::{
+    latest_checkpoint, load_checkpoint_state, CheckpointState, CHECKPOINT_POINTER, STATE_FILE,
+};
 use m3ixup_agents::infra::harness::{TrainOptions, TrainSummary};
 use m3ixup_agents::infra::progress::progress_bar;
 use m3ixup_agents::infra::run::RunDir;
 use m3ixup_agents::representation::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
 use m3ixup_agents::representation::sections::EnvSection;
 
-use crate::config::{load, to_toml};
+use crate::config::{load_from, to_toml, Source};
 use crate::device::{BackendJob, DeviceArgs};
+use crate::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
 // ---------------------------------------------------------------------------------------------
 // Training
@@ -36,7 +39,8 @@ pub struct TrainConfig(Box<dyn AnyTrainConfig>);
 
 /// [`TrainConfig`]'s view of one algorithm's config: the object-safe part of
 /// [`AlgorithmConfig`], and training on a device.
-trait AnyTrainConfig {
+/// Send and Sync: a config is plain data, and Python trains one with the GIL released.
+trait AnyTrainConfig: Send + Sync {
     fn algo(&self) -> &'static str;
     fn validate(&self) -> anyhow::Result<()>;
     fn env(&self) -> &EnvSection;
@@ -84,24 +88,29 @@ impl TrainConfig {
     /// Reads the config file (`None`: the defaults) with `overrides` (`section.key=value`) as
     /// the algorithm its `algo` key names.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> anyhow::Result<Self> {
+        Self::load_from(path.map_or(Source::Defaults, Source::File), overrides)
+    }
+
+    /// [`Self::load`] from any [`Source`] (a file, TOML text, the defaults).
+    pub fn load_from(source: Source, overrides: &[String]) -> anyhow::Result<Self> {
         struct Load<'a> {
-            path: Option<&'a Path>,
+            source: Source<'a>,
             overrides: &'a [String],
         }
         impl AlgorithmVisitor for Load<'_> {
             type Output = anyhow::Result<TrainConfig>;
             fn visit<A: Algorithm>(self) -> Self::Output {
-                let config: A::Config = load(self.path, self.overrides)?;
+                let config: A::Config = load_from(self.source, self.overrides)?;
                 Ok(TrainConfig(Box::new(Typed::<A>(config))))
             }
         }
-        let table: toml::Table = load(path, overrides)?;
+        let table: toml::Table = load_from(source, overrides)?;
         let algo = match table.get("algo") {
             None => m3ixup_agents::algorithms::ppo::Ppo::NAME.to_string(),
             Some(toml::Value::String(name)) => name.clone(),
-            Some(other) => bail!("{}: `algo = {other}` is not a string", source_name(path)),
+            Some(other) => bail!("{}: `algo = {other}` is not a string", source.name()),
         };
-        with_algorithm(&algo, Load { path, overrides }).with_context(|| format!("{}: `algo`", source_name(path)))?
+        with_algorithm(&algo, Load { source, overrides }).with_context(|| format!("{}: `algo`", source.name()))?
     }
 
     /// The algorithm's name.
@@ -141,8 +150,77 @@ impl TrainConfig {
     }
 }
 
-fn source_name(path: Option<&Path>) -> String {
-    path.map_or("the defaults".to_string(), |p| format!("config {}", p.display()))
+/// A training run's directory, new or continued, with the config it trains: what the `train`
+/// binary and Python's `m3ixup.train` open before training.
+pub struct TrainRun {
+    pub config: TrainConfig,
+    pub run: RunDir,
+    /// Continues the directory's last checkpoint.
+    pub resumed: bool,
+}
+
+impl TrainRun {
+    /// A new run under `runs_dir` (named `name`, or `<algo>-<env>-<UTC time>`). The config is
+    /// checked first, so that a failed start leaves no directory to block the name, and
+    /// `config.toml` is written at once, so that a run killed at any moment after this can be
+    /// resumed from its directory alone (before its first checkpoint, it starts over).
+    pub fn create(config: TrainConfig, runs_dir: &Path, name: Option<&str>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let run = RunDir::create(runs_dir, name, &config.kind())
+            .with_context(|| format!("cannot create the run directory under {}", runs_dir.display()))?;
+        run.write_config(&config.to_toml()?)
+            .with_context(|| format!("cannot write {}", run.file("config.toml").display()))?;
+        Ok(Self { config, run, resumed: false })
+    }
+
+    /// The run in `dir`, continued from its last checkpoint with its own `config.toml`.
+    pub fn resume(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("config.toml");
+        if !path.is_file() {
+            bail!("{}: no config.toml there (is it a run directory?)", dir.display());
+        }
+        let config = TrainConfig::load(Some(&path), &[])?;
+        config.validate()?;
+        let run = RunDir::at(dir).with_context(|| format!("cannot open the run directory {}", dir.display()))?;
+        Ok(Self { config, run, resumed: true })
+    }
+
+    /// Trains on `device` (`options.resume` follows [`Self::resumed`]). A new run that failed
+    /// before it logged or saved anything frees its name again.
+    pub fn train(&self, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
+        let options = TrainOptions { resume: self.resumed, ..options.clone() };
+        let error = match self.config.train(&self.run, device, &options) {
+            Ok(summary) => return Ok(summary),
+            Err(e) => e,
+        };
+        if !self.resumed {
+            let path = self.run.path().to_path_buf();
+            if RunDir::at(&path).and_then(|run| run.remove_if_unused(CHECKPOINT_POINTER)).unwrap_or(false) {
+                return Err(error.context(format!("(its empty run directory {} was removed)", path.display())));
+            }
+        }
+        Err(error)
+    }
+
+    /// Draws the whole run's learning curve (resumed parts included, from its metrics file) as
+    /// `learning_curve.png`; returns its path.
+    pub fn write_learning_curve(&self) -> anyhow::Result<PathBuf> {
+        let points = csv_series(&self.run.file("metrics.csv"), "global_step", "charts/reward_per_step")?;
+        let curve = self.run.file("learning_curve.png");
+        write_line_chart(
+            &curve,
+            &LineChart {
+                title: &format!("{} on {}: training reward per step", self.config.algo(), self.config.env_name()),
+                x_label: "environment steps",
+                y_label: "reward per step",
+                series: &[
+                    Series::new("per metrics row", points.clone()),
+                    Series::new("10-row average", moving_average(&points, 10)),
+                ],
+            },
+        )?;
+        Ok(curve)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

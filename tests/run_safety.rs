@@ -7,6 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::Instant;
 
@@ -18,7 +20,7 @@ use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoC
 use m3ixup::agents::infra::checkpoint::{
     load_checkpoint_state, CHECKPOINTS_DIR, CHECKPOINT_POINTER, REPLAY_FILE, STATE_FILE,
 };
-use m3ixup::agents::infra::harness::{TrainOptions, TrainSummary};
+use m3ixup::agents::infra::harness::{OnRow, Row, TrainOptions, TrainSummary};
 use m3ixup::agents::infra::run::RunDir;
 use m3ixup::agents::representation::pretrain::{pretrain, PretrainConfig, PretrainOptions};
 use m3ixup::config::load;
@@ -483,6 +485,36 @@ fn sac_and_ddpg_runs_stopped_twice_and_resumed_log_what_uninterrupted_runs_log()
         let (expected, got) = (timeless_metrics(&straight), timeless_metrics(&stopped));
         assert_eq!(expected.len(), 50, "{algo}");
         assert_eq!(got, expected, "{algo}: the resumed run's metrics differ from the uninterrupted run's");
+        for dir in [straight, stopped] {
+            fs::remove_dir_all(dir).unwrap();
+        }
+    }
+    fs::remove_dir_all(encoder).unwrap();
+}
+
+#[test]
+fn a_row_callback_that_returns_false_stops_sac_and_ddpg_at_a_checkpoint_they_resume_from_exactly() {
+    let _rng = backend_rng();
+    let encoder = pretrained_encoder(&fresh_dir("on-row-encoder"));
+    for (algo, file) in [("sac", "sac-smoke.toml"), ("ddpg", "ddpg-smoke.toml")] {
+        let config = TrainConfig::load(Some(&config_path(file)), &off_policy_sets(algo, 8, Some(&encoder))).unwrap();
+        let straight = fresh_dir(&format!("{algo}-on-row-straight"));
+        train_off_policy(&config, &straight, false, None);
+        // Python's on_update returning False: the run stops after the 20th row, checkpointed there.
+        let stopped = fresh_dir(&format!("{algo}-on-row-stopped"));
+        let rows = Arc::new(AtomicUsize::new(0));
+        let counter = rows.clone();
+        let on_row = OnRow(Arc::new(move |_: &Row| counter.fetch_add(1, Ordering::SeqCst) + 1 < 20));
+        let options = TrainOptions { on_row: Some(on_row), ..Default::default() };
+        config.train(&RunDir::at(&stopped).unwrap(), &DeviceArgs::default(), &options).unwrap();
+        assert_eq!(rows.load(Ordering::SeqCst), 20, "{algo}");
+        assert_eq!(timeless_metrics(&stopped).len(), 20, "{algo}: rows after the refused one");
+        train_off_policy(&config, &stopped, true, None);
+        assert_eq!(
+            timeless_metrics(&stopped),
+            timeless_metrics(&straight),
+            "{algo}: the resumed run's metrics differ from the uninterrupted run's"
+        );
         for dir in [straight, stopped] {
             fs::remove_dir_all(dir).unwrap();
         }

@@ -33,8 +33,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from . import _native
+from .training import train
 
-__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all"]
+__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all", "train"]
 
 NAMESPACE = "m3ixup"
 

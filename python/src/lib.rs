@@ -6,10 +6,13 @@
 //! `[num_envs, ..shape]` batch buffer), never element by element in Python. Stepping releases
 //! the GIL. Every failure is a Python exception: bad input (`InvalidAction`, `InvalidParam`,
 //! `UnknownEnv`, ...) is `ValueError`, anything else `RuntimeError`, both with the Rust message;
-//! a panic inside an environment is caught and raised as `RuntimeError` too.
+//! a panic inside an environment is caught and raised as `RuntimeError` too. `train` runs the
+//! Rust trainers in this process (module `training`).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Mutex, MutexGuard};
+
+mod training;
 
 use m3ixup_envs::error::panic_message;
 use m3ixup_envs::{
@@ -418,6 +421,7 @@ impl VecEnv {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(names, m)?)?;
     m.add_function(wrap_pyfunction!(episode_limit, m)?)?;
+    m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_class::<Env>()?;
     m.add_class::<VecEnv>()?;
     Ok(())

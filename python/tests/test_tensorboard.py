@@ -1,14 +1,12 @@
 """The event files of a `train` run, read by TensorBoard's own reader, hold what metrics.csv holds.
 
-Runs the `train` binary (built here by cargo with the test profile, the build `cargo test`
-leaves, so after it this costs nothing) on the PPO smoke config, with a resume that drops a
+Runs the `train` binary (conftest.py's `train_binary`) on the PPO smoke config, with a resume that drops a
 logged row, as after a crash between a metrics row and its checkpoint. Needs the `tensorboard`
 package (`.ci/run` installs it); skipped without it or without cargo.
 """
 
 import csv
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -24,17 +22,6 @@ except ImportError:
     pytest.skip("tensorboard is not installed (pip install tensorboard to run this test)", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def train_binary():
-    if shutil.which("cargo") is None:
-        pytest.skip("cargo is not on PATH: the test builds and runs the `train` binary")
-    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "train"], cwd=REPO, check=True)
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    if not target.is_absolute():
-        target = REPO / target
-    return target / "debug" / "train"
 
 
 def train(binary, *args):

@@ -18,15 +18,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::infra::checkpoint::CHECKPOINT_POINTER;
 use m3ixup::agents::infra::harness::TrainOptions;
-use m3ixup::agents::infra::run::RunDir;
 use m3ixup::device::DeviceArgs;
-use m3ixup::jobs::TrainConfig;
-use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
+use m3ixup::jobs::{TrainConfig, TrainRun};
 
 #[derive(Parser)]
 #[command(
@@ -63,31 +59,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // An unavailable device fails here, before the run directory is made.
     cli.device.check()?;
-    let options = TrainOptions { verbose: !cli.quiet, resume: cli.resume.is_some(), max_updates: cli.max_updates };
+    let options = TrainOptions { verbose: !cli.quiet, max_updates: cli.max_updates, ..TrainOptions::default() };
     // Every check that can fail comes before the run directory is made (a failed start must not
     // leave an empty directory that blocks the name).
-    let (config, run) = match &cli.resume {
-        Some(dir) => {
-            let path = dir.join("config.toml");
-            if !path.is_file() {
-                bail!("--resume {}: no config.toml there (is it a run directory?)", dir.display());
-            }
-            let config = TrainConfig::load(Some(&path), &[])?;
-            config.validate()?;
-            (config, RunDir::at(dir)?)
-        }
+    let job = match &cli.resume {
+        Some(dir) => TrainRun::resume(dir).map_err(|e| e.context("--resume"))?,
         None => {
             let config = TrainConfig::load(cli.config.as_deref(), &cli.set)?;
-            config.validate()?;
-            let run = RunDir::create(&cli.runs_dir, cli.run_name.as_deref(), &config.kind())
-                .with_context(|| format!("cannot create the run directory under {}", cli.runs_dir.display()))?;
-            // At once, so that a run killed at any moment after this can be resumed from its
-            // directory alone (before its first checkpoint, it starts over).
-            run.write_config(&config.to_toml()?)
-                .with_context(|| format!("cannot write {}", run.file("config.toml").display()))?;
-            (config, run)
+            TrainRun::create(config, &cli.runs_dir, cli.run_name.as_deref())?
         }
     };
+    let (config, run) = (&job.config, &job.run);
     println!("# resolved config\n{}", config.to_toml()?);
     println!("run directory: {}", run.path().display());
     if let Some(plan) = config.plan() {
@@ -95,18 +77,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!("device: {} ({})", cli.device.device, cli.device.device.describe());
-    let summary = match config.train(&run, &cli.device, &options) {
-        Ok(summary) => summary,
-        // A run that failed before it logged or saved anything frees its name again.
-        Err(e) if cli.resume.is_none() => {
-            let path = run.path().to_path_buf();
-            if run.remove_if_unused(CHECKPOINT_POINTER).unwrap_or(false) {
-                return Err(e.context(format!("(its empty run directory {} was removed)", path.display())));
-            }
-            return Err(e);
-        }
-        Err(e) => return Err(e),
-    };
+    let summary = job.train(&cli.device, &options)?;
 
     println!("{} updates", summary.updates);
     println!(
@@ -115,21 +86,7 @@ fn main() -> anyhow::Result<()> {
     );
     println!("checkpoint: {}", run.file("checkpoint.toml").display());
 
-    // The learning curve of the whole run (resumed parts included), from its metrics file.
-    let points = csv_series(&run.file("metrics.csv"), "global_step", "charts/reward_per_step")?;
-    let curve = run.file("learning_curve.png");
-    write_line_chart(
-        &curve,
-        &LineChart {
-            title: &format!("{} on {}: training reward per step", config.algo(), config.env_name()),
-            x_label: "environment steps",
-            y_label: "reward per step",
-            series: &[
-                Series::new("per metrics row", points.clone()),
-                Series::new("10-row average", moving_average(&points, 10)),
-            ],
-        },
-    )?;
+    let curve = job.write_learning_curve()?;
     println!("learning curve: {}", curve.display());
     Ok(())
 }

@@ -378,7 +378,7 @@ pub fn train<B: AutodiffBackend>(
     let meta_text = toml::to_string(&meta).map_err(|e| TrainError::config("pretrained.path", e.to_string()))?;
 
     let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
-    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options.resume)?;
+    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options)?;
     if let Some(dir) = &checkpoint {
         let saved = load_checkpoint_state(dir)?;
         let file = |name: &str| (dir.join(name), saved.checksums.get(name));
@@ -408,7 +408,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let (mut global_step, mut updates) = (harness.state.global_step, harness.state.update);
     let stop_at = options.max_updates.map(|m| updates + m);
-    while global_step < t.total_steps && stop_at.is_none_or(|m| updates < m) {
+    while global_step < t.total_steps && stop_at.is_none_or(|m| updates < m) && !harness.stop_requested() {
         // 4. Act: uniform random during the warm-up, then the actor plus annealed OU noise.
         let squashed: Vec<f32> = if global_step < d.learning_starts {
             (0..num_envs * width).map(|_| lp.rng.gen_range(-1.0f32..=1.0)).collect()
@@ -482,7 +482,7 @@ pub fn train<B: AutodiffBackend>(
             harness.log(row)?;
             harness.bar.set_message(format!("reward/step {reward:.3}"));
         }
-        let stopping = stop_at.is_some_and(|m| updates >= m);
+        let stopping = stop_at.is_some_and(|m| updates >= m) || harness.stop_requested();
         if lp.checkpoint_due(global_step, t) || stopping {
             harness.state.update = updates;
             let name = format!("checkpoints/step-{global_step:09}");

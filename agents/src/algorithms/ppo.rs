@@ -626,8 +626,7 @@ pub fn train<B: AutodiffBackend>(
     let state =
         CheckpointState::fresh(&config.algo, &config.env.name, obs_space.clone(), action_space.clone(), config_text);
     let progress = Progress { verbose: options.verbose, total: num_updates as u64 * batch_size as u64, unit: "steps" };
-    let (mut harness, checkpoint) =
-        Harness::open(run, state, progress, config.train.tensorboard, STEP_KEY, options.resume)?;
+    let (mut harness, checkpoint) = Harness::open(run, state, progress, config.train.tensorboard, STEP_KEY, options)?;
     let mut resumed_loop = None;
     if let Some(dir) = checkpoint {
         let (loaded, saved, _) = load_agent::<B>(&dir, device)?;
@@ -663,6 +662,7 @@ pub fn train<B: AutodiffBackend>(
     };
 
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
+    let mut done = start_update;
     for update in start_update + 1..=last_update {
         let update_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed ^ (update as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -771,7 +771,9 @@ pub fn train<B: AutodiffBackend>(
         harness.log(row)?;
 
         harness.state.update = update;
-        if update % config.train.checkpoint_every == 0 || update == last_update {
+        done = update;
+        let stopping = update == last_update || harness.stop_requested();
+        if update % config.train.checkpoint_every == 0 || stopping {
             let loop_state = PpoLoopState { envs: envs.save_state()?, recent_returns: recent_returns.clone() };
             save_checkpoint(&mut harness, &agent, &optim, &loop_state)?;
             last_checkpoint = update;
@@ -779,8 +781,11 @@ pub fn train<B: AutodiffBackend>(
         harness.bar.set_position(global_step);
         let recent = recent_returns.mean();
         harness.bar.set_message(format!("sps {sps:.0} | reward/step {reward_per_step:.3} | return {recent:.1}"));
+        if stopping {
+            break;
+        }
     }
-    Ok(harness.finish(last_update, global_step, Some(recent_returns.mean())))
+    Ok(harness.finish(done, global_step, Some(recent_returns.mean())))
 }
 
 /// One rollout of `steps` vector steps with `policy` (step 4 of [`train`]): fills

@@ -695,7 +695,7 @@ pub fn train<B: AutodiffBackend>(
     let state =
         CheckpointState::fresh(&config.algo, &config.env.name, obs_space.clone(), action_space.clone(), config_text);
     let progress = Progress { verbose: options.verbose, total: t.total_steps, unit: "steps" };
-    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options.resume)?;
+    let (mut harness, checkpoint) = Harness::open(run, state, progress, t.tensorboard, STEP_KEY, options)?;
     if let Some(dir) = &checkpoint {
         learner = learner.load(dir, device)?;
     }
@@ -724,7 +724,7 @@ pub fn train<B: AutodiffBackend>(
     }
     let mut global_step = harness.state.global_step;
     let stop_at = options.max_updates.map(|m| learner.updates + m);
-    while global_step < t.total_steps && stop_at.is_none_or(|m| learner.updates < m) {
+    while global_step < t.total_steps && stop_at.is_none_or(|m| learner.updates < m) && !harness.stop_requested() {
         // 4. Act: uniform random during the warm-up, then the policy's sample.
         let squashed: Vec<f32> = if global_step < s.learning_starts {
             (0..num_envs * width).map(|_| lp.rng.gen_range(-1.0f32..=1.0)).collect()
@@ -781,7 +781,7 @@ pub fn train<B: AutodiffBackend>(
             harness.log(row)?;
             harness.bar.set_message(format!("reward/step {reward:.3} | alpha {:.3}", learner.temperature.alpha()));
         }
-        let stopping = stop_at.is_some_and(|m| learner.updates >= m);
+        let stopping = stop_at.is_some_and(|m| learner.updates >= m) || harness.stop_requested();
         if lp.checkpoint_due(global_step, t) || stopping {
             harness.state.update = learner.updates;
             let name = format!("checkpoints/step-{global_step:09}");

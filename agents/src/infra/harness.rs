@@ -13,7 +13,9 @@
 //! let summary = harness.finish(updates, global_step, recent_return);
 //! ```
 
+use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use indicatif::ProgressBar;
@@ -43,6 +45,19 @@ pub struct TrainOptions {
     /// Stop after this many updates in this process (PPO: rollouts learned from; off-policy:
     /// gradient updates), with a checkpoint there: the run resumes later. `None`: run to the end.
     pub max_updates: Option<usize>,
+    /// Called with every metrics row the run logs; the run stops after a row for which it
+    /// returns false, with a checkpoint there, as at `max_updates` (Python's `on_update`).
+    pub on_row: Option<OnRow>,
+}
+
+/// A callback on each logged row ([`TrainOptions::on_row`]): true to go on, false to stop.
+#[derive(Clone)]
+pub struct OnRow(pub Arc<dyn Fn(&Row) -> bool + Send + Sync>);
+
+impl fmt::Debug for OnRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OnRow(..)")
+    }
 }
 
 /// What a training run did, whatever its algorithm.
@@ -89,6 +104,8 @@ pub struct Harness<'a> {
     process_start_step: u64,
     pub bar: ProgressBar,
     rows: Vec<Row>,
+    on_row: Option<OnRow>,
+    stop_requested: bool,
 }
 
 impl<'a> Harness<'a> {
@@ -161,13 +178,15 @@ impl<'a> Harness<'a> {
         progress: Progress,
         tensorboard: bool,
         step_key: &str,
-        resume: bool,
+        options: &TrainOptions,
     ) -> Result<(Self, Option<PathBuf>), TrainError> {
-        if resume {
-            Self::resume(run, state, progress, tensorboard, step_key)
+        let (mut harness, checkpoint) = if options.resume {
+            Self::resume(run, state, progress, tensorboard, step_key)?
         } else {
-            Ok((Self::start(run, state, progress, tensorboard, step_key)?, None))
-        }
+            (Self::start(run, state, progress, tensorboard, step_key)?, None)
+        };
+        harness.on_row = options.on_row.clone();
+        Ok((harness, checkpoint))
     }
 
     fn new(run: &'a RunDir, metrics: MetricsSink, state: CheckpointState, elapsed: f64, progress: Progress) -> Self {
@@ -183,6 +202,8 @@ impl<'a> Harness<'a> {
             process_start_step,
             bar,
             rows: Vec::new(),
+            on_row: None,
+            stop_requested: false,
         }
     }
 
@@ -209,8 +230,17 @@ impl<'a> Harness<'a> {
     pub fn log(&mut self, mut row: Row) -> Result<(), TrainError> {
         row.push(("time/elapsed_seconds".into(), self.elapsed()));
         self.metrics.log(&row).map_err(TrainError::io("cannot write the metrics"))?;
+        if let Some(on_row) = &self.on_row {
+            self.stop_requested |= !(on_row.0)(&row);
+        }
         self.rows.push(row);
         Ok(())
+    }
+
+    /// Whether the [`TrainOptions::on_row`] callback asked the run to stop: the loop then
+    /// checkpoints and returns, as at `max_updates`.
+    pub fn stop_requested(&self) -> bool {
+        self.stop_requested
     }
 
     /// Says that a resumed run starts new episodes: `env` cannot save its state (or the

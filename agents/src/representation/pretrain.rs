@@ -38,7 +38,7 @@ use crate::infra::checkpoint::{
     checksum, load_checkpoint_state, load_into, load_record, load_saved_state, loop_state_bytes, record_bytes,
     verify_checksum, CheckpointRecorder, CheckpointState, TrainError, LOOP_STATE_FILE, OPTIMIZER_FILE,
 };
-use crate::infra::harness::{Harness, Progress};
+use crate::infra::harness::{Harness, Progress, TrainOptions};
 use crate::infra::progress::progress_bar;
 use crate::infra::run::{write_atomic, RunDir};
 use crate::representation::encoder::{EncoderConfig, EncoderError, M3ixupEncoder, MultimodalInput};
@@ -697,8 +697,14 @@ pub fn pretrain<B: AutodiffBackend>(
     let action_space = make(&config.env.name, &config.env.params)?.action_space().clone();
     let state = CheckpointState::fresh("pretrain", &config.env.name, samples.space().clone(), action_space, text);
     let progress = Progress { verbose: options.verbose, total: (train.epochs * steps_per_epoch) as u64, unit: "steps" };
-    let (mut harness, checkpoint) =
-        Harness::open(run, state, progress, train.tensorboard, PRETRAIN_STEP_KEY, options.resume)?;
+    let (mut harness, checkpoint) = Harness::open(
+        run,
+        state,
+        progress,
+        train.tensorboard,
+        PRETRAIN_STEP_KEY,
+        &TrainOptions { resume: options.resume, ..TrainOptions::default() },
+    )?;
     let mut lp =
         PretrainLoop { rng: EnvRng::seed_from_u64(train.seed), train_idx, history: Vec::new(), step_seconds: 0.0 };
     if let Some(dir) = &checkpoint {
