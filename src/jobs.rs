@@ -21,13 +21,15 @@ use m3ixup_agents::infra::checkpoint::{
 };
 use m3ixup_agents::infra::harness::{TrainOptions, TrainSummary};
 use m3ixup_agents::infra::progress::progress_bar;
-use m3ixup_agents::infra::run::RunDir;
+use m3ixup_agents::infra::run::{write_atomic, RunDir};
 use m3ixup_agents::representation::pretrain::{pretrain, PretrainConfig, PretrainOptions, PretrainSummary};
 use m3ixup_agents::representation::sections::EnvSection;
 
 use crate::config::{load_from, to_toml, Source};
 use crate::device::{BackendJob, DeviceArgs};
-use crate::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
+use crate::plot::{
+    csv_series, moving_average, write_bar_chart, write_line_chart, Bar, BarChart, BarGroup, LineChart, Series,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Training
@@ -427,4 +429,40 @@ fn evaluate_on<B: Backend>(
     let report = evaluate_with_references::<B>(&policies, &references, &env_name, &params, config, device, Some(&bar))?;
     bar.finish_and_clear();
     Ok(report)
+}
+
+/// Writes `eval.md`, `eval.csv`, `eval.json` (each atomically) and `dropout.png` (the scores by
+/// condition, one bar per agent, the random policy's as a line) into `out`, made if missing.
+pub fn write_eval_report(report: &EvalReport, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(&out.join("eval.md"), report.to_markdown().as_bytes())?;
+    write_atomic(&out.join("eval.csv"), report.to_csv().as_bytes())?;
+    write_atomic(&out.join("eval.json"), serde_json::to_string_pretty(report)?.as_bytes())?;
+
+    let mut groups: Vec<BarGroup> = Vec::new();
+    for row in &report.rows {
+        let k = report.agents.iter().position(|a| *a == row.agent).expect("row of a known agent");
+        let group = match groups.iter_mut().position(|g| g.label == row.condition) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(BarGroup { label: row.condition.clone(), bars: vec![None; report.agents.len()] });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        let (mean, std) = row.score(report.config.score);
+        group.bars[k] = Some(Bar { mean, std });
+    }
+    let what = report.config.score.describe();
+    let title = format!("{}: {what} under sensor failures", report.env);
+    write_bar_chart(
+        &out.join("dropout.png"),
+        &BarChart {
+            title: &title,
+            y_label: what,
+            series_labels: &report.agents,
+            groups: &groups,
+            reference: Some(("random policy", report.random_score().0)),
+        },
+    )?;
+    Ok(())
 }

@@ -276,6 +276,18 @@ impl Score {
     }
 }
 
+impl std::str::FromStr for Score {
+    type Err = String;
+
+    /// `return` or `per-step` (the command line's `--score`, Python's `score=`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Score::Return, Score::PerStep]
+            .into_iter()
+            .find(|s| s.key() == text)
+            .ok_or_else(|| format!("`{text}` is not a score: expected `return` or `per-step`"))
+    }
+}
+
 /// The evaluation protocol. Defaults: the paper's (100 episodes x 300 steps, deterministic
 /// policy), seeds from 1 000 000 on (training runs seed their environments with small seeds).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

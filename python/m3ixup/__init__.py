@@ -33,9 +33,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from . import _native
-from .training import train
+from .training import evaluate, train
 
-__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all", "train"]
+__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all", "train", "evaluate"]
 
 NAMESPACE = "m3ixup"
 

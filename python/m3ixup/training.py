@@ -1,4 +1,5 @@
-"""Training from Python: the Rust trainers in this process (README, "Training from Python").
+"""Training and evaluation from Python: the Rust trainers and the sensor-failure evaluation in this
+process (README, "Training from Python").
 
     import m3ixup
 
@@ -14,12 +15,13 @@ other Python threads run meanwhile; `on_update` is called (with the GIL) after e
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from . import _native
 
-__all__ = ["train"]
+__all__ = ["train", "evaluate"]
 
 Config = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -76,3 +78,76 @@ def train(
         on_update=on_update,
         progress=progress,
     )
+
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def evaluate(
+    checkpoints: PathLike | Sequence[PathLike],
+    *,
+    labels: Sequence[str] | None = None,
+    env: str | None = None,
+    episodes: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    p: Sequence[float] | None = None,
+    noise: Sequence[float] | None = None,
+    frozen: bool = True,
+    stochastic: bool = False,
+    score: str = "return",
+    num_envs: int | None = None,
+    workers: int | None = None,
+    specialists: Mapping[str, PathLike | Sequence[PathLike]] | None = None,
+    full_references: Sequence[PathLike] = (),
+    out: PathLike | None = None,
+    device: str = "flex",
+    threads: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The sensor-failure table of trained agents, as the ``evaluate`` binary makes it.
+
+    checkpoints: run directories (their last checkpoint) or checkpoint directories; ``labels``
+        names them (default: each directory's name). The other options are the binary's, and
+        left out they take its defaults: ``episodes``, ``steps``, ``seed``, ``p`` (dropout
+        probabilities), ``noise`` (levels relative to the value range), ``frozen``,
+        ``stochastic``, ``score`` (``"return"`` or ``"per-step"``), ``num_envs``, ``workers``,
+        ``env`` (another registered environment), ``specialists`` (``{"pixels": run_dir or
+        [run_dirs]}``: the references of the single-sensor rows) and ``full_references``.
+    out: where ``eval.md``, ``eval.csv``, ``eval.json`` and ``dropout.png`` go (default: the
+        first checkpoint's ``eval/``).
+
+    Returns the report (what ``eval.json`` holds: ``rows`` with each agent's scores and
+    retention per condition, ``random``, ``config``, ...) with ``out`` added. Bad input raises
+    ``ValueError``; a failure while evaluating raises ``RuntimeError``.
+    """
+    if isinstance(checkpoints, (str, os.PathLike)):
+        checkpoints = [checkpoints]
+    pairs = []
+    for modality, runs in (specialists or {}).items():
+        runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
+        pairs.append((modality, [os.fspath(r) for r in runs]))
+    text, written = _native.evaluate(
+        [os.fspath(c) for c in checkpoints],
+        labels=None if labels is None else list(labels),
+        env=env,
+        episodes=episodes,
+        steps=steps,
+        seed=seed,
+        p=None if p is None else list(p),
+        noise=None if noise is None else list(noise),
+        frozen=frozen,
+        stochastic=stochastic,
+        score=score,
+        num_envs=num_envs,
+        workers=workers,
+        specialists=pairs,
+        full_references=[os.fspath(r) for r in full_references],
+        out=None if out is None else os.fspath(out),
+        device=device,
+        threads=threads,
+        progress=progress,
+    )
+    report = json.loads(text)
+    report["out"] = written
+    return report

@@ -1,22 +1,40 @@
-//! `m3ixup._native.train`: the Rust trainers in this process, for `m3ixup.train`
-//! (python/m3ixup/training.py). The run is the `train` binary's (the same
-//! [`TrainRun`]: run directory, metrics, checkpoints, resume, learning curve), on the device
-//! named, with the GIL released while it trains; each metrics row goes to `on_update`.
+//! `m3ixup._native.train` and `evaluate`: the Rust trainers and the sensor-failure evaluation in
+//! this process, for `m3ixup.train` and `m3ixup.evaluate` (python/m3ixup/training.py). The run is
+//! the `train` binary's (the same [`TrainRun`]: run directory, metrics, checkpoints, resume,
+//! learning curve), on the device named, with the GIL released while it trains; each metrics row
+//! goes to `on_update`. The evaluation is the `evaluate` binary's, with the same result files.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use m3ixup::agents::evaluate::{EvalConfig, Score};
 use m3ixup::agents::infra::harness::{OnRow, Row, TrainOptions, TrainSummary};
 use m3ixup::config::Source;
 use m3ixup::device::{DeviceArgs, DeviceSpec};
 use m3ixup::envs::error::panic_message;
-use m3ixup::jobs::{TrainConfig, TrainRun};
+use m3ixup::jobs::{evaluate_checkpoints, write_eval_report, EvalAgent, EvalReferences, TrainConfig, TrainRun};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList};
 
 use crate::params_table;
+
+fn device_args(device: &str, threads: Option<usize>) -> PyResult<DeviceArgs> {
+    let spec: DeviceSpec = device.parse().map_err(|e| PyValueError::new_err(format!("device: {e}")))?;
+    let device = DeviceArgs { device: spec, threads, ..DeviceArgs::default() };
+    device.check().map_err(value_error)?;
+    Ok(device)
+}
+
+/// Runs `work` with the GIL released; its error or panic as `RuntimeError`.
+fn without_gil<T: Send>(py: Python<'_>, what: &str, work: impl FnOnce() -> anyhow::Result<T> + Send) -> PyResult<T> {
+    match py.detach(|| catch_unwind(AssertUnwindSafe(work))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(PyRuntimeError::new_err(format!("{e:#}"))),
+        Err(panic) => Err(PyRuntimeError::new_err(format!("{what} panicked: {}", panic_message(&*panic)))),
+    }
+}
 
 /// Bad input (config, overrides, device, run directory) as `ValueError`, with the whole chain
 /// of causes (the file, the key, the value).
@@ -107,9 +125,7 @@ pub(crate) fn train<'py>(
     on_update: Option<Py<PyAny>>,
     progress: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let device_spec: DeviceSpec = device.parse().map_err(|e| PyValueError::new_err(format!("device: {e}")))?;
-    let device = DeviceArgs { device: device_spec, threads, ..DeviceArgs::default() };
-    device.check().map_err(value_error)?;
+    let device = device_args(device, threads)?;
     let input = config_input(config)?;
     let source = match &input {
         ConfigInput::File(path) => Source::File(path),
@@ -146,21 +162,15 @@ pub(crate) fn train<'py>(
         }))
     };
     let options = TrainOptions { verbose: progress, max_updates, on_row: Some(on_row), ..TrainOptions::default() };
-    let result = py.detach(|| {
-        catch_unwind(AssertUnwindSafe(|| {
-            let summary = job.train(&device, &options)?;
-            job.write_learning_curve()?;
-            Ok::<TrainSummary, anyhow::Error>(summary)
-        }))
+    let result = without_gil(py, "training", || {
+        let summary = job.train(&device, &options)?;
+        job.write_learning_curve()?;
+        Ok::<TrainSummary, anyhow::Error>(summary)
     });
     if let Some(e) = raised.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
-    let summary = match result {
-        Ok(Ok(summary)) => summary,
-        Ok(Err(e)) => return Err(PyRuntimeError::new_err(format!("{e:#}"))),
-        Err(panic) => return Err(PyRuntimeError::new_err(format!("training panicked: {}", panic_message(&*panic)))),
-    };
+    let summary = result?;
     let out = PyDict::new(py);
     out.set_item("run_dir", summary.run_dir.to_string_lossy().into_owned())?;
     out.set_item("updates", summary.updates)?;
@@ -177,4 +187,88 @@ pub(crate) fn train<'py>(
     }
     out.set_item("rows", rows)?;
     Ok(out)
+}
+
+/// The evaluation agents: `paths` labelled by `labels` (default: each directory's name).
+fn eval_agents(paths: &[PathBuf], labels: Option<Vec<String>>, what: &str) -> PyResult<Vec<EvalAgent>> {
+    if let Some(labels) = &labels {
+        if labels.len() != paths.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} labels for {} {what}: give one per checkpoint or none",
+                labels.len(),
+                paths.len()
+            )));
+        }
+    }
+    Ok(paths
+        .iter()
+        .enumerate()
+        .map(|(k, path)| EvalAgent {
+            label: labels
+                .as_ref()
+                .map(|l| l[k].clone())
+                .unwrap_or_else(|| path.file_name().map_or(format!("agent {k}"), |n| n.to_string_lossy().into_owned())),
+            checkpoint: path.clone(),
+        })
+        .collect())
+}
+
+/// Evaluates checkpoints under sensor failures (see `m3ixup.evaluate`). Returns the report's
+/// JSON text (the `eval.json` written to `out`).
+#[pyfunction]
+#[pyo3(signature = (checkpoints, *, labels=None, env=None, episodes=None, steps=None, seed=None, p=None, noise=None, frozen=true, stochastic=false, score="return", num_envs=None, workers=None, specialists=Vec::new(), full_references=Vec::new(), out=None, device="flex", threads=None, progress=false))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate(
+    py: Python<'_>,
+    checkpoints: Vec<PathBuf>,
+    labels: Option<Vec<String>>,
+    env: Option<String>,
+    episodes: Option<usize>,
+    steps: Option<usize>,
+    seed: Option<u64>,
+    p: Option<Vec<f64>>,
+    noise: Option<Vec<f64>>,
+    frozen: bool,
+    stochastic: bool,
+    score: &str,
+    num_envs: Option<usize>,
+    workers: Option<usize>,
+    specialists: Vec<(String, Vec<PathBuf>)>,
+    full_references: Vec<PathBuf>,
+    out: Option<PathBuf>,
+    device: &str,
+    threads: Option<usize>,
+    progress: bool,
+) -> PyResult<(String, String)> {
+    if checkpoints.is_empty() {
+        return Err(PyValueError::new_err("checkpoints: give at least one run or checkpoint directory"));
+    }
+    let defaults = EvalConfig::default();
+    let config = EvalConfig {
+        episodes: episodes.unwrap_or(defaults.episodes),
+        steps: steps.unwrap_or(defaults.steps),
+        seed: seed.unwrap_or(defaults.seed),
+        num_envs: num_envs.unwrap_or(defaults.num_envs),
+        workers: workers.unwrap_or(defaults.workers),
+        deterministic: !stochastic,
+        score: score.parse::<Score>().map_err(|e| PyValueError::new_err(format!("score: {e}")))?,
+        dropout_p: p.unwrap_or(defaults.dropout_p),
+        noise_sigma: noise.unwrap_or(defaults.noise_sigma),
+        frozen,
+    };
+    config.validate().map_err(|e| PyValueError::new_err(format!("{e:#}")))?;
+    let device = device_args(device, threads)?;
+    let agents = eval_agents(&checkpoints, labels, "checkpoints")?;
+    let mut references = EvalReferences { specialists: Vec::new(), full: eval_agents(&full_references, None, "")? };
+    for (modality, runs) in specialists {
+        references.specialists.push((modality, eval_agents(&runs, None, "")?));
+    }
+    let out = out.unwrap_or_else(|| checkpoints[0].join("eval"));
+    let report = without_gil(py, "evaluation", || {
+        let report = evaluate_checkpoints(&agents, &references, env.as_deref(), &config, &device, progress)?;
+        write_eval_report(&report, &out)?;
+        Ok(report)
+    })?;
+    let json = serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    Ok((json, out.to_string_lossy().into_owned()))
 }

@@ -11,13 +11,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
-def train_binary():
-    """The `train` binary, built by cargo with the test profile: the build `cargo test` leaves,
-    so after it this costs nothing. Skipped without cargo."""
+def binaries():
+    """The directory of the `train` and `evaluate` binaries, built by cargo with the test
+    profile: the build `cargo test` leaves, so after it this costs nothing. Skipped without cargo."""
     if shutil.which("cargo") is None:
-        pytest.skip("cargo is not on PATH: the test builds and runs the `train` binary")
-    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "train"], cwd=REPO, check=True)
+        pytest.skip("cargo is not on PATH: the test builds and runs the binaries")
+    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "train", "--bin", "evaluate"],
+                   cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     if not target.is_absolute():
         target = REPO / target
-    return target / "debug" / "train"
+    return target / "debug"
+
+
+@pytest.fixture(scope="session")
+def train_binary(binaries):
+    return binaries / "train"
+
+
+@pytest.fixture(scope="session")
+def evaluate_binary(binaries):
+    return binaries / "evaluate"

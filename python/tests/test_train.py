@@ -1,4 +1,5 @@
-"""m3ixup.train: the Rust trainers in this process (python/m3ixup/training.py).
+"""m3ixup.train and m3ixup.evaluate: the Rust trainers and evaluation in this process
+(python/m3ixup/training.py).
 
 The comparison with the `train` binary runs conftest.py's `train_binary` (skipped without cargo).
 """
@@ -6,6 +7,7 @@ The comparison with the `train` binary runs conftest.py's `train_binary` (skippe
 from __future__ import annotations
 
 import csv
+import json
 import math
 import pathlib
 import subprocess
@@ -133,3 +135,26 @@ def test_training_releases_the_gil(tmp_path):
     # A thread that sleeps 1 ms per tick gets hundreds of ticks a second when the GIL is free;
     # held for the whole run, it would get one per metrics row at most.
     assert ticks >= 50 * seconds, (ticks, seconds)
+
+
+def test_evaluate_from_python_reports_what_the_evaluate_binary_reports(tmp_path, evaluate_binary):
+    run = m3ixup.train(SMOKE, run_dir=tmp_path / "run")["run_dir"]
+    protocol = dict(episodes=4, steps=20, num_envs=2, p=[0.5], noise=[0.2], score="per-step")
+    report = m3ixup.evaluate(run, labels=["smoke"], out=tmp_path / "python-eval", **protocol)
+    subprocess.run([str(evaluate_binary), "--checkpoint", run, "--label", "smoke", "--episodes", "4", "--steps", "20",
+                    "--num-envs", "2", "--p", "0.5", "--noise", "0.2", "--score", "per-step",
+                    "--out", str(tmp_path / "binary-eval"), "--quiet"], check=True, capture_output=True)
+    expected = json.loads((tmp_path / "binary-eval" / "eval.json").read_text())
+    written = json.loads((tmp_path / "python-eval" / "eval.json").read_text())
+    assert report["out"] == str(tmp_path / "python-eval")
+    for got in (report, written):
+        assert got["agents"] == ["smoke"] and len(got["rows"]) == len(expected["rows"]) > 3
+        # Everything but the wall time (and the path this call adds) is the same.
+        assert {k: v for k, v in got.items() if k not in ("wall_seconds", "out")} == \
+            {k: v for k, v in expected.items() if k != "wall_seconds"}
+    for name in ("eval.md", "eval.csv", "dropout.png"):
+        assert (tmp_path / "python-eval" / name).is_file(), name
+    with pytest.raises(ValueError, match="score"):
+        m3ixup.evaluate(run, score="median", out=tmp_path / "bad")
+    with pytest.raises(ValueError, match="2 labels for 1 checkpoints"):
+        m3ixup.evaluate(run, labels=["a", "b"], out=tmp_path / "bad")

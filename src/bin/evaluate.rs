@@ -18,14 +18,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 
 use m3ixup::agents::evaluate::{EvalConfig, Score};
-use m3ixup::agents::infra::run::write_atomic;
 use m3ixup::device::DeviceArgs;
-use m3ixup::jobs::{evaluate_checkpoints, EvalAgent, EvalReferences};
-use m3ixup::plot::{write_bar_chart, Bar, BarChart, BarGroup};
+use m3ixup::jobs::{evaluate_checkpoints, write_eval_report, EvalAgent, EvalReferences};
 
 #[derive(Parser)]
 #[command(about = "Evaluate trained agents with every sensor, each sensor alone, and failing sensors")]
@@ -60,7 +58,7 @@ struct Cli {
     stochastic: bool,
     /// What an episode scores: `return` (its sum of rewards), or `per-step` (return / length:
     /// the M3ixup paper's figure, for episodes of a fixed length).
-    #[arg(long, default_value = "return", value_parser = parse_score)]
+    #[arg(long, default_value = "return")]
     score: Score,
     /// Episodes run side by side.
     #[arg(long, default_value_t = EvalConfig::default().num_envs)]
@@ -83,13 +81,6 @@ struct Cli {
     quiet: bool,
     #[command(flatten)]
     device: DeviceArgs,
-}
-
-fn parse_score(text: &str) -> Result<Score, String> {
-    [Score::Return, Score::PerStep]
-        .into_iter()
-        .find(|s| s.key() == text)
-        .ok_or_else(|| format!("`{text}` is not a score: expected `return` or `per-step`"))
 }
 
 fn parse_specialist(text: &str) -> Result<(String, PathBuf), String> {
@@ -158,40 +149,10 @@ fn main() -> anyhow::Result<()> {
     let references = references(&cli);
     let report = evaluate_checkpoints(&agents, &references, cli.env.as_deref(), &config, &cli.device, !cli.quiet)?;
 
-    let markdown = report.to_markdown();
-    println!("{markdown}");
+    println!("{}", report.to_markdown());
     println!("({:.1} s)", report.wall_seconds);
     let out = cli.out.clone().unwrap_or_else(|| cli.checkpoints[0].join("eval"));
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    write_atomic(&out.join("eval.md"), markdown.as_bytes())?;
-    write_atomic(&out.join("eval.csv"), report.to_csv().as_bytes())?;
-    write_atomic(&out.join("eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-
-    let mut groups: Vec<BarGroup> = Vec::new();
-    for row in &report.rows {
-        let k = report.agents.iter().position(|a| *a == row.agent).expect("row of a known agent");
-        let group = match groups.iter_mut().position(|g| g.label == row.condition) {
-            Some(i) => &mut groups[i],
-            None => {
-                groups.push(BarGroup { label: row.condition.clone(), bars: vec![None; report.agents.len()] });
-                groups.last_mut().expect("just pushed")
-            }
-        };
-        let (mean, std) = row.score(report.config.score);
-        group.bars[k] = Some(Bar { mean, std });
-    }
-    let what = report.config.score.describe();
-    let title = format!("{}: {what} under sensor failures", report.env);
-    write_bar_chart(
-        &out.join("dropout.png"),
-        &BarChart {
-            title: &title,
-            y_label: what,
-            series_labels: &report.agents,
-            groups: &groups,
-            reference: Some(("random policy", report.random_score().0)),
-        },
-    )?;
+    write_eval_report(&report, &out)?;
     println!("results: {}", out.display());
     Ok(())
 }
