@@ -56,10 +56,6 @@ if [ -z "$libtorch" ]; then
     libtorch="$("$python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 fi
 [ -f "$libtorch/libtorch_cpu.so" ] || { echo "--libtorch $libtorch: no libtorch_cpu.so there" >&2; exit 2; }
-if [ "${tch_bin%.gz}" != "$tch_bin" ]; then
-    mkdir -p "$out/bin" && gzip -dc "$tch_bin" > "$out/bin/train-tch" && chmod +x "$out/bin/train-tch"
-    tch_bin="$out/bin/train-tch"
-fi
 
 # The whole run stays inside --budget seconds: each case gets the smaller of --case-timeout and
 # its share of what is left, and a case with under 15 s left is skipped (and said so).

@@ -94,22 +94,15 @@ if [ ${#cuda_bins[@]} -gt 0 ]; then
 fi
 [ -n "$nvrtc" ] && export LD_LIBRARY_PATH="$nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-# Compressed binaries (as scripts/build-gpu-bench.sh leaves them) are unpacked into $out.
-for i in "${!cuda_bins[@]}"; do
-    b="${cuda_bins[$i]}"
-    [ -f "$b" ] || { echo "--cuda-bin $b: no such file" >&2; exit 2; }
-    if [ "${b%.gz}" != "$b" ]; then
-        u="$out/bin/$(basename "${b%.gz}")"
-        mkdir -p "$out/bin" && gzip -dc "$b" > "$u" && chmod +x "$u"
-        cuda_bins[$i]="$u"
-    fi
-done
-
-if [ -n "$tch_bin" ] && [ "${tch_bin%.gz}" != "$tch_bin" ]; then
-    [ -f "$tch_bin" ] || { echo "--tch-bin $tch_bin: no such file" >&2; exit 2; }
-    mkdir -p "$out/bin" && gzip -dc "$tch_bin" > "$out/bin/train-tch" && chmod +x "$out/bin/train-tch"
-    tch_bin="$out/bin/train-tch"
-fi
+# Compressed binaries (as scripts/build-gpu-bench.sh leaves them) are unpacked into $out/bin.
+unpacked() {  # unpacked FLAG PATH: the runnable binary PATH names
+    [ -f "$2" ] || { echo "$1 $2: no such file" >&2; exit 2; }
+    [ "${2%.gz}" = "$2" ] && { echo "$2"; return; }
+    local u="$out/bin/$(basename "${2%.gz}")"
+    mkdir -p "$out/bin" && gzip -dc "$2" > "$u" && chmod +x "$u" && echo "$u"
+}
+for i in "${!cuda_bins[@]}"; do cuda_bins[$i]="$(unpacked --cuda-bin "${cuda_bins[$i]}")"; done
+[ -n "$tch_bin" ] && tch_bin="$(unpacked --tch-bin "$tch_bin")"
 
 gpus=()
 if command -v nvidia-smi >/dev/null 2>&1; then

@@ -662,7 +662,6 @@ pub fn train<B: AutodiffBackend>(
     };
 
     let mean = |v: &[f64]| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
-    let mut done = start_update;
     for update in start_update + 1..=last_update {
         let update_start = Instant::now();
         let mut rng = StdRng::seed_from_u64(seed ^ (update as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -771,7 +770,6 @@ pub fn train<B: AutodiffBackend>(
         harness.log(row)?;
 
         harness.state.update = update;
-        done = update;
         let stopping = update == last_update || harness.stop_requested();
         if update % config.train.checkpoint_every == 0 || stopping {
             let loop_state = PpoLoopState { envs: envs.save_state()?, recent_returns: recent_returns.clone() };
@@ -785,7 +783,8 @@ pub fn train<B: AutodiffBackend>(
             break;
         }
     }
-    Ok(harness.finish(done, global_step, Some(recent_returns.mean())))
+    let updates = harness.state.update; // where the loop stopped
+    Ok(harness.finish(updates, global_step, Some(recent_returns.mean())))
 }
 
 /// One rollout of `steps` vector steps with `policy` (step 4 of [`train`]): fills
