@@ -1,6 +1,7 @@
 //! `report` on results folders: a committed folder renders as the README shows it, and
 //! specialist variants (`specialist-<modality>-s<seed>`, or named in `references.toml`) add the
-//! fraction against them beside the retention, by value; bad references are named.
+//! fraction against them beside the retention, by value; bad references are named; `--collect`
+//! copies runs' small files in.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -235,4 +236,39 @@ fn bad_references_are_errors_that_name_the_problem() {
     agent_run(&results, "specialist-pixels-s3", -1.0, -1.0, -1.0);
     let err = stderr_of_failing(&results);
     assert!(err.contains("specialist-pixels-s3") && err.contains("`sound` conditions"), "{err}");
+}
+
+#[test]
+fn collect_copies_a_runs_small_files_but_not_its_checkpoints_then_tables_them() {
+    let dir = fresh_dir("collect");
+    let runs = dir.join("runs");
+    agent_run(&runs, "m3ixup-s1", -1.5, -2.0, -3.0);
+    let run = runs.join("m3ixup-s1");
+    fs::write(run.join("config.toml"), "algo = \"ppo\"\n").unwrap();
+    fs::create_dir_all(run.join("checkpoints/update-2")).unwrap();
+    fs::write(run.join("checkpoints/update-2/model.mpk"), b"weights").unwrap();
+    fs::write(run.join("checkpoint.toml"), "pointer").unwrap();
+
+    let results = dir.join("results");
+    let out = Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(["--results", &results.display().to_string(), "--collect", &run.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let collected = results.join("m3ixup-s1");
+    for file in ["config.toml", "metrics.csv", "eval/eval.json"] {
+        assert_eq!(fs::read(collected.join(file)).unwrap(), fs::read(run.join(file)).unwrap(), "{file}");
+    }
+    assert!(!collected.join("checkpoints").exists() && !collected.join("checkpoint.toml").exists());
+    assert!(String::from_utf8(out.stdout).unwrap().contains("| condition | m3ixup (1 seeds) |"));
+
+    let not_a_run = dir.join("not-a-run");
+    fs::create_dir_all(&not_a_run).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_report"))
+        .args(["--results", &results.display().to_string(), "--collect", &not_a_run.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not-a-run: no config.toml there (is it a run directory?)"), "{stderr}");
 }

@@ -33,9 +33,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from . import _native
-from .training import evaluate, train
+from .training import evaluate, report, train
 
-__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all", "train", "evaluate"]
+__all__ = ["M3ixupEnv", "VectorEnv", "registered_names", "register_all", "train", "evaluate", "report"]
 
 NAMESPACE = "m3ixup"
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 
 from . import _native
 
-__all__ = ["train", "evaluate"]
+__all__ = ["train", "evaluate", "report"]
 
 Config = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -151,3 +151,35 @@ def evaluate(
     report = json.loads(text)
     report["out"] = written
     return report
+
+
+def report(
+    results: PathLike,
+    *,
+    readme: PathLike | None = None,
+    generated_by: str | None = None,
+    collect: Sequence[PathLike] = (),
+) -> dict[str, Any]:
+    """The results table of a folder of evaluated runs, as the ``report`` binary makes it.
+
+    results: a folder of run directories named ``<variant>-s<seed>``, each trained and evaluated
+        (``eval/eval.json``); the table gives per variant the mean over seeds (± std, and the
+        retention) of every evaluation condition, and per run the training figures. Its chart,
+        ``learning_curves.png``, is written there.
+    readme: also replace the text between ``<!-- results:NAME:begin -->`` and
+        ``<!-- results:NAME:end -->`` (NAME: the folder's name) in this file with the table.
+    generated_by: the command named on the table's first line (default: this call).
+    collect: run directories whose small result files (config, metrics, learning curve,
+        evaluation; not checkpoints) are first copied into ``results/<run's name>/``.
+
+    Returns ``markdown``, ``chart`` and ``skipped`` (run directories without an evaluation).
+    Raises ``RuntimeError`` naming the file when the folder has no evaluated run or its runs
+    were evaluated with different protocols.
+    """
+    results = os.fspath(results)
+    command = generated_by or f"m3ixup.report({results!r})"
+    markdown, chart, skipped = _native.report(
+        results, generated_by=command, readme=None if readme is None else os.fspath(readme),
+        collect=[os.fspath(r) for r in collect],
+    )
+    return {"markdown": markdown, "chart": chart, "skipped": skipped}

@@ -423,6 +423,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(episode_limit, m)?)?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(training::report, m)?)?;
+    m.add_function(wrap_pyfunction!(training::config_toml, m)?)?;
     m.add_class::<Env>()?;
     m.add_class::<VecEnv>()?;
     Ok(())

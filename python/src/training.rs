@@ -1,8 +1,9 @@
-//! `m3ixup._native.train` and `evaluate`: the Rust trainers and the sensor-failure evaluation in
-//! this process, for `m3ixup.train` and `m3ixup.evaluate` (python/m3ixup/training.py). The run is
-//! the `train` binary's (the same [`TrainRun`]: run directory, metrics, checkpoints, resume,
-//! learning curve), on the device named, with the GIL released while it trains; each metrics row
-//! goes to `on_update`. The evaluation is the `evaluate` binary's, with the same result files.
+//! `m3ixup._native.train`, `evaluate` and `report`: the Rust trainers, the sensor-failure
+//! evaluation and the results table in this process, for `m3ixup.train`, `m3ixup.evaluate` and
+//! `m3ixup.report` (python/m3ixup/training.py). The run is the `train` binary's (the same
+//! [`TrainRun`]: run directory, metrics, checkpoints, resume, learning curve), on the device
+//! named, with the GIL released while it trains; each metrics row goes to `on_update`. The
+//! evaluation is the `evaluate` binary's, with the same result files; the table is `report`'s.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -109,6 +110,27 @@ fn row_dict<'py>(py: Python<'py>, row: &Row) -> PyResult<Bound<'py, PyDict>> {
     Ok(dict)
 }
 
+/// The training config as Python gives it, with `overrides` applied.
+fn load_config(config: &Bound<'_, PyAny>, overrides: &[String]) -> PyResult<TrainConfig> {
+    let input = config_input(config)?;
+    let source = match &input {
+        ConfigInput::File(path) => Source::File(path),
+        ConfigInput::Text(text) => Source::Text(text),
+    };
+    TrainConfig::load_from(source, overrides).map_err(value_error)
+}
+
+/// The whole config a run of `config` with `overrides` would train (every key, defaults filled
+/// in: its `config.toml`), checked as `train` checks it; bad input as `ValueError`. A sweep
+/// checks every trial's config with it before it starts any.
+#[pyfunction]
+#[pyo3(signature = (config, *, overrides=Vec::new()))]
+pub(crate) fn config_toml(config: &Bound<'_, PyAny>, overrides: Vec<String>) -> PyResult<String> {
+    let config = load_config(config, &overrides)?;
+    config.validate().map_err(value_error)?;
+    config.to_toml().map_err(value_error)
+}
+
 /// Trains a config (see `m3ixup.train`). Returns the run's summary as a dict.
 #[pyfunction]
 #[pyo3(signature = (config, *, run_dir=None, runs_dir=PathBuf::from("runs"), overrides=Vec::new(), device="flex", threads=None, max_updates=None, on_update=None, progress=false))]
@@ -126,12 +148,7 @@ pub(crate) fn train<'py>(
     progress: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let device = device_args(device, threads)?;
-    let input = config_input(config)?;
-    let source = match &input {
-        ConfigInput::File(path) => Source::File(path),
-        ConfigInput::Text(text) => Source::Text(text),
-    };
-    let config = TrainConfig::load_from(source, &overrides).map_err(value_error)?;
+    let config = load_config(config, &overrides)?;
     let job = open_run(config, run_dir, runs_dir).map_err(value_error)?;
 
     // Each row goes to on_update with the GIL taken back; an exception there (or Ctrl-C, seen
@@ -271,4 +288,30 @@ pub(crate) fn evaluate(
     })?;
     let json = serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
     Ok((json, out.to_string_lossy().into_owned()))
+}
+
+/// The results table of a folder of evaluated `<variant>-s<seed>` runs (see `m3ixup.report`), as
+/// the `report` binary renders it, after copying the `collect` runs' result files there;
+/// `generated_by` is its first line's command. Returns the
+/// markdown, the chart's path and the run directories left out (no evaluation yet).
+#[pyfunction]
+#[pyo3(signature = (results, *, generated_by, readme=None, collect=Vec::new()))]
+pub(crate) fn report(
+    py: Python<'_>,
+    results: PathBuf,
+    generated_by: &str,
+    readme: Option<PathBuf>,
+    collect: Vec<PathBuf>,
+) -> PyResult<(String, String, Vec<String>)> {
+    let table = without_gil(py, "report", || {
+        m3ixup::report::collect_runs(&results, &collect)?;
+        let table = m3ixup::report::results_table(&results, generated_by)?;
+        if let Some(readme) = &readme {
+            let folder = results.file_name().unwrap_or_default().to_string_lossy();
+            m3ixup::report::replace_readme_section(readme, &folder, &table.markdown)?;
+        }
+        Ok(table)
+    })?;
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    Ok((table.markdown, path(&table.chart), table.skipped.iter().map(|p| path(p)).collect()))
 }

@@ -12,11 +12,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="session")
 def binaries():
-    """The directory of the `train` and `evaluate` binaries, built by cargo with the test
+    """The directory of the `train`, `evaluate` and `report` binaries, built by cargo with the test
     profile: the build `cargo test` leaves, so after it this costs nothing. Skipped without cargo."""
     if shutil.which("cargo") is None:
         pytest.skip("cargo is not on PATH: the test builds and runs the binaries")
-    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "train", "--bin", "evaluate"],
+    subprocess.run(["cargo", "build", "--quiet", "--profile", "test", "--bin", "train", "--bin", "evaluate",
+                    "--bin", "report"],
                    cwd=REPO, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
     if not target.is_absolute():
@@ -32,3 +33,8 @@ def train_binary(binaries):
 @pytest.fixture(scope="session")
 def evaluate_binary(binaries):
     return binaries / "evaluate"
+
+
+@pytest.fixture(scope="session")
+def report_binary(binaries):
+    return binaries / "report"

@@ -6,10 +6,9 @@ The comparison with the `train` binary runs conftest.py's `train_binary` (skippe
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import pathlib
+import shutil
 import subprocess
 import threading
 import time
@@ -19,26 +18,12 @@ import pytest
 
 
 import m3ixup
+from run_files import csv_rows, same, without_times
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "configs" / "ppo-smoke.toml"
 # 2 rows would end the smoke config (128 steps of 64): 4 updates give room to stop and resume.
 LONGER = ["train.total_steps=256"]
-
-
-def csv_rows(run_dir) -> list[dict[str, str]]:
-    with open(pathlib.Path(run_dir) / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def without_times(row: dict) -> dict[str, float]:
-    """A metrics row without its wall-clock columns (the only ones two runs may differ in)."""
-    return {k: float(v) for k, v in row.items() if not k.startswith("time/")}
-
-
-def same(a: dict[str, float], b: dict[str, float]) -> bool:
-    return a.keys() == b.keys() and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in
-                                        ((a[k], b[k]) for k in a))
 
 
 def test_train_from_python_writes_the_metrics_the_train_binary_writes_for_the_same_seed(tmp_path, train_binary):
@@ -158,3 +143,25 @@ def test_evaluate_from_python_reports_what_the_evaluate_binary_reports(tmp_path,
         m3ixup.evaluate(run, score="median", out=tmp_path / "bad")
     with pytest.raises(ValueError, match="2 labels for 1 checkpoints"):
         m3ixup.evaluate(run, labels=["a", "b"], out=tmp_path / "bad")
+
+
+def test_report_from_python_renders_the_report_binarys_table(tmp_path, report_binary):
+    results = tmp_path / "ppo-pendulum"
+    shutil.copytree(ROOT / "results" / "ppo-pendulum", results)
+    printed = subprocess.run([str(report_binary), "--results", str(results)], check=True, capture_output=True,
+                             text=True).stdout
+    command = f"cargo run --release --bin report -- --results {results}"
+    table = m3ixup.report(results, generated_by=command)
+    assert printed == table["markdown"] + "\n"
+    assert "| condition | m3ixup (3 seeds) | gmc (3 seeds) | none (3 seeds) | dropout (3 seeds) |" in printed
+    assert table["chart"] == str(results / "learning_curves.png") and table["skipped"] == []
+
+    readme = tmp_path / "README.md"
+    readme.write_text("before\n<!-- results:ppo-pendulum:begin -->\nold\n<!-- results:ppo-pendulum:end -->\nafter\n")
+    m3ixup.report(results, readme=readme, generated_by=command)
+    assert readme.read_text() == (f"before\n<!-- results:ppo-pendulum:begin -->\n{table['markdown']}"
+                                  "<!-- results:ppo-pendulum:end -->\nafter\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match="no evaluated runs"):
+        m3ixup.report(empty)

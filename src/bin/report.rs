@@ -1,33 +1,22 @@
 //! `report`: the README's results table, generated from committed result files.
 //!
-//!     cargo run --release --bin report -- --results results/ppo-pendulum [--readme README.md]
+//!     cargo run --release --bin report -- --results results/ppo-pendulum [--readme README.md] \
+//!         [--collect runs/m3ixup-s1 --collect runs/none-s1 ...]
 //!
 //! Each run directory under `--results` is named `<variant>-s<seed>` and holds `config.toml`,
-//! `metrics.csv` and `eval/eval.json` (written by `train` and `evaluate`). The table gives, per
-//! variant, the mean over seeds of the evaluation's score and retention ratio under
-//! each condition, and the training figures. With `--readme`, the text between
-//! `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` (NAME: the results folder's
-//! name) is replaced by the table; a learning-curve chart is written to the results folder.
-//!
-//! **References.** A variant named `specialist-<modality>` (run folders
-//! `specialist-<modality>-s<seed>`) is a specialist: runs trained on that modality alone and
-//! evaluated alone with the same protocol. It gets no column; its mean score with its sensor
-//! (its `all` row) is the reference of the `<modality> only` rows, and the `all` rows are
-//! compared with the best variant's mean `all` score. Each cell of such a row gains, beside the
-//! retention, `[mean, worst x]`: `(score - random) / (reference - random)` over the variant's
-//! seeds, mean and lowest. An optional `references.toml` in the folder names them instead:
-//! `all = "<variant>"` (the full-sensor reference) and `<modality> = "<variant>"` (a
-//! specialist). A folder without either renders as it did before references existed.
+//! `metrics.csv` and `eval/eval.json` (written by `train` and `evaluate`). The table
+//! ([`m3ixup::report`], which documents it and its references) gives, per variant, the mean
+//! over seeds of the evaluation's score and retention ratio under each condition, and the
+//! training figures; a learning-curve chart is written to the results folder. With `--readme`,
+//! the text between `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` (NAME: the
+//! results folder's name) is replaced by the table. `--collect` first copies finished runs' small
+//! files there ([`m3ixup::report::RESULT_FILES`]).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use clap::Parser;
 
-use m3ixup::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport};
-use m3ixup::agents::infra::run::write_atomic;
-use m3ixup::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
+use m3ixup::report::{collect_runs, replace_readme_section, results_table};
 
 #[derive(Parser)]
 #[command(about = "Summarise committed training and evaluation results as a markdown table")]
@@ -38,395 +27,26 @@ struct Cli {
     /// Replace the marked section of this file with the table.
     #[arg(long)]
     readme: Option<PathBuf>,
-}
-
-/// One run's figures.
-struct RunFigures {
-    eval: EvalReport,
-    /// Mean per-step reward of the training episodes that ended in the last 10 updates with an
-    /// episode end (the stochastic policy's, exploration included).
-    final_reward: f64,
-    /// Environment steps at which the 10-point moving average of that per-step reward first
-    /// reached -1.0 (None: never).
-    steps_to_minus_one: Option<f64>,
-    wall_seconds: f64,
-    sps: f64,
-}
-
-fn variant_and_seed(name: &str) -> Option<(String, String)> {
-    let (variant, seed) = name.rsplit_once("-s")?;
-    seed.chars().all(|c| c.is_ascii_digit()).then(|| (variant.to_string(), seed.to_string()))
-}
-
-fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
-    let eval_path = dir.join("eval/eval.json");
-    let eval: EvalReport = serde_json::from_str(
-        &std::fs::read_to_string(&eval_path).with_context(|| format!("cannot read {}", eval_path.display()))?,
-    )
-    .with_context(|| format!("{} is not an evaluation report", eval_path.display()))?;
-    let metrics = dir.join("metrics.csv");
-    let reward = episode_reward_per_step(&metrics)?;
-    let tail: Vec<f64> = reward.iter().rev().take(10).map(|p| p.1).collect();
-    let smooth = moving_average(&reward, 10);
-    let steps_to_minus_one = smooth.iter().find(|p| p.1 >= -1.0).map(|p| p.0);
-    let elapsed = csv_series(&metrics, "global_step", "time/elapsed_seconds")?;
-    let sps = csv_series(&metrics, "global_step", "time/sps")?;
-    let wall_seconds = elapsed.last().map(|p| p.1).unwrap_or(f64::NAN);
-    Ok(RunFigures {
-        eval,
-        final_reward: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
-        steps_to_minus_one,
-        wall_seconds,
-        sps: sps.last().map(|p| p.1).unwrap_or(f64::NAN),
-    })
-}
-
-/// A variant's runs: (seed, figures, run directory).
-type Runs = Vec<(String, RunFigures, PathBuf)>;
-
-/// What the rows of a condition are compared with.
-struct FolderReference {
-    /// `all` or `<modality> only`.
-    condition: String,
-    variant: String,
-    /// How it was chosen, for the table's text.
-    how: String,
-    seeds: usize,
-    /// The mean over the variant's seeds of its `all` score.
-    score: f64,
-}
-
-/// The optional `references.toml` of a results folder: `all` or a modality name -> a variant.
-const REFERENCES_FILE: &str = "references.toml";
-
-/// The prefix of specialist variants: `specialist-<modality>`.
-const SPECIALIST_PREFIX: &str = "specialist-";
-
-fn read_reference_names(results: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let path = results.join(REFERENCES_FILE);
-    if !path.is_file() {
-        return Ok(BTreeMap::new());
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    table
-        .into_iter()
-        .map(|(key, value)| match value {
-            toml::Value::String(variant) => Ok((key, variant)),
-            other => bail!(
-                "{}: `{key} = {other}` must name a variant, e.g. `{key} = \"{SPECIALIST_PREFIX}{key}\"`",
-                path.display()
-            ),
-        })
-        .collect()
-}
-
-/// The mean over a variant's runs of their `all` score.
-fn mean_all_score(variant: &str, runs: &Runs) -> anyhow::Result<f64> {
-    let mut scores = Vec::new();
-    for (_, f, dir) in runs {
-        let Some(row) = f.eval.rows.iter().find(|r| r.spec == Condition::All) else {
-            bail!("{}: its evaluation has no `all` row, so `{variant}` cannot be a reference", dir.display());
-        };
-        scores.push(row.score(f.eval.config.score).0);
-    }
-    Ok(Episodes::mean_std(&scores).0)
-}
-
-/// The folder's references (see the module's documentation), in the order of `conditions`, and
-/// the specialist variants (which get no column).
-fn folder_references(
-    results: &Path,
-    named: &BTreeMap<String, String>,
-    variants: &BTreeMap<String, Runs>,
-    conditions: &[String],
-) -> anyhow::Result<(Vec<FolderReference>, Vec<String>)> {
-    let known = || variants.keys().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
-    // Modality -> specialist variant: the convention, then what references.toml names.
-    let mut specialists: BTreeMap<String, (String, String)> = variants
-        .keys()
-        .filter_map(|v| v.strip_prefix(SPECIALIST_PREFIX).map(|m| (m.to_string(), (v.clone(), String::new()))))
-        .collect();
-    for (key, variant) in named {
-        if !variants.contains_key(variant) {
-            bail!(
-                "{}: `{key} = \"{variant}\"`: no variant `{variant}` here (run folders <variant>-s<seed>; variants: {})",
-                results.join(REFERENCES_FILE).display(),
-                known()
-            );
-        }
-        if key != "all" {
-            specialists.insert(key.clone(), (variant.clone(), format!(", named in {REFERENCES_FILE}")));
-        }
-    }
-    let mut special: Vec<String> = variants.keys().filter(|v| v.starts_with(SPECIALIST_PREFIX)).cloned().collect();
-    special.extend(specialists.values().map(|(v, _)| v.clone()).filter(|v| !v.starts_with(SPECIALIST_PREFIX)));
-    let mut found = Vec::new();
-    for (modality, (variant, how)) in &specialists {
-        let condition = Condition::Only { modality: modality.clone() }.label();
-        if !conditions.contains(&condition) {
-            bail!(
-                "specialist `{variant}` for `{modality}`: the evaluations here have no `{condition}` condition \
-                 (conditions: {})",
-                conditions.join(", ")
-            );
-        }
-        let runs = &variants[variant];
-        for (_, f, dir) in runs {
-            let other = f.eval.rows.iter().find_map(|r| match &r.spec {
-                Condition::All => None,
-                Condition::Only { modality: m }
-                | Condition::Without { modality: m }
-                | Condition::PerStep { modality: m, .. }
-                | Condition::Noise { modality: m, .. }
-                | Condition::Frozen { modality: m } => (m != modality).then(|| m.clone()),
-            });
-            if let Some(other) = other {
-                bail!(
-                    "{}: a specialist for `{modality}` is trained on `{modality}` alone, but its evaluation has \
-                     `{other}` conditions: train it with the other sensors off and evaluate it alone",
-                    dir.display()
-                );
-            }
-        }
-        found.push(FolderReference {
-            condition,
-            variant: variant.clone(),
-            how: format!("trained on {modality} alone{how}"),
-            seeds: runs.len(),
-            score: mean_all_score(variant, runs)?,
-        });
-    }
-    let full = match named.get("all") {
-        Some(variant) if special.contains(variant) => {
-            bail!(
-                "{}: `all = \"{variant}\"` is a specialist, not a full-sensor run",
-                results.join(REFERENCES_FILE).display()
-            )
-        }
-        Some(variant) => Some((variant.clone(), format!("named in {REFERENCES_FILE}"))),
-        None if !found.is_empty() => {
-            let mut best: Option<(String, f64)> = None;
-            for (v, runs) in variants.iter().filter(|(v, _)| !special.contains(v)) {
-                let score = mean_all_score(v, runs)?;
-                if best.as_ref().is_none_or(|(_, b)| score > *b) {
-                    best = Some((v.clone(), score));
-                }
-            }
-            best.map(|(v, _)| (v, "the best variant's mean with every sensor".to_string()))
-        }
-        None => None,
-    };
-    if let Some((variant, how)) = full {
-        let runs = &variants[&variant];
-        found.push(FolderReference {
-            condition: Condition::All.label(),
-            variant: variant.clone(),
-            how,
-            seeds: runs.len(),
-            score: mean_all_score(&variant, runs)?,
-        });
-    }
-    found.sort_by_key(|r| conditions.iter().position(|c| *c == r.condition));
-    special.sort();
-    Ok((found, special))
-}
-
-/// (step, episodic return / episodic length) for the updates in which episodes ended.
-fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
-    let returns = csv_series(metrics, "global_step", "charts/episodic_return")?;
-    let lengths = csv_series(metrics, "global_step", "charts/episodic_length")?;
-    Ok(returns
-        .iter()
-        .filter_map(|&(x, r)| lengths.iter().find(|&&(lx, _)| lx == x).map(|&(_, l)| (x, r / l)))
-        .collect())
+    /// First copy this run directory's small result files (config, metrics, learning curve,
+    /// evaluation; not checkpoints) into `--results/<its name>/` (repeatable).
+    #[arg(long = "collect", value_name = "RUN")]
+    collect: Vec<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut variants: BTreeMap<String, Runs> = BTreeMap::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cli.results)
-        .with_context(|| format!("cannot read {}", cli.results.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    entries.sort();
-    for dir in entries {
-        let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
-        let Some((variant, seed)) = variant_and_seed(&name) else { continue };
-        if !dir.join("eval/eval.json").is_file() {
-            eprintln!("skipping {}: no eval/eval.json yet", dir.display());
-            continue;
-        }
-        let figures = read_run(&dir)?;
-        variants.entry(variant).or_default().push((seed, figures, dir));
+    let command = format!("cargo run --release --bin report -- --results {}", cli.results.display());
+    for folder in collect_runs(&cli.results, &cli.collect)? {
+        eprintln!("collected {}", folder.display());
     }
-    if variants.is_empty() {
-        bail!("no evaluated runs (<variant>-s<seed>/eval/eval.json) under {}", cli.results.display());
+    let table = results_table(&cli.results, &command)?;
+    for dir in &table.skipped {
+        eprintln!("skipping {}: no eval/eval.json yet", dir.display());
     }
-
-    // Conditions in the evaluation's order, from the first run that is not a specialist (a
-    // specialist's evaluation has its own sensor's conditions only); every run must share its
-    // protocol.
-    let named = read_reference_names(&cli.results)?;
-    let is_specialist = |v: &str| v.starts_with(SPECIALIST_PREFIX) || named.iter().any(|(k, n)| k != "all" && n == v);
-    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str())) else {
-        bail!(
-            "{}: only specialists ({SPECIALIST_PREFIX}<modality>) here: nothing to compare with them",
-            cli.results.display()
-        );
-    };
-    let first = &variants[first_variant][0].1.eval;
-    for (_, f, dir) in variants.values().flatten() {
-        if f.eval.config != first.config {
-            bail!(
-                "{} was evaluated with {:?}, other runs with {:?}: re-evaluate with one protocol",
-                dir.display(),
-                f.eval.config,
-                first.config
-            );
-        }
-    }
-    let mut conditions: Vec<String> = Vec::new();
-    for r in &first.rows {
-        if !conditions.contains(&r.condition) {
-            conditions.push(r.condition.clone());
-        }
-    }
-    let (references, specialists) = folder_references(&cli.results, &named, &variants, &conditions)?;
-    if references.is_empty() {
-        if let Some((_, _, dir)) = variants.values().flatten().find(|(_, f, _)| !f.eval.references.is_empty()) {
-            eprintln!(
-                "note: {} was evaluated with references (evaluate --specialist); report compares with the \
-                 specialist-<modality> variants of the folder, and there are none",
-                dir.display()
-            );
-        }
-    }
-    let order = ["m3ixup", "gmc", "none", "dropout"];
-    let mut names: Vec<&String> = variants.keys().filter(|v| !specialists.contains(v)).collect();
-    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
-
-    let mut out = String::new();
-    out.push_str(&format!(
-        "Generated by `cargo run --release --bin report -- --results {}` from the run folders there.\n\n",
-        cli.results.display()
-    ));
-    out.push_str(&format!(
-        "Evaluation: {} episodes x {} steps per condition, deterministic policy, seeds from {}; cells are the mean over \
-         training seeds of the {} (± its std over seeds; in brackets: the mean retention ratio). Random policy: {:.3}.\n\n",
-        first.config.episodes,
-        first.config.steps,
-        first.config.seed,
-        first.config.score.describe(),
-        first.random_score().0
-    ));
-    for note in first.notes() {
-        out.push_str(&format!("Note: {note}.\n\n"));
-    }
-    if !references.is_empty() {
-        out.push_str(
-            "In square brackets, against a reference: (score - random) / (reference - random), the mean over training \
-             seeds and the worst seed. References: ",
-        );
-        let described: Vec<String> = references
-            .iter()
-            .map(|r| {
-                let seeds = if r.seeds == 1 { "1 seed".to_string() } else { format!("{} seeds", r.seeds) };
-                format!("`{}`: `{}`, {} ({seeds}), {:.3}", r.condition, r.variant, r.how, r.score)
-            })
-            .collect();
-        out.push_str(&described.join("; "));
-        out.push_str(".\n\n");
-    }
-    out.push_str("| condition |");
-    for n in &names {
-        out.push_str(&format!(" {n} ({} seeds) |", variants[*n].len()));
-    }
-    out.push_str("\n|---|");
-    out.push_str(&"---:|".repeat(names.len()));
-    out.push('\n');
-    for c in &conditions {
-        out.push_str(&format!("| {c} |"));
-        for n in &names {
-            let runs = &variants[*n];
-            let reference = references.iter().find(|r| r.condition == *c);
-            let (mut scores, mut retention, mut fractions) = (Vec::new(), Vec::new(), Vec::new());
-            for (_, f, _) in runs {
-                if let Some(r) = f.eval.rows.iter().find(|r| r.condition == *c) {
-                    let score = r.score(f.eval.config.score).0;
-                    scores.push(score);
-                    retention.push(r.retention);
-                    if let Some(x) = reference {
-                        fractions.push(reference_fraction(score, x.score, f.eval.random_score().0));
-                    }
-                }
-            }
-            if scores.is_empty() {
-                out.push_str(" - |");
-            } else {
-                let (score, spread) = Episodes::mean_std(&scores);
-                let spread = if scores.len() > 1 { format!(" ± {spread:.3}") } else { String::new() };
-                let vs = match fractions.len() {
-                    0 => String::new(),
-                    1 => format!(" [{:.2}]", fractions[0]),
-                    _ => format!(
-                        " [{:.2}, worst {:.2}]",
-                        Episodes::mean_std(&fractions).0,
-                        fractions.iter().copied().fold(f64::INFINITY, |a, b| if a.is_nan() || b.is_nan() {
-                            f64::NAN
-                        } else {
-                            a.min(b)
-                        })
-                    ),
-                };
-                out.push_str(&format!(" {score:.3}{spread} ({:.2}){vs} |", Episodes::mean_std(&retention).0));
-            }
-        }
-        out.push('\n');
-    }
-    out.push_str("\nTraining (per seed): per-step reward of the training episodes (stochastic policy) ending in the last 10 updates with an episode end; env steps until its 10-point moving average first reached -1.0; wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
-    out.push_str("| variant | seed | final reward/step | steps to -1.0 | wall time | env steps/s |\n|---|---:|---:|---:|---:|---:|\n");
-    let mut series = Vec::new();
-    for n in names.iter().copied().chain(&specialists) {
-        for (seed, f, dir) in &variants[n] {
-            out.push_str(&format!(
-                "| {n} | {seed} | {:.3} | {} | {:.0} min | {:.0} |\n",
-                f.final_reward,
-                f.steps_to_minus_one.map(|s| format!("{:.0}k", s / 1000.0)).unwrap_or_else(|| "not reached".into()),
-                f.wall_seconds / 60.0,
-                f.sps
-            ));
-            let points = episode_reward_per_step(&dir.join("metrics.csv"))?;
-            series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
-        }
-    }
-    let folder = cli.results.file_name().unwrap_or_default().to_string_lossy().to_string();
-    let chart = cli.results.join("learning_curves.png");
-    write_line_chart(
-        &chart,
-        &LineChart {
-            title: &format!("{folder}: training episodes' reward per step (10-point moving average)"),
-            x_label: "environment steps",
-            y_label: "reward per step",
-            series: &series,
-        },
-    )?;
-    out.push_str(&format!("\n![learning curves]({})\n", chart.display()));
-    println!("{out}");
-
+    println!("{}", table.markdown);
     if let Some(readme) = &cli.readme {
-        let text = std::fs::read_to_string(readme).with_context(|| format!("cannot read {}", readme.display()))?;
-        let begin = format!("<!-- results:{folder}:begin -->");
-        let end = format!("<!-- results:{folder}:end -->");
-        let (Some(a), Some(b)) = (text.find(&begin), text.find(&end)) else {
-            bail!("{} has no `{begin}` ... `{end}` section", readme.display());
-        };
-        if b < a {
-            bail!("{}: `{end}` comes before `{begin}`", readme.display());
-        }
-        let updated = format!("{}{begin}\n{out}{}", &text[..a], &text[b..]);
-        write_atomic(readme, updated.as_bytes())?;
+        let folder = cli.results.file_name().unwrap_or_default().to_string_lossy();
+        replace_readme_section(readme, &folder, &table.markdown)?;
         println!("updated {}", readme.display());
     }
     Ok(())
