@@ -396,7 +396,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
             series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
         }
     }
-    let folder = results.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let folder = folder_name(results);
     let chart = results.join("learning_curves.png");
     write_line_chart(
         &chart,
@@ -451,9 +451,15 @@ pub fn collect_runs(results: &Path, runs: &[PathBuf]) -> anyhow::Result<Vec<Path
     Ok(written)
 }
 
+/// The results folder's name: the chart's title and the README section's NAME.
+fn folder_name(results: &Path) -> String {
+    results.file_name().unwrap_or_default().to_string_lossy().into_owned()
+}
+
 /// Replaces the text between `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` in
-/// `readme` (NAME: the results folder's name, `folder`) with `table`, atomically.
-pub fn replace_readme_section(readme: &Path, folder: &str, table: &str) -> anyhow::Result<()> {
+/// `readme` (NAME: the name of the results folder `results`) with `table`, atomically.
+pub fn replace_readme_section(readme: &Path, results: &Path, table: &str) -> anyhow::Result<()> {
+    let folder = folder_name(results);
     let text = std::fs::read_to_string(readme).with_context(|| format!("cannot read {}", readme.display()))?;
     let begin = format!("<!-- results:{folder}:begin -->");
     let end = format!("<!-- results:{folder}:end -->");

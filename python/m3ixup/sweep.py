@@ -134,7 +134,7 @@ def plan(
     parsed = _parse_configs(configs)
     axes = _parse_grid(grid)
     out = os.path.abspath(os.fspath(out))
-    trials = []
+    trials, names = [], set()
     for name, path in parsed:
         for point in itertools.product(*[[(k, v) for v in values] for k, values in axes]):
             point_name = ",".join(f"{k}={v}" for k, v in point)
@@ -146,9 +146,10 @@ def plan(
                 except ValueError as e:
                     raise ValueError(f"trial {variant}-s{seed}: {e}") from None
                 run_name = f"{variant}-s{seed}"
-                if any(t.name == run_name for t in trials):
+                if run_name in names:
                     raise ValueError(f"two trials would share the run directory {run_name}: name the configs apart "
                                      "(NAME=CONFIG)")
+                names.add(run_name)
                 trials.append(Trial(run_name, variant, seed, path, trial_overrides, os.path.join(out, run_name)))
     return trials
 
@@ -185,12 +186,13 @@ def _run_trial(param: dict[str, Any]) -> None:
     )
     final = {"global_step": float(summary["global_step"]), "resumed": float(summary["resumed"])}
     if param["evaluate"] is not None:
-        if not _evaluated(trial.run_dir, param["evaluate"]):
-            evaluate([trial.run_dir], labels=[trial.variant], out=os.path.join(trial.run_dir, "eval"),
-                     threads=threads, **param["evaluate"])
+        if _evaluated(trial.run_dir, param["evaluate"]):
+            with open(os.path.join(trial.run_dir, "eval", "eval.json")) as f:
+                result = json.load(f)
+        else:
+            result = evaluate([trial.run_dir], labels=[trial.variant], out=os.path.join(trial.run_dir, "eval"),
+                              threads=threads, **param["evaluate"])
             _write_atomic(os.path.join(trial.run_dir, "eval", _EVALUATED_WITH), json.dumps(param["evaluate"]))
-        with open(os.path.join(trial.run_dir, "eval", "eval.json")) as f:
-            result = json.load(f)
         score = f"{result['config']['score'].replace('-', '_')}_mean"
         final.update({f"eval/{row['condition']}": row[score] for row in result["rows"]})
     # The last report: what Tune's result holds for the trial (`resumed`: this attempt continued
@@ -258,7 +260,6 @@ def sweep(
             ray.init(address=address, log_to_driver=verbose > 1, runtime_env={"env_vars": keep_cwd})
     try:
         threads = max(1, int(cpus_per_trial))
-        by_name = {t.name: t for t in trials}
         tuner = tune.Tuner(
             tune.with_resources(_run_trial, {"cpu": cpus_per_trial}),
             param_space={
@@ -285,21 +286,21 @@ def sweep(
         if own_ray:
             ray.shutdown()
 
+    # Each trial's outcome, in the plan's order.
+    by_name = {result.config["trial"]["name"]: result for result in grid_results}
     outcome = []
-    for result in grid_results:
-        name = result.config["trial"]["name"]
+    for trial in trials:
+        result = by_name[trial.name]
         error = None if result.error is None else f"{type(result.error).__name__}: {result.error}"
-        outcome.append({"name": name, "run_dir": by_name[name].run_dir,
+        outcome.append({"name": trial.name, "run_dir": trial.run_dir,
                         "status": "finished" if error is None else "failed", "error": error,
                         "resumed": bool((result.metrics or {}).get("resumed", 0.0))})
-    order = [t.name for t in trials]
-    outcome.sort(key=lambda t: order.index(t["name"]))
 
     table = None
-    if evaluation is not None and any(t["status"] == "finished" for t in outcome):
-        finished = [by_name[t["name"]] for t in outcome if t["status"] == "finished"]
+    finished = [t["run_dir"] for t in outcome if t["status"] == "finished"]
+    if evaluation is not None and finished:
         # With --results, the runs' small files are copied there first and the table made there.
-        folder, collect = (out, []) if results is None else (os.fspath(results), [t.run_dir for t in finished])
+        folder, collect = (out, []) if results is None else (os.fspath(results), finished)
         rendered = report(folder, readme=readme, generated_by=command or "m3ixup.sweep", collect=collect)
         table = os.path.join(out, "results.md")
         _write_atomic(table, rendered["markdown"])

@@ -307,8 +307,7 @@ pub(crate) fn report(
         m3ixup::report::collect_runs(&results, &collect)?;
         let table = m3ixup::report::results_table(&results, generated_by)?;
         if let Some(readme) = &readme {
-            let folder = results.file_name().unwrap_or_default().to_string_lossy();
-            m3ixup::report::replace_readme_section(readme, &folder, &table.markdown)?;
+            m3ixup::report::replace_readme_section(readme, &results, &table.markdown)?;
         }
         Ok(table)
     })?;

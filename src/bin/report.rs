@@ -45,8 +45,7 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{}", table.markdown);
     if let Some(readme) = &cli.readme {
-        let folder = cli.results.file_name().unwrap_or_default().to_string_lossy();
-        replace_readme_section(readme, &folder, &table.markdown)?;
+        replace_readme_section(readme, &cli.results, &table.markdown)?;
         println!("updated {}", readme.display());
     }
     Ok(())
