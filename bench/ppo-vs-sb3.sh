@@ -15,8 +15,9 @@
 # maturin on every run so it matches the tree). --libtorch-bin takes a `bench` binary built with
 # `--features tch` (README, "Backends and devices"); without it the LibTorch row is left out.
 #
-# Threads: flex (burn's pure-Rust CPU backend, as this project builds it) computes on one
-# thread whatever --threads says; torch and LibTorch use exactly the given count.
+# Threads: every learner uses exactly the given count: torch and LibTorch in their op pools,
+# flex (burn's pure-Rust CPU backend, one thread per op) by splitting each minibatch's loss
+# into as many row shards computed in parallel (`--threads`, README "CPU learner speed").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -156,18 +156,19 @@ pub fn train_step_timing<B: AutodiffBackend>(
     Ok(StepTiming { seconds })
 }
 
-/// Seconds per PPO update (rollout + learning) of `updates` updates of `config` on `device`,
-/// the first (warm-up: allocator growth, GPU kernel compilation) left out. The run directory is
+/// Seconds per PPO update (rollout + learning) of `updates` updates of `config` on `device`
+/// with `learner_threads` ([`TrainOptions::learner_threads`]), the first (warm-up: allocator growth, GPU kernel compilation) left out. The run directory is
 /// a temporary one under `scratch`, removed afterwards.
 pub fn ppo_update_timing<B: AutodiffBackend>(
     config: &PpoConfig,
     updates: usize,
     scratch: &Path,
     device: &B::Device,
+    learner_threads: usize,
 ) -> Result<PpoTiming, PpoError> {
     let dir = scratch.join(format!("bench-ppo-{}-{}", std::process::id(), SCRATCH.fetch_add(1, Ordering::Relaxed)));
     let run = RunDir::at(&dir).map_err(PpoError::io(format!("cannot create {}", dir.display())))?;
-    let options = TrainOptions { max_updates: Some(updates), ..TrainOptions::default() };
+    let options = TrainOptions { max_updates: Some(updates), learner_threads, ..TrainOptions::default() };
     let summary = train::<B>(config, &run, device, &options);
     let _ = std::fs::remove_dir_all(&dir);
     let column = |key: &str, row: &[(String, f64)]| row.iter().find(|(k, _)| k == key).map_or(f64::NAN, |(_, v)| *v);
@@ -256,6 +257,7 @@ pub fn ppo_timings(
         configs: &'a [PpoConfig],
         updates: usize,
         rounds: usize,
+        learner_threads: usize,
     }
     impl BackendJob for Job<'_> {
         type Output = Vec<PpoTiming>;
@@ -263,11 +265,17 @@ pub fn ppo_timings(
             let mut timings = vec![PpoTiming::default(); self.configs.len()];
             for _ in 0..self.rounds {
                 for (config, timing) in self.configs.iter().zip(&mut timings) {
-                    timing.extend(ppo_update_timing::<B>(config, self.updates, &std::env::temp_dir(), &device)?);
+                    timing.extend(ppo_update_timing::<B>(
+                        config,
+                        self.updates,
+                        &std::env::temp_dir(),
+                        &device,
+                        self.learner_threads,
+                    )?);
                 }
             }
             Ok(timings)
         }
     }
-    device.run(Job { configs, updates, rounds })
+    device.run(Job { configs, updates, rounds, learner_threads: device.learner_threads() })
 }

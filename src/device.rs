@@ -467,7 +467,8 @@ pub fn check(spec: &DeviceSpec) -> anyhow::Result<()> {
 /// CPU thread counts for the backends (`--threads`). LibTorch's intra-op threads (and OpenMP's,
 /// which LibTorch sets with them) follow `intra_op`; its inter-op pool gets `inter_op`. Flex, as
 /// this project builds it (without burn-flex's `rayon` feature), runs each op on the calling
-/// thread, and the CUDA backend has no CPU pools, so neither reads these.
+/// thread; its PPO learner reads `intra_op` as its own thread count
+/// ([`DeviceArgs::learner_threads`]). The CUDA backend has no CPU pools.
 ///
 /// Without explicit counts LibTorch starts one thread per core for each pool, which next to the
 /// environment worker threads oversubscribes a small machine; so [`run_on`] always sets them,
@@ -515,7 +516,8 @@ pub struct DeviceArgs {
     /// (an unavailable one fails at start, naming what this binary has).
     #[arg(long, default_value = "flex")]
     pub device: DeviceSpec,
-    /// CPU threads of LibTorch's intra-op pool (and OpenMP's); default: all cores.
+    /// CPU threads: LibTorch's intra-op pool (and OpenMP's); on flex, the PPO learner's
+    /// threads (each minibatch's loss split by rows); default: all cores.
     #[arg(long)]
     pub threads: Option<usize>,
     /// cuda:N and wgpu only: log every kernel compilation and autotune result to this file, each
@@ -545,6 +547,16 @@ impl DeviceArgs {
             }
         }
         Ok(())
+    }
+
+    /// Threads of the PPO learner (`TrainOptions::learner_threads`): `--threads` (default all
+    /// cores) on flex, which computes each op on the calling thread; 1 elsewhere, where the
+    /// backend has its own pool (LibTorch) or device.
+    pub fn learner_threads(&self) -> usize {
+        match self.device {
+            DeviceSpec::Flex => Threads::new(self.threads).resolved().0,
+            _ => 1,
+        }
     }
 
     /// Runs `job` on the device with these thread counts and kernel options.

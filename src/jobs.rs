@@ -190,7 +190,8 @@ impl TrainRun {
     /// Trains on `device` (`options.resume` follows [`Self::resumed`]). A new run that failed
     /// before it logged or saved anything frees its name again.
     pub fn train(&self, device: &DeviceArgs, options: &TrainOptions) -> anyhow::Result<TrainSummary> {
-        let options = TrainOptions { resume: self.resumed, ..options.clone() };
+        let options =
+            TrainOptions { resume: self.resumed, learner_threads: device.learner_threads(), ..options.clone() };
         let error = match self.config.train(&self.run, device, &options) {
             Ok(summary) => return Ok(summary),
             Err(e) => e,

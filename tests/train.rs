@@ -217,3 +217,57 @@ fn a_nan_loss_stops_the_run_with_a_clear_error_and_the_last_checkpoint_intact() 
     assert_eq!(state.update, 1);
     fs::remove_dir_all(dir).unwrap();
 }
+
+/// Every parameter value of a trained agent, in the module's order.
+fn parameter_values(agent: &m3ixup::agents::algorithms::actor_critic::ActorCritic<Flex>) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    struct Values(Vec<f32>);
+    impl ModuleVisitor<Flex> for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Flex, D>>) {
+            self.0.extend(param.val().into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut values = Values(Vec::new());
+    agent.visit(&mut values);
+    values.0
+}
+
+#[test]
+fn learner_threads_split_each_minibatch_and_give_the_one_thread_update_up_to_float_order() {
+    let _rng = backend_rng();
+    let dropout = "env.params.sensor_dropout={mode=\"per-step\",p=0.3}";
+    for (name, overrides) in [
+        ("aux-rows", vec!["ppo.aux_rows=16"]),         // the auxiliary loss's rows in the first shard
+        ("dropout", vec![dropout, "ppo.aux_rows=12"]), // its complete rows only, wherever they are
+        ("aux-off", vec!["aux.kind=\"none\""]),         // every shard alike
+    ] {
+        let mut overrides = overrides;
+        overrides.push("train.total_steps=64"); // one update: 2 epochs x 2 minibatches of 32
+        let config = ppo_smoke(&overrides);
+        let mut runs = Vec::new();
+        for threads in [1, 2, 3, 2] {
+            let dir = fresh_dir(&format!("threads-{name}-{threads}-{}", runs.len()));
+            let options = TrainOptions { learner_threads: threads, ..TrainOptions::default() };
+            let summary = train::<Ad>(&config, &RunDir::at(&dir).unwrap(), &Default::default(), &options).unwrap();
+            let ckpt = latest_checkpoint(&dir).unwrap().unwrap();
+            let (agent, _, _) = load_agent::<Flex>(&ckpt, &Default::default()).unwrap();
+            runs.push((timeless(&summary.rows), summary.rows, parameter_values(&agent)));
+            fs::remove_dir_all(dir).unwrap();
+        }
+        let (_, one_rows, one) = &runs[0];
+        for (k, threads) in [(1, 2), (2, 3)] {
+            let (_, rows, params) = &runs[k];
+            let moved = one.iter().zip(params).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(moved < 1e-5, "{name}, {threads} threads: a parameter moved {moved} from the 1-thread update");
+            assert!(moved > 0.0, "{name}, {threads} threads: no shards (the same bits as one thread)");
+            for key in ["losses/policy", "losses/value", "losses/entropy", "losses/aux", "losses/approx_kl"] {
+                let value = |rows: &[Vec<(String, f64)>]| rows[0].iter().find(|(k, _)| k == key).unwrap().1;
+                let (a, b) = (value(one_rows), value(rows));
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{name}, {threads} threads, {key}: {a} vs {b}");
+            }
+        }
+        assert_eq!(runs[1].0, runs[3].0, "{name}: the same thread count gives the same run");
+        assert_eq!(runs[1].2, runs[3].2);
+    }
+}

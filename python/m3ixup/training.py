@@ -49,7 +49,8 @@ def train(
     overrides: ``"section.key=value"`` strings, as the binary's ``--set``.
     device: ``flex`` (this package's build has the flex backend only; the others need the
         binaries built with their Cargo features).
-    threads: LibTorch's CPU threads (ignored on flex).
+    threads: CPU threads (default: all cores): LibTorch's op pool; on flex, PPO's learner, which
+        splits each minibatch's loss into as many row shards computed in parallel.
     max_updates: stop after this many updates in this call, with a checkpoint (resumable).
     on_update: called with each metrics row (a dict of floats, the ``metrics.csv`` columns);
         returning ``False`` stops the run after that row, with a checkpoint. An exception in it

@@ -19,12 +19,13 @@
 //! each minibatch only (its views need every modality).
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::backend::Flex;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::record::Recorder;
 use burn::tensor::backend::AutodiffBackend;
@@ -401,6 +402,43 @@ pub struct Minibatch<B: Backend> {
     pub complete_obs: Option<MultimodalInput<B>>,
 }
 
+/// What part of its minibatch a [`Minibatch`] holds. The learner may split a minibatch's rows
+/// into shards computed on several threads ([`TrainOptions::learner_threads`]); each shard's
+/// mean terms are then scaled by its fraction of the rows, and its advantages normalised with
+/// the whole minibatch's mean and standard deviation, so that the shards' losses, and their
+/// gradients, sum to the whole minibatch's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowShare {
+    /// The shard's rows over the minibatch's rows.
+    pub fraction: f32,
+    /// The whole minibatch's advantage mean and (unbiased) standard deviation; `None`: the
+    /// minibatch's own (the whole minibatch).
+    pub advantage_stats: Option<(f32, f32)>,
+}
+
+impl RowShare {
+    pub const WHOLE: RowShare = RowShare { fraction: 1.0, advantage_stats: None };
+}
+
+/// Splits a minibatch of `rows` rows into at most `threads` contiguous, non-empty shards, about
+/// equal. The first `aux_cut` rows (those the auxiliary loss sees, coupled by its contrastive
+/// terms) stay in the first shard, which also computes the auxiliary loss.
+pub fn loss_shards(rows: usize, aux_cut: usize, threads: usize) -> Vec<Range<usize>> {
+    let threads = threads.clamp(1, rows.max(1));
+    let even = rows.div_ceil(threads);
+    let first = even.max(aux_cut).min(rows);
+    let mut shards = vec![0..first];
+    let rest = rows - first;
+    let others = (threads - 1).min(rest);
+    let mut start = first;
+    for k in 0..others {
+        let len = rest / others + usize::from(k < rest % others);
+        shards.push(start..start + len);
+        start += len;
+    }
+    shards
+}
+
 /// The combined loss and its parts (scalars `[1]`, still in the graph).
 pub struct PpoLoss<B: Backend> {
     /// `policy + vf_coef * value - ent_coef * entropy + aux_weight * aux`.
@@ -450,6 +488,19 @@ pub fn ppo_loss<B: AutodiffBackend>(
     aux: &M3ixupLossConfig,
     draws: Option<MixupDraws>,
 ) -> PpoLoss<B> {
+    ppo_loss_of_share(agent, mb, ppo, aux, draws, RowShare::WHOLE)
+}
+
+/// [`ppo_loss`] of a shard of a minibatch (see [`RowShare`]); the auxiliary loss, when `draws`
+/// are given, is that of the shard's rows alone and is not scaled.
+pub fn ppo_loss_of_share<B: AutodiffBackend>(
+    agent: &ActorCritic<B>,
+    mb: &Minibatch<B>,
+    ppo: &PpoSection,
+    aux: &M3ixupLossConfig,
+    draws: Option<MixupDraws>,
+    share: RowShare,
+) -> PpoLoss<B> {
     let aux_on = draws.is_some() && LossTerm::ALL.iter().any(|&t| aux.enabled(t));
     let all_complete = mb.complete_obs.is_none();
     // Share the trunks' pass between the heads and the auxiliary loss when every row is
@@ -482,28 +533,34 @@ pub fn ppo_loss<B: AutodiffBackend>(
     let (log_prob, entropy) = agent.log_prob_entropy(heads.policy, mb.actions.clone());
 
     let mut adv = mb.advantages.clone();
-    if ppo.norm_adv && adv.dims()[0] > 1 {
-        let mean = adv.clone().mean();
-        let std = adv.clone().var(0).sqrt();
-        adv = (adv - mean).div(std.add_scalar(1e-8));
+    match share.advantage_stats {
+        Some((mean, std)) if ppo.norm_adv => adv = adv.sub_scalar(mean).div_scalar(std + 1e-8),
+        None if ppo.norm_adv && adv.dims()[0] > 1 => {
+            let mean = adv.clone().mean();
+            let std = adv.clone().var(0).sqrt();
+            adv = (adv - mean).div(std.add_scalar(1e-8));
+        }
+        _ => {}
     }
+    // A shard's row means, scaled to its part of the minibatch's mean (the whole: unchanged).
+    let of_share = |mean: Tensor<B, 1>| if share.fraction == 1.0 { mean } else { mean.mul_scalar(share.fraction) };
     let log_ratio = log_prob - mb.old_log_probs.clone();
     let ratio = log_ratio.clone().exp();
     let clip = ppo.clip_coef as f32;
     let pg1 = adv.clone().neg() * ratio.clone();
     let pg2 = adv.neg() * ratio.clone().clamp(1.0 - clip, 1.0 + clip);
-    let policy = pg1.max_pair(pg2).mean();
+    let policy = of_share(pg1.max_pair(pg2).mean());
 
     let v = heads.value;
     let value = if ppo.clip_vloss {
         let unclipped = (v.clone() - mb.returns.clone()).square();
         let v_clipped = mb.old_values.clone() + (v - mb.old_values.clone()).clamp(-clip, clip);
         let clipped = (v_clipped - mb.returns.clone()).square();
-        unclipped.max_pair(clipped).mean().mul_scalar(0.5)
+        of_share(unclipped.max_pair(clipped).mean()).mul_scalar(0.5)
     } else {
-        (v - mb.returns.clone()).square().mean().mul_scalar(0.5)
+        of_share((v - mb.returns.clone()).square().mean()).mul_scalar(0.5)
     };
-    let entropy = entropy.mean();
+    let entropy = of_share(entropy.mean());
     let device = policy.device();
     let (aux_loss, aux_report) = match aux_out {
         Some((loss, report)) => (loss, Some(report)),
@@ -513,8 +570,8 @@ pub fn ppo_loss<B: AutodiffBackend>(
         + aux_loss.clone().mul_scalar(ppo.aux_weight);
 
     let ratio_d = ratio.detach();
-    let approx_kl = ((ratio_d.clone() - 1.0) - log_ratio.detach()).mean();
-    let clip_fraction = (ratio_d - 1.0).abs().greater_elem(clip).float().mean();
+    let approx_kl = of_share(((ratio_d.clone() - 1.0) - log_ratio.detach()).mean());
+    let clip_fraction = of_share((ratio_d - 1.0).abs().greater_elem(clip).float().mean());
     PpoLoss { total, policy, value, entropy, aux: aux_loss, approx_kl, clip_fraction, aux_report }
 }
 
@@ -709,6 +766,7 @@ pub fn train<B: AutodiffBackend>(
         // selections there.
         let learn_start = Instant::now();
         let on_device = DeviceRollout::<B>::upload(&rollout, &adv.advantages, &adv.returns, device);
+        let learner_threads = options.learner_threads.max(1);
         let mut indices: Vec<usize> = (0..batch_size).collect();
         let mut sums = LossSums::default();
         let mut stopped_early = false;
@@ -718,20 +776,19 @@ pub fn train<B: AutodiffBackend>(
                 if aux_on && mb_idx.len() < 2 {
                     continue; // a contrastive loss needs two rows (only a 1-transition batch has fewer)
                 }
-                let mb = on_device.minibatch(&rollout, mb_idx, device);
-                let complete_rows = mb.complete_obs.as_ref().map_or(mb_idx.len(), |c| c.batch_size());
+                let complete_rows = mb_idx.iter().filter(|&&i| rollout.obs.complete(i)).count();
                 let aux_rows = if p.aux_rows == 0 { complete_rows } else { complete_rows.min(p.aux_rows) };
                 let draws =
                     (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
-                let loss = ppo_loss(&agent, &mb, &step_ppo, &aux, draws);
-                let parts = loss.parts();
+                let learned =
+                    on_device.minibatch_gradients(&agent, &rollout, mb_idx, learner_threads, &step_ppo, &aux, draws);
+                let (mut grads, parts, aux_report) = learned;
                 if let Some(parts) = PpoLoss::<B>::not_finite(&parts) {
                     return Err(PpoError::Diverged { update, epoch, minibatch: k + 1, parts, last_checkpoint });
                 }
-                let mut grads = GradientsParams::from_grads(loss.total.backward(), &agent);
                 let grad_norm = clip_grad_norm(&agent, &mut grads, p.max_grad_norm);
                 agent = optim.step(lr, agent, grads);
-                sums.add(&parts, grad_norm, loss.aux_report.as_ref());
+                sums.add(&parts, grad_norm, aux_report.as_ref());
             }
             if p.target_kl > 0.0 && sums.last_epoch_kl() > p.target_kl {
                 stopped_early = true;
@@ -936,6 +993,9 @@ struct DeviceRollout<B: Backend> {
     old_values: Tensor<B, 1>,
     advantages: Tensor<B, 1>,
     returns: Tensor<B, 1>,
+    /// The advantages on the host too, for shards' per-minibatch statistics.
+    host_advantages: Vec<f32>,
+    device: B::Device,
 }
 
 impl<B: AutodiffBackend> DeviceRollout<B> {
@@ -949,7 +1009,88 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
             old_values: vector(&rollout.values),
             advantages: vector(advantages),
             returns: vector(returns),
+            host_advantages: advantages.to_vec(),
+            device: device.clone(),
         }
+    }
+
+    /// The combined loss's gradients and parts (and the auxiliary loss's report) of the
+    /// minibatch `indices`. With `threads > 1` its rows are split into shards ([`loss_shards`]),
+    /// each shard's loss and backward pass run on a thread of its own (the first on this one),
+    /// and the shards' gradients and parts are summed: the same loss as on one thread, its sums
+    /// taken in another order. The auxiliary loss's rows (`draws`) stay in the first shard.
+    #[allow(clippy::too_many_arguments)]
+    fn minibatch_gradients(
+        &self,
+        agent: &ActorCritic<B>,
+        rollout: &Rollout,
+        indices: &[usize],
+        threads: usize,
+        ppo: &PpoSection,
+        aux: &M3ixupLossConfig,
+        draws: Option<MixupDraws>,
+    ) -> (GradientsParams, Vec<f32>, Option<M3ixupReport>) {
+        let learn = |agent: &ActorCritic<B>, mb: Minibatch<B>, draws: Option<MixupDraws>, share: RowShare| {
+            let loss = ppo_loss_of_share(agent, &mb, ppo, aux, draws, share);
+            let parts = loss.parts();
+            (GradientsParams::from_grads(loss.total.backward(), agent), parts, loss.aux_report)
+        };
+        // The auxiliary loss sees the first `draws.perm.len()` complete rows: they end at `aux_cut`.
+        let aux_cut = match &draws {
+            Some(d) => indices.iter().scan(0, |n, &i| {
+                *n += usize::from(rollout.obs.complete(i));
+                Some(*n)
+            })
+            .position(|n| n == d.perm.len())
+            .map_or(indices.len(), |p| p + 1),
+            None => 0,
+        };
+        let shards = loss_shards(indices.len(), aux_cut, threads);
+        if shards.len() == 1 {
+            return learn(agent, self.minibatch(rollout, indices, &self.device), draws, RowShare::WHOLE);
+        }
+        let adv: Vec<f64> = indices.iter().map(|&i| self.host_advantages[i] as f64).collect();
+        let n = adv.len() as f64;
+        let mean = adv.iter().sum::<f64>() / n;
+        let std = (adv.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt(); // unbiased, as burn's var
+        let share = |rows: &Range<usize>| RowShare {
+            fraction: rows.len() as f32 / indices.len() as f32,
+            advantage_stats: Some((mean as f32, std as f32)),
+        };
+        let batches: Vec<Minibatch<B>> =
+            shards.iter().map(|rows| self.minibatch(rollout, &indices[rows.clone()], &self.device)).collect();
+        let mut batches = batches.into_iter();
+        let first = batches.next().expect("one shard at least");
+        let learn = &learn;
+        let mut results = std::thread::scope(|scope| {
+            let others: Vec<_> = batches
+                .zip(&shards[1..])
+                .map(|(mb, rows)| {
+                    let share = share(rows);
+                    // burn's autodiff merges the graphs of every tensor computed from the same
+                    // parameter nodes under one lock, which would serialise the threads; a copy
+                    // of the agent (the same parameter ids and values, new nodes) keeps each
+                    // shard's graph its own.
+                    let copy = ActorCritic::<B>::from_inner(agent.valid());
+                    scope.spawn(move || learn(&copy, mb, None, share))
+                })
+                .collect();
+            let mut results = vec![learn(agent, first, draws, share(&shards[0]))];
+            for handle in others {
+                results.push(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            results
+        });
+        let (grads, mut parts, report) = results.remove(0);
+        let mut accumulator = GradientsAccumulator::<ActorCritic<B>>::new();
+        accumulator.accumulate(agent, grads);
+        for (grads, more, _) in results {
+            accumulator.accumulate(agent, grads);
+            for (sum, v) in parts.iter_mut().zip(more) {
+                *sum += v;
+            }
+        }
+        (accumulator.grads(), parts, report)
     }
 
     /// The rows `indices` as a minibatch: one small index upload, row selections on the device.
@@ -1113,6 +1254,17 @@ mod tests {
         assert_eq!(sizes(1, 64), [1], "a single row stays a (one-row) minibatch");
         let flat: Vec<usize> = minibatches(&rows[..129], 64).flatten().copied().collect();
         assert_eq!(flat, rows[..129]);
+    }
+
+    #[test]
+    fn loss_shards_keep_the_auxiliary_rows_in_the_first_and_spread_the_others_evenly() {
+        assert_eq!(loss_shards(256, 128, 2), vec![0..128, 128..256]);
+        assert_eq!(loss_shards(256, 0, 2), vec![0..128, 128..256]);
+        assert_eq!(loss_shards(256, 200, 2), vec![0..200, 200..256]);
+        assert_eq!(loss_shards(256, 32, 3), vec![0..86, 86..171, 171..256]);
+        assert_eq!(loss_shards(256, 256, 2), vec![0..256], "all rows in the auxiliary loss: one shard");
+        assert_eq!(loss_shards(10, 0, 1), vec![0..10]);
+        assert_eq!(loss_shards(2, 0, 4), vec![0..1, 1..2], "never an empty shard");
     }
 
     #[test]

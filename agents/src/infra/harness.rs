@@ -48,6 +48,11 @@ pub struct TrainOptions {
     /// Called with every metrics row the run logs; the run stops after a row for which it
     /// returns false, with a checkpoint there, as at `max_updates` (Python's `on_update`).
     pub on_row: Option<OnRow>,
+    /// Threads of the PPO learner (0 or 1: the calling thread alone). With more, each
+    /// minibatch's rows are split into as many shards whose losses and backward passes run in
+    /// parallel; the result is the same loss, its float sums in another order, so a run
+    /// reproduces exactly with the same count. For backends that compute on one thread (flex).
+    pub learner_threads: usize,
 }
 
 /// A callback on each logged row ([`TrainOptions::on_row`]): true to go on, false to stop.
