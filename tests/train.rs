@@ -238,9 +238,9 @@ fn learner_threads_split_each_minibatch_and_give_the_one_thread_update_up_to_flo
     let _rng = backend_rng();
     let dropout = "env.params.sensor_dropout={mode=\"per-step\",p=0.3}";
     for (name, overrides) in [
-        ("aux-rows", vec!["ppo.aux_rows=16"]),         // the auxiliary loss's rows in the first shard
+        ("aux-rows", vec!["ppo.aux_rows=16"]), // the auxiliary loss's rows in the first shard
         ("dropout", vec![dropout, "ppo.aux_rows=12"]), // its complete rows only, wherever they are
-        ("aux-off", vec!["aux.kind=\"none\""]),         // every shard alike
+        ("aux-off", vec!["aux.kind=\"none\""]), // every shard alike
     ] {
         let mut overrides = overrides;
         overrides.push("train.total_steps=64"); // one update: 2 epochs x 2 minibatches of 32

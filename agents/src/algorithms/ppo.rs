@@ -427,7 +427,8 @@ pub fn loss_shards(rows: usize, aux_cut: usize, threads: usize) -> Vec<Range<usi
     let threads = threads.clamp(1, rows.max(1));
     let even = rows.div_ceil(threads);
     let first = even.max(aux_cut).min(rows);
-    let mut shards = vec![0..first];
+    let mut shards = Vec::with_capacity(threads);
+    shards.push(0..first);
     let rest = rows - first;
     let others = (threads - 1).min(rest);
     let mut start = first;
@@ -1037,12 +1038,14 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
         };
         // The auxiliary loss sees the first `draws.perm.len()` complete rows: they end at `aux_cut`.
         let aux_cut = match &draws {
-            Some(d) => indices.iter().scan(0, |n, &i| {
-                *n += usize::from(rollout.obs.complete(i));
-                Some(*n)
-            })
-            .position(|n| n == d.perm.len())
-            .map_or(indices.len(), |p| p + 1),
+            Some(d) => indices
+                .iter()
+                .scan(0, |n, &i| {
+                    *n += usize::from(rollout.obs.complete(i));
+                    Some(*n)
+                })
+                .position(|n| n == d.perm.len())
+                .map_or(indices.len(), |p| p + 1),
             None => 0,
         };
         let shards = loss_shards(indices.len(), aux_cut, threads);
