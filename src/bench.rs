@@ -157,8 +157,9 @@ pub fn train_step_timing<B: AutodiffBackend>(
 }
 
 /// Seconds per PPO update (rollout + learning) of `updates` updates of `config` on `device`
-/// with `learner_threads` ([`TrainOptions::learner_threads`]), the first (warm-up: allocator growth, GPU kernel compilation) left out. The run directory is
-/// a temporary one under `scratch`, removed afterwards.
+/// with `learner_threads` ([`TrainOptions::learner_threads`]), the first (warm-up: allocator
+/// growth, GPU kernel compilation) left out. The run directory is a temporary one under
+/// `scratch`, removed afterwards.
 pub fn ppo_update_timing<B: AutodiffBackend>(
     config: &PpoConfig,
     updates: usize,

@@ -767,7 +767,6 @@ pub fn train<B: AutodiffBackend>(
         // selections there.
         let learn_start = Instant::now();
         let on_device = DeviceRollout::<B>::upload(&rollout, &adv.advantages, &adv.returns, device);
-        let learner_threads = options.learner_threads.max(1);
         let mut indices: Vec<usize> = (0..batch_size).collect();
         let mut sums = LossSums::default();
         let mut stopped_early = false;
@@ -781,8 +780,15 @@ pub fn train<B: AutodiffBackend>(
                 let aux_rows = if p.aux_rows == 0 { complete_rows } else { complete_rows.min(p.aux_rows) };
                 let draws =
                     (aux_on && aux_rows >= 2).then(|| MixupDraws::sample(&mut rng, aux_rows, obs_space.len(), &aux));
-                let learned =
-                    on_device.minibatch_gradients(&agent, &rollout, mb_idx, learner_threads, &step_ppo, &aux, draws);
+                let learned = on_device.minibatch_gradients(
+                    &agent,
+                    &rollout,
+                    mb_idx,
+                    options.learner_threads,
+                    &step_ppo,
+                    &aux,
+                    draws,
+                );
                 let (mut grads, parts, aux_report) = learned;
                 if let Some(parts) = PpoLoss::<B>::not_finite(&parts) {
                     return Err(PpoError::Diverged { update, epoch, minibatch: k + 1, parts, last_checkpoint });
@@ -1050,7 +1056,7 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
         };
         let shards = loss_shards(indices.len(), aux_cut, threads);
         if shards.len() == 1 {
-            return learn(agent, self.minibatch(rollout, indices, &self.device), draws, RowShare::WHOLE);
+            return learn(agent, self.minibatch(rollout, indices), draws, RowShare::WHOLE);
         }
         let adv: Vec<f64> = indices.iter().map(|&i| self.host_advantages[i] as f64).collect();
         let n = adv.len() as f64;
@@ -1061,7 +1067,7 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
             advantage_stats: Some((mean as f32, std as f32)),
         };
         let batches: Vec<Minibatch<B>> =
-            shards.iter().map(|rows| self.minibatch(rollout, &indices[rows.clone()], &self.device)).collect();
+            shards.iter().map(|rows| self.minibatch(rollout, &indices[rows.clone()])).collect();
         let mut batches = batches.into_iter();
         let first = batches.next().expect("one shard at least");
         let learn = &learn;
@@ -1097,7 +1103,8 @@ impl<B: AutodiffBackend> DeviceRollout<B> {
     }
 
     /// The rows `indices` as a minibatch: one small index upload, row selections on the device.
-    fn minibatch(&self, rollout: &Rollout, indices: &[usize], device: &B::Device) -> Minibatch<B> {
+    fn minibatch(&self, rollout: &Rollout, indices: &[usize]) -> Minibatch<B> {
+        let device = &self.device;
         let rows_of = |idx: &[usize]| {
             Tensor::<B, 1, Int>::from_data(
                 TensorData::new(idx.iter().map(|&i| i as i64).collect::<Vec<_>>(), [idx.len()]),
