@@ -673,6 +673,12 @@ pub struct M3ixupLossConfig {
     pub adapt: AdaptConfig,
     /// L_mix.
     pub explore: ExploreConfig,
+    /// z_M (and h_M, in bridge mode) enter every term as constants (a stop-gradient): the loss
+    /// trains the unimodal encoders toward the joint latent and leaves the joint processor to
+    /// the agent's own loss, so the alignment cannot pull z_M toward what a weaker sensor
+    /// carries. Off (the paper's loss): every term trains the joint processor too. An RL
+    /// agent's option: `pretrain` rejects it (nothing would train the joint processor).
+    pub detach_joint: bool,
 }
 
 impl Default for M3ixupLossConfig {
@@ -685,6 +691,7 @@ impl Default for M3ixupLossConfig {
             manifold: TermConfig::default(),
             adapt: AdaptConfig::default(),
             explore: ExploreConfig::default(),
+            detach_joint: false,
         }
     }
 }
@@ -933,7 +940,7 @@ pub fn m3ixup_loss<B: AutodiffBackend, R: Rng + ?Sized>(
 ///   steps, started from h_ad (targets 1, id) or from a fresh mix of h_mix (targets lambda', pi').
 ///
 /// h_u and z_M are computed once and shared by every term; z_M is not stopped in the outer
-/// terms, so they train the joint processor too.
+/// terms, so they train the joint processor too, unless `detach_joint` is set.
 pub fn m3ixup_loss_with_draws<B: AutodiffBackend>(
     encoder: &M3ixupEncoder<B>,
     batch: &MultimodalInput<B>,
@@ -957,11 +964,11 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     draws: MixupDraws,
 ) -> (Tensor<B, 1>, M3ixupReport) {
     let b = z_m.dims()[0];
+    let (z_m, h_m) = if config.detach_joint { (z_m.detach(), feats.joint.detach()) } else { (z_m, feats.joint) };
     let anchor = Anchor::new(z_m, config.tau as f32); // z_M's block of every term, once
     assert_eq!(draws.perm.len(), b, "draws were made for another batch size");
     let identity: Vec<usize> = (0..b).collect();
     let h_u = feats.unimodal; // n x [B, F]
-    let h_m = feats.joint; // [B, F]
 
     let mut terms: Vec<(LossTerm, Tensor<B, 1>)> = Vec::new();
     if config.gmc.enabled {

@@ -200,6 +200,13 @@ impl PretrainConfig {
         if self.loss.kind == LossKind::None {
             return bad("loss.kind", "pretraining needs a loss: \"gmc\" or \"m3ixup\"".into());
         }
+        if self.loss.m3ixup.detach_joint {
+            return bad(
+                "loss.detach_joint",
+                "true leaves the joint processor without a gradient when pretraining: it is an RL agent's option"
+                    .into(),
+            );
+        }
         let effective = self.loss.effective().map_err(|e| PretrainError::config("loss.terms", e.reason))?;
         if !LossTerm::ALL.iter().any(|&t| effective.enabled(t)) {
             return bad("loss.terms", "every loss term is switched off".into());
@@ -876,6 +883,9 @@ mod tests {
         assert!(e.contains("loss.terms"), "{e}");
         let e = rejected("[loss]\nkind = \"gmc\"\nterms = [\"input\"]\n");
         assert!(e.contains("loss.terms"), "{e}");
+        // A stop-gradient on the joint latent would leave f_M untrained.
+        let e = rejected("[loss]\ndetach_joint = true\n");
+        assert!(e.contains("loss.detach_joint") && e.contains("joint processor"), "{e}");
     }
 
     #[test]

@@ -150,6 +150,35 @@ fn every_term_sends_gradients_to_the_processors_the_joint_processor_and_the_head
 }
 
 #[test]
+fn detach_joint_keeps_every_value_and_leaves_the_joint_processor_without_a_gradient() {
+    let space = small_space();
+    let (x, _) = batch::<Ad>(&space, BATCH, 14);
+    let mut bridge = M3ixupLossConfig::default();
+    bridge.adapt.mode = AdaptMode::Bridge;
+    let cases = [
+        ("all, separate", JointKind::Separate, M3ixupLossConfig::default()),
+        ("all, shared trunk", JointKind::SharedTrunk, M3ixupLossConfig::default()),
+        ("adapt bridge", JointKind::Separate, bridge),
+    ];
+    for (name, joint, config) in cases {
+        let enc = encoder::<Ad>(&space, &EncoderConfig { joint, ..Default::default() }, 15);
+        let detached = M3ixupLossConfig { detach_joint: true, ..config.clone() };
+        let (_, trained) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(16));
+        let (loss, report) = m3ixup_loss(&enc, &x, &detached, &mut StdRng::seed_from_u64(16));
+        assert!((report.total - trained.total).abs() < 1e-6, "{name}: {} vs {}", report.total, trained.total);
+        let grads = loss.backward();
+        let (n, missing) = grad_coverage(&enc.joint, &grads);
+        assert!(n > 0 && missing == n, "{name}: {} of {n} parameters of f_M get a gradient", n - missing);
+        for (u, p) in enc.unimodal.iter().enumerate() {
+            let (n, missing) = grad_coverage(p, &grads);
+            assert!(n > 0 && missing == 0, "{name}: {missing} of {n} parameters of f_{u} get no gradient");
+        }
+        let (n, missing) = grad_coverage(&enc.head, &grads);
+        assert!(n > 0 && missing == 0, "{name}: {missing} of {n} parameters of g get no gradient");
+    }
+}
+
+#[test]
 fn the_adapting_step_lowers_its_inner_loss_and_the_exploring_step_raises_it() {
     let space = small_space();
     let enc = encoder::<Ad>(&space, &EncoderConfig::default(), 21);
