@@ -673,12 +673,13 @@ pub struct M3ixupLossConfig {
     pub adapt: AdaptConfig,
     /// L_mix.
     pub explore: ExploreConfig,
-    /// z_M (and h_M, in bridge mode) enter every term as constants (a stop-gradient): the loss
-    /// trains the unimodal encoders toward the joint latent and leaves the joint processor to
-    /// the agent's own loss, so the alignment cannot pull z_M toward what a weaker sensor
-    /// carries. Off (the paper's loss): every term trains the joint processor too. An RL
-    /// agent's option: `pretrain` rejects it (nothing would train the joint processor).
-    pub detach_joint: bool,
+    /// The share of every term's gradient that reaches z_M (and h_M, in bridge mode), in
+    /// [0, 1]; values are unchanged. 1 (the paper's loss): every term trains the joint processor
+    /// too. 0: z_M is a constant target, and the loss trains only the unimodal encoders (toward
+    /// the joint latent) and the head, leaving the joint processor to the agent's own loss, so
+    /// the alignment cannot pull z_M toward what a weaker sensor carries. In between: that pull,
+    /// scaled. `pretrain` rejects 0 (nothing would train the joint processor).
+    pub joint_gradient: f64,
 }
 
 impl Default for M3ixupLossConfig {
@@ -691,7 +692,7 @@ impl Default for M3ixupLossConfig {
             manifold: TermConfig::default(),
             adapt: AdaptConfig::default(),
             explore: ExploreConfig::default(),
-            detach_joint: false,
+            joint_gradient: 1.0,
         }
     }
 }
@@ -779,6 +780,12 @@ impl M3ixupLossConfig {
             return Err(LossConfigError::new("tau", reason));
         }
         positive("alpha", self.alpha)?;
+        if !(0.0..=1.0).contains(&self.joint_gradient) {
+            return Err(LossConfigError::new(
+                "joint_gradient",
+                format!("must be a share in [0, 1], got {}", self.joint_gradient),
+            ));
+        }
         for t in LossTerm::ALL {
             non_negative(&format!("{t}.weight"), self.weight(t))?;
         }
@@ -940,7 +947,7 @@ pub fn m3ixup_loss<B: AutodiffBackend, R: Rng + ?Sized>(
 ///   steps, started from h_ad (targets 1, id) or from a fresh mix of h_mix (targets lambda', pi').
 ///
 /// h_u and z_M are computed once and shared by every term; z_M is not stopped in the outer
-/// terms, so they train the joint processor too, unless `detach_joint` is set.
+/// terms, so they train the joint processor too (scaled by `joint_gradient`).
 pub fn m3ixup_loss_with_draws<B: AutodiffBackend>(
     encoder: &M3ixupEncoder<B>,
     batch: &MultimodalInput<B>,
@@ -951,6 +958,18 @@ pub fn m3ixup_loss_with_draws<B: AutodiffBackend>(
     let feats = encoder.features(batch);
     let z_m = encoder.project(feats.joint.clone());
     m3ixup_loss_on_features(encoder, feats, z_m, config, draws)
+}
+
+/// `x` with the same value and `share` of its gradient (`joint_gradient`): `share * x + (1 -
+/// share) * sg(x)`; `x` itself at 1, `sg(x)` at 0.
+fn scale_gradient<B: AutodiffBackend, const D: usize>(x: Tensor<B, D>, share: f64) -> Tensor<B, D> {
+    if share >= 1.0 {
+        x
+    } else if share <= 0.0 {
+        x.detach()
+    } else {
+        x.clone().mul_scalar(share) + x.detach().mul_scalar(1.0 - share)
+    }
 }
 
 /// [`m3ixup_loss_with_draws`] on features already computed for a batch (`feats =
@@ -964,7 +983,7 @@ pub fn m3ixup_loss_on_features<B: AutodiffBackend>(
     draws: MixupDraws,
 ) -> (Tensor<B, 1>, M3ixupReport) {
     let b = z_m.dims()[0];
-    let (z_m, h_m) = if config.detach_joint { (z_m.detach(), feats.joint.detach()) } else { (z_m, feats.joint) };
+    let (z_m, h_m) = (scale_gradient(z_m, config.joint_gradient), scale_gradient(feats.joint, config.joint_gradient));
     let anchor = Anchor::new(z_m, config.tau as f32); // z_M's block of every term, once
     assert_eq!(draws.perm.len(), b, "draws were made for another batch size");
     let identity: Vec<usize> = (0..b).collect();

@@ -200,11 +200,10 @@ impl PretrainConfig {
         if self.loss.kind == LossKind::None {
             return bad("loss.kind", "pretraining needs a loss: \"gmc\" or \"m3ixup\"".into());
         }
-        if self.loss.m3ixup.detach_joint {
+        if self.loss.m3ixup.joint_gradient == 0.0 {
             return bad(
-                "loss.detach_joint",
-                "true leaves the joint processor without a gradient when pretraining: it is an RL agent's option"
-                    .into(),
+                "loss.joint_gradient",
+                "0 leaves the joint processor without a gradient when pretraining: it is an RL agent's option".into(),
             );
         }
         let effective = self.loss.effective().map_err(|e| PretrainError::config("loss.terms", e.reason))?;
@@ -884,8 +883,10 @@ mod tests {
         let e = rejected("[loss]\nkind = \"gmc\"\nterms = [\"input\"]\n");
         assert!(e.contains("loss.terms"), "{e}");
         // A stop-gradient on the joint latent would leave f_M untrained.
-        let e = rejected("[loss]\ndetach_joint = true\n");
-        assert!(e.contains("loss.detach_joint") && e.contains("joint processor"), "{e}");
+        let e = rejected("[loss]\njoint_gradient = 0.0\n");
+        assert!(e.contains("loss.joint_gradient") && e.contains("joint processor"), "{e}");
+        let e = rejected("[loss]\njoint_gradient = 1.5\n");
+        assert!(e.contains("loss.joint_gradient") && e.contains("1.5"), "{e}");
     }
 
     #[test]

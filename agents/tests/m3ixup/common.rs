@@ -112,3 +112,26 @@ pub fn grad_coverage<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gr
     module.visit(&mut check);
     (check.params, check.without_grad)
 }
+
+/// Every float parameter gradient of a module, flattened in visiting order (zeros where missing).
+pub struct GradValues<'a, B: AutodiffBackend> {
+    pub grads: &'a B::Gradients,
+    pub values: Vec<f32>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradValues<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let count = param.val().shape().num_elements();
+        match param.val().grad(self.grads) {
+            Some(g) => self.values.extend(values(g.flatten::<1>(0, D - 1))),
+            None => self.values.extend(std::iter::repeat_n(0.0, count)),
+        }
+    }
+}
+
+/// The gradients of `module`'s float parameters, flattened ([`GradValues`]).
+pub fn grad_values<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> Vec<f32> {
+    let mut collect = GradValues::<B> { grads, values: Vec::new() };
+    module.visit(&mut collect);
+    collect.values
+}

@@ -150,7 +150,7 @@ fn every_term_sends_gradients_to_the_processors_the_joint_processor_and_the_head
 }
 
 #[test]
-fn detach_joint_keeps_every_value_and_leaves_the_joint_processor_without_a_gradient() {
+fn joint_gradient_keeps_every_value_and_scales_only_the_joint_processors_gradient() {
     let space = small_space();
     let (x, _) = batch::<Ad>(&space, BATCH, 14);
     let mut bridge = M3ixupLossConfig::default();
@@ -162,11 +162,24 @@ fn detach_joint_keeps_every_value_and_leaves_the_joint_processor_without_a_gradi
     ];
     for (name, joint, config) in cases {
         let enc = encoder::<Ad>(&space, &EncoderConfig { joint, ..Default::default() }, 15);
-        let detached = M3ixupLossConfig { detach_joint: true, ..config.clone() };
-        let (_, trained) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(16));
-        let (loss, report) = m3ixup_loss(&enc, &x, &detached, &mut StdRng::seed_from_u64(16));
-        assert!((report.total - trained.total).abs() < 1e-6, "{name}: {} vs {}", report.total, trained.total);
-        let grads = loss.backward();
+        let run = |share: f64| {
+            let config = M3ixupLossConfig { joint_gradient: share, ..config.clone() };
+            let (loss, report) = m3ixup_loss(&enc, &x, &config, &mut StdRng::seed_from_u64(16));
+            let grads = loss.backward();
+            (report.total, grad_values(&enc.joint, &grads), grads)
+        };
+        let (total, joint_full, _) = run(1.0);
+        let (half_total, joint_half, _) = run(0.5);
+        let (detached_total, _, grads) = run(0.0);
+        for t in [half_total, detached_total] {
+            assert!((t - total).abs() < 1e-5, "{name}: the value moved, {t} vs {total}");
+        }
+        // f_M reaches the loss only through z_M (and h_M): half the share, half its gradient.
+        let halved: Vec<f32> = joint_full.iter().map(|g| g * 0.5).collect();
+        let scale = joint_full.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        assert!(scale > 0.0, "{name}: f_M gets no gradient at share 1");
+        assert!(max_abs_diff(&joint_half, &halved) < 1e-4 * scale, "{name}: share 0.5 does not halve f_M's gradient");
+        // At 0, f_M gets none, and everything else still learns.
         let (n, missing) = grad_coverage(&enc.joint, &grads);
         assert!(n > 0 && missing == n, "{name}: {} of {n} parameters of f_M get a gradient", n - missing);
         for (u, p) in enc.unimodal.iter().enumerate() {
