@@ -5,13 +5,13 @@
 #
 #   scripts/build-gpu-bench.sh --cuda-version 13000 --features "cuda-base cuda"   # here
 #   bench/gpu-cubecl.sh --base-bin gpu-bench/train-cuda-base.gz --bin gpu-bench/train-cuda.gz   # there
-#       [--devices cuda:0] [--case-timeout 90] [--updates 4] [--config configs/ppo-pendulum.toml]
+#       [--devices cuda:0] [--case-timeout 90] [--updates 4] [--config configs/ppo-pendulum-m3ixup.toml]
 #       [--out DIR]
 #
 # In this order, each case stopped after --case-timeout seconds (about 8 minutes at most with
 # the defaults), rollout inference on a CPU copy (`auto` on a GPU):
-# 1. the main config on `--base-bin` (no fusion, no autotune: the fewest kernels), cold;
-# 2. the main config on `--bin` (fusion + autotune) with an empty kernel cache, then again with
+# 1. the M3ixup config on `--base-bin` (no fusion, no autotune: the fewest kernels), cold;
+# 2. the M3ixup config on `--bin` (fusion + autotune) with an empty kernel cache, then again with
 #    the cache the first run filled;
 # 3. a GPU-sized config (256 environments on 16 threads, minibatch 4,096) on `--bin`, cold and
 #    warm.
@@ -23,7 +23,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-base_bin="" bin="" devices="" case_timeout=90 updates=4 config="$root/configs/ppo-pendulum.toml" out=""
+base_bin="" bin="" devices="" case_timeout=90 updates=4 config="$root/configs/ppo-pendulum-m3ixup.toml" out=""
 usage() { sed -n '2,22p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -52,8 +52,8 @@ step() {
     # A case that fails or times out is reported by gpu.sh; the next step still runs.
     "$here/gpu.sh" "$@" "${common[@]}" 2>&1 | tee "$out/$(echo "$title" | tr ' ,/' '___').log" || true
 }
-step "1 main config, base build, cold" --cubecl-bin "$base_bin" --caches cold --out "$out/1-base"
-step "2 main config, fusion and autotune, cold then warm" --cubecl-bin "$bin" --caches "cold warm" --out "$out/2-main"
+step "1 M3ixup config, base build, cold" --cubecl-bin "$base_bin" --caches cold --out "$out/1-base"
+step "2 M3ixup config, fusion and autotune, cold then warm" --cubecl-bin "$bin" --caches "cold warm" --out "$out/2-main"
 step "3 GPU-sized config, fusion and autotune, cold then warm" --cubecl-bin "$bin" --caches "cold warm" \
     "${gpu_sized[@]}" --out "$out/3-gpu-sized"
 

@@ -21,7 +21,7 @@
 # 1. The PyTorch reference (bench/torch_ppo_update.py): the learning half of a PPO update with
 #    the same network, minibatch and epochs, on the GPU, with GMC's contrastive loss (the core of
 #    the M3ixup loss) and without an auxiliary loss; and at the GPU-sized batch.
-# 2. bench/gpu.sh with the `tch` binary on libtorch-cuda:N: the main config (PPO + M3ixup) and
+# 2. bench/gpu.sh with the `tch` binary on libtorch-cuda:N: the M3ixup config (PPO + M3ixup) and
 #    `aux.kind = "none"`, each with `rollout.inference` on the GPU and on a CPU copy; then the
 #    GPU-sized configs (64, 256 and 1,024 environments on all cores, minibatches 1,024, 4,096
 #    and 8,192).
@@ -72,7 +72,7 @@ command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && torch_
 echo "torch: $("$python" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)'), libtorch from $libtorch"
 echo "PyTorch reference device: $torch_device; runs under $out"
 
-# Batch sizes: (environments, minibatch). The main config's 16 x 128 steps, minibatch 256; then
+# Batch sizes: (environments, minibatch). The M3ixup config's 16 x 128 steps, minibatch 256; then
 # GPU-sized ones on every core.
 sizes="16:256 64:1024 256:4096 1024:8192"
 [ "$quick" = 1 ] && sizes="16:256"
@@ -109,12 +109,12 @@ for size in $sizes; do
     envs="${size%%:*}" minibatch="${size##*:}"
     if [ "$envs" = 16 ]; then
         for aux in m3ixup none; do
-            echo; echo "#### main config, aux.kind = $aux"
+            echo; echo "#### M3ixup config, aux.kind = $aux"
             run_cases $(( 2 * gpus + cpus )) --set aux.kind="$aux" --out "$out/envs-16-aux-$aux"
         done
     else
         echo; echo "#### GPU-sized: $envs environments on $workers workers, minibatch $minibatch, aux.kind = m3ixup"
-        # A total far beyond the updates run: the main config's would end a big batch's run after one.
+        # A total far beyond the updates run: the M3ixup config's would end a big batch's run after one.
         run_cases $(( gpus + cpus )) --inference learner --set rollout.num_envs="$envs" \
             --set rollout.workers="$workers" --set ppo.minibatch_size="$minibatch" \
             --set train.total_steps=100000000 --out "$out/envs-$envs-aux-m3ixup"

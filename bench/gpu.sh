@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU benchmark (issue 7): the main PPO + M3ixup config for a fixed number of updates on every
+# GPU benchmark (issue 7): the PPO + M3ixup config (ppo-pendulum-m3ixup.toml) for a fixed number of updates on every
 # available GPU device and on the CPU, printing env-steps/s, learner samples/s and GPU memory.
 # Runs prebuilt `train` binaries (no cargo needed on the GPU machine). Build them with
 # scripts/build-gpu-bench.sh, which leaves gzip-compressed, stripped binaries in gpu-bench/,
@@ -41,7 +41,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 
-cuda_bins=() tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum.toml"
+cuda_bins=() tch_bin="" libtorch="" nvrtc="" updates=10 config="$root/configs/ppo-pendulum-m3ixup.toml"
 cpu_devices="flex" sets=() out="" case_timeout=900 inferences="learner cpu" cubecl_devices="" caches="shared"
 usage() { sed -n '2,33p' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do

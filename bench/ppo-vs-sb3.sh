@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PPO training throughput against Stable-Baselines3, in one run with the learners interleaved
 # (README, "CPU learner speed"). For each thread count and round, in turn:
-#   - ours, `bench ppo` on configs/ppo-pendulum.toml (PPO + M3ixup) and its `aux.kind=none`
+#   - ours, `bench ppo` on configs/ppo-pendulum-m3ixup.toml (PPO + M3ixup) and its `aux.kind=none`
 #     variant, on flex (and on LibTorch CPU with --libtorch-bin);
 #   - SB3 PPO on PyTorch with the same network, PPO settings and environment (bench/sb3_ppo.py).
 # Then one table: the median env-steps/s of each learner and its ratio to SB3 at the same thread
@@ -54,11 +54,11 @@ for t in $threads; do
         echo "ppo-vs-sb3: threads $t, round $r/$rounds" >&2
         # One process per learner and round; OMP/MKL pools sized like torch's.
         export OMP_NUM_THREADS="$t" MKL_NUM_THREADS="$t"
-        target/release/bench ppo --config configs/ppo-pendulum.toml --variant aux.kind=none \
+        target/release/bench ppo --config configs/ppo-pendulum-m3ixup.toml --variant aux.kind=none \
             --updates "$updates" --rounds 1 --threads "$t" --json \
             | sed "s/^{/{\"learner\":\"ours-flex\",\"threads\":$t,/" >> "$results"
         if [[ -n "$libtorch_bin" ]]; then
-            "$libtorch_bin" ppo --config configs/ppo-pendulum.toml --variant aux.kind=none \
+            "$libtorch_bin" ppo --config configs/ppo-pendulum-m3ixup.toml --variant aux.kind=none \
                 --updates "$updates" --rounds 1 --device libtorch --threads "$t" --json \
                 | sed "s/^{/{\"learner\":\"ours-libtorch\",\"threads\":$t,/" >> "$results"
         fi
@@ -73,7 +73,7 @@ rounds, updates = sys.argv[2], sys.argv[3]
 def key(r):
     if r["learner"] == "sb3":
         return (r["threads"], "sb3", "aux.kind=none")  # SB3 has no auxiliary loss
-    config = "PPO + M3ixup (main config)" if r["config"] == "the config" else r["config"]
+    config = "PPO + M3ixup (ppo-pendulum-m3ixup.toml)" if r["config"] == "the config" else r["config"]
     return (r["threads"], r["learner"], config)
 groups = {}
 for r in rows:

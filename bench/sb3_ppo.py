@@ -1,4 +1,4 @@
-"""Stable-Baselines3 PPO with the network and PPO settings of configs/ppo-pendulum.toml, on our
+"""Stable-Baselines3 PPO with the network and PPO settings of configs/ppo-pendulum-m3ixup.toml, on our
 multimodal pendulum through our Python package: the reference of bench/ppo-vs-sb3.sh.
 
 The network, as the Rust agent's with `policy_input = "latent"` (README, "CPU learner speed"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a local Ray sweep costs over running the same trials back to back with the binaries
-# (README, "Many runs: sweeps on Ray"). The same trials (variants x seeds of the main config,
+# (README, "Many runs: sweeps on Ray"). The same trials (variants x seeds of the M3ixup config,
 # shortened), each trained and evaluated, then the results table, three ways:
 #
 # 1. back to back: `train`, then `evaluate`, per trial, then `report` (release binaries);
@@ -25,7 +25,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-variants=(m3ixup=configs/ppo-pendulum.toml none=configs/ppo-pendulum-none.toml)
+variants=(m3ixup=configs/ppo-pendulum-m3ixup.toml none=configs/ppo-pendulum-none.toml)
 eval_args=(--score per-step --episodes 10 --steps 200)
 rm -rf "$out"; mkdir -p "$out"
 now() { date +%s.%N; }

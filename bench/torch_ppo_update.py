@@ -1,5 +1,5 @@
 """Plain-PyTorch reference for the learning half of a PPO update (bench/gpu-libtorch.sh): the
-network of configs/ppo-pendulum.toml, the same minibatch size and epochs, timed per update on a
+network of configs/ppo-pendulum-m3ixup.toml, the same minibatch size and epochs, timed per update on a
 CPU or a GPU. Needs torch and numpy only (the GPU machine has nothing else).
 
 The network, as the Rust agent's (`pixel_trunk = "small"`, `joint = "shared-trunk"`,

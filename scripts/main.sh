@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The main job: train PPO + M3ixup on the multimodal pendulum (configs/ppo-pendulum.toml), then
-# print the sensor-failure table for it and for the baselines whose runs exist.
+# The main job: train PPO + M3ixup on the multimodal pendulum (configs/ppo-pendulum.toml: a fixed
+# joint target, an annealed weight, training-time sensor dropout), then print the sensor-failure
+# table for it and for the baselines whose runs exist.
 #
 #     scripts/main.sh                 # runs/ppo-pendulum, then its evaluation
-#     scripts/main.sh --baselines     # also trains the three baselines first (4x the time)
+#     scripts/main.sh --baselines     # also trains the four baselines first (5x the time)
 #
 # Run names are fixed so a second call reuses finished runs (delete runs/<name> to retrain) and
 # resumes an interrupted one from its last checkpoint.
@@ -13,7 +14,7 @@ cargo build --release --bin train --bin evaluate
 runs=runs
 variants=(ppo-pendulum)
 if [[ "${1:-}" == "--baselines" ]]; then
-  variants+=(ppo-pendulum-gmc ppo-pendulum-none ppo-pendulum-dropout)
+  variants+=(ppo-pendulum-m3ixup ppo-pendulum-gmc ppo-pendulum-none ppo-pendulum-dropout)
 fi
 
 train() { # name
@@ -32,10 +33,10 @@ train() { # name
 for v in "${variants[@]}"; do train "$v"; done
 
 args=()
-for v in ppo-pendulum ppo-pendulum-gmc ppo-pendulum-none ppo-pendulum-dropout; do
+for v in ppo-pendulum ppo-pendulum-m3ixup ppo-pendulum-gmc ppo-pendulum-none ppo-pendulum-dropout; do
   if [[ -f "$runs/$v/checkpoint.toml" ]]; then
     label=${v#ppo-pendulum}; label=${label#-}
-    args+=(--checkpoint "$runs/$v" --label "${label:-m3ixup}")
+    args+=(--checkpoint "$runs/$v" --label "${label:-main}")
   fi
 done
 # The pendulum's episodes all last 300 steps: the README's tables give the mean per-step reward.

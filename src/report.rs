@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use crate::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport};
+use crate::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport, Score};
 use crate::agents::infra::run::write_atomic;
 use crate::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
@@ -38,11 +38,12 @@ pub struct ResultsTable {
 /// One run's figures.
 struct RunFigures {
     eval: EvalReport,
-    /// Mean per-step reward of the training episodes that ended in the last 10 updates with an
-    /// episode end (the stochastic policy's, exploration included).
-    final_reward: f64,
-    /// Environment steps at which the 10-point moving average of that per-step reward first
-    /// reached -1.0 (None: never).
+    /// The training episodes' score, measured as the evaluation's (`--score`: per-step reward
+    /// or return), averaged over the last 10 updates with an episode end (the stochastic
+    /// policy's, exploration included).
+    final_training_score: f64,
+    /// Per-step scores only (the pendulum's tables): environment steps at which the 10-point
+    /// moving average of the per-step reward first reached -1.0 (None: never).
     steps_to_minus_one: Option<f64>,
     wall_seconds: f64,
     sps: f64,
@@ -60,16 +61,18 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
     )
     .with_context(|| format!("{} is not an evaluation report", eval_path.display()))?;
     let metrics = dir.join("metrics.csv");
-    let reward = episode_reward_per_step(&metrics)?;
-    let tail: Vec<f64> = reward.iter().rev().take(10).map(|p| p.1).collect();
-    let smooth = moving_average(&reward, 10);
-    let steps_to_minus_one = smooth.iter().find(|p| p.1 >= -1.0).map(|p| p.0);
+    let curve = training_curve(&metrics, eval.config.score)?;
+    let tail: Vec<f64> = curve.iter().rev().take(10).map(|p| p.1).collect();
+    let steps_to_minus_one = match eval.config.score {
+        Score::PerStep => moving_average(&curve, 10).iter().find(|p| p.1 >= -1.0).map(|p| p.0),
+        Score::Return => None,
+    };
     let elapsed = csv_series(&metrics, "global_step", "time/elapsed_seconds")?;
     let sps = csv_series(&metrics, "global_step", "time/sps")?;
     let wall_seconds = elapsed.last().map(|p| p.1).unwrap_or(f64::NAN);
     Ok(RunFigures {
         eval,
-        final_reward: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
+        final_training_score: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
         steps_to_minus_one,
         wall_seconds,
         sps: sps.last().map(|p| p.1).unwrap_or(f64::NAN),
@@ -227,9 +230,13 @@ fn folder_references(
     Ok((found, special))
 }
 
-/// (step, episodic return / episodic length) for the updates in which episodes ended.
-fn episode_reward_per_step(metrics: &Path) -> anyhow::Result<Vec<(f64, f64)>> {
+/// (step, the training episodes' score) for the updates in which episodes ended: their return, or
+/// return / length for per-step scores.
+fn training_curve(metrics: &Path, score: Score) -> anyhow::Result<Vec<(f64, f64)>> {
     let returns = csv_series(metrics, "global_step", "charts/episodic_return")?;
+    if score == Score::Return {
+        return Ok(returns);
+    }
     let lengths = csv_series(metrics, "global_step", "charts/episodic_length")?;
     Ok(returns
         .iter()
@@ -380,19 +387,31 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         }
         out.push('\n');
     }
-    out.push_str("\nTraining (per seed): per-step reward of the training episodes (stochastic policy) ending in the last 10 updates with an episode end; env steps until its 10-point moving average first reached -1.0; wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
-    out.push_str("| variant | seed | final reward/step | steps to -1.0 | wall time | env steps/s |\n|---|---:|---:|---:|---:|---:|\n");
+    let per_step = first.config.score == Score::PerStep;
+    let (measure, unit) = if per_step { ("per-step reward", "reward per step") } else { ("return", "return") };
+    out.push_str(&format!("\nTraining (per seed): {measure} of the training episodes (stochastic policy) ending in the last 10 updates with an episode end; "));
+    if per_step {
+        out.push_str("env steps until its 10-point moving average first reached -1.0; wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
+        out.push_str("| variant | seed | final reward/step | steps to -1.0 | wall time | env steps/s |\n|---|---:|---:|---:|---:|---:|\n");
+    } else {
+        out.push_str("wall time; env steps/s (runs shared the 2 cores with other jobs).\n\n");
+        out.push_str("| variant | seed | final return | wall time | env steps/s |\n|---|---:|---:|---:|---:|\n");
+    }
     let mut series = Vec::new();
     for n in names.iter().copied().chain(&specialists) {
         for (seed, f, dir) in &variants[n] {
+            let reached = match (per_step, f.steps_to_minus_one) {
+                (false, _) => String::new(),
+                (true, Some(s)) => format!(" {:.0}k |", s / 1000.0),
+                (true, None) => " not reached |".into(),
+            };
             out.push_str(&format!(
-                "| {n} | {seed} | {:.3} | {} | {:.0} min | {:.0} |\n",
-                f.final_reward,
-                f.steps_to_minus_one.map(|s| format!("{:.0}k", s / 1000.0)).unwrap_or_else(|| "not reached".into()),
+                "| {n} | {seed} | {:.3} |{reached} {:.0} min | {:.0} |\n",
+                f.final_training_score,
                 f.wall_seconds / 60.0,
                 f.sps
             ));
-            let points = episode_reward_per_step(&dir.join("metrics.csv"))?;
+            let points = training_curve(&dir.join("metrics.csv"), first.config.score)?;
             series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
         }
     }
@@ -401,9 +420,9 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     write_line_chart(
         &chart,
         &LineChart {
-            title: &format!("{folder}: training episodes' reward per step (10-point moving average)"),
+            title: &format!("{folder}: training episodes' {unit} (10-point moving average)"),
             x_label: "environment steps",
-            y_label: "reward per step",
+            y_label: unit,
             series: &series,
         },
     )?;

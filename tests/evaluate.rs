@@ -554,18 +554,36 @@ fn a_specialist_that_needs_a_sensor_its_condition_lacks_or_names_no_sensor_fails
 }
 
 #[test]
-fn the_specialist_configs_are_the_main_config_on_one_sensor_without_an_auxiliary_loss() {
-    let main = common::config_path("ppo-pendulum.toml");
+fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_without_an_auxiliary_loss() {
+    let main = common::config_path("ppo-pendulum-m3ixup.toml");
     for (modality, off) in [("pixels", "sound"), ("sound", "pixels")] {
         let path = common::config_path(&format!("ppo-pendulum-specialist-{modality}.toml"));
         let specialist: PpoConfig = load(Some(&path), &[]).unwrap();
         specialist.validate().unwrap();
         let expected: PpoConfig =
             load(Some(&main), &[format!("env.params.{off}=false"), "aux.kind=\"none\"".to_string()]).unwrap();
-        assert_eq!(specialist, expected, "{modality}: the main config's network and budget");
+        assert_eq!(specialist, expected, "{modality}: the M3ixup config's network and budget");
         let env = make(&specialist.env.name, &specialist.env.params).unwrap();
         assert_eq!(env.observation_space().names().collect::<Vec<_>>(), [modality]);
     }
+}
+
+#[test]
+fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_and_an_annealed_weight() {
+    // The README's third study trained exactly this agent as `p05-m3ixup-detach-anneal0`.
+    let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
+    main.validate().unwrap();
+    let changes = [
+        "env.params.sensor_dropout.mode=\"per-episode\"",
+        "env.params.sensor_dropout.p=0.5",
+        "aux.joint_gradient=0.0",
+        "ppo.aux_weight_final=0.0",
+    ]
+    .map(String::from);
+    let expected: PpoConfig = load(Some(&common::config_path("ppo-pendulum-m3ixup.toml")), &changes).unwrap();
+    assert_eq!(main, expected);
+    let env = make(&main.env.name, &main.env.params).unwrap();
+    assert_eq!(env.observation_space().names().collect::<Vec<_>>(), ["pixels", "sound"]);
 }
 
 /// Runs the `evaluate` binary; (success, stderr).

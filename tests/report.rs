@@ -29,6 +29,11 @@ fn protocol() -> EvalConfig {
 /// Writes `<results>/<run>/eval/eval.json` with these per-step scores (condition, score; the
 /// first must be `all`) and a `metrics.csv` of two updates.
 fn write_run(results: &Path, run: &str, scores: &[(Condition, f64)]) {
+    write_run_scored(results, run, scores, Score::PerStep)
+}
+
+/// [`write_run`], evaluated with `score` as the protocol's score.
+fn write_run_scored(results: &Path, run: &str, scores: &[(Condition, f64)], score: Score) {
     let dir = results.join(run);
     fs::create_dir_all(dir.join("eval")).unwrap();
     let full = scores[0].1;
@@ -49,7 +54,7 @@ fn write_run(results: &Path, run: &str, scores: &[(Condition, f64)]) {
         .collect();
     let report = EvalReport {
         env: "multimodal-pendulum".into(),
-        config: protocol(),
+        config: EvalConfig { score, ..protocol() },
         random_per_step_mean: RANDOM,
         random_per_step_std: 1.0,
         random_return_mean: RANDOM * 200.0,
@@ -127,6 +132,24 @@ fn cells(table: &str, condition: &str) -> Vec<String> {
         .find(|l| l.starts_with(&format!("| {condition} |")))
         .unwrap_or_else(|| panic!("no `{condition}` row in\n{table}"));
     line.trim_matches('|').split('|').skip(1).map(|c| c.trim().to_string()).collect()
+}
+
+#[test]
+fn the_training_table_measures_what_the_evaluation_scores() {
+    // metrics.csv: returns -1000 and -800 over 200-step episodes (-5 and -4 per step).
+    let per_step = fresh_dir("report-training-per-step").join("pendulum");
+    write_run(&per_step, "m3ixup-s1", &[(Condition::All, -1.0)]);
+    let table = stdout_of(&per_step);
+    assert!(table.contains("| variant | seed | final reward/step | steps to -1.0 |"), "{table}");
+    assert!(table.contains("| m3ixup | 1 | -4.500 | not reached | 0 min | 205 |"), "{table}");
+    // By return (a task paying a constant reward per step): the training episodes' return, and
+    // no per-step threshold, which only the pendulum's reward scale gives a meaning.
+    let by_return = fresh_dir("report-training-return").join("cartpole");
+    write_run_scored(&by_return, "m3ixup-s1", &[(Condition::All, -1.0)], Score::Return);
+    let table = stdout_of(&by_return);
+    assert!(table.contains("| variant | seed | final return | wall time | env steps/s |"), "{table}");
+    assert!(table.contains("| m3ixup | 1 | -900.000 | 0 min | 205 |"), "{table}");
+    assert!(!table.contains("steps to -1.0") && !table.contains("reward/step"), "{table}");
 }
 
 #[test]

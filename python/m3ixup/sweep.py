@@ -3,7 +3,7 @@ directory, then the sensor-failure evaluation of every run and one results table
 runs: sweeps on Ray").
 
     python -m m3ixup.sweep configs/ppo-smoke.toml --seeds 3 --grid ppo.learning_rate=1e-3,3e-4
-    python -m m3ixup.sweep m3ixup=configs/ppo-pendulum.toml gmc=configs/ppo-pendulum-gmc.toml \\
+    python -m m3ixup.sweep m3ixup=configs/ppo-pendulum-m3ixup.toml gmc=configs/ppo-pendulum-gmc.toml \\
         --seeds 3 --eval-score per-step --results results/ppo-pendulum --readme README.md
     python -m m3ixup.sweep ... --address ray://head:10001 --cpus-per-trial 1   # on a cluster
 

@@ -3,7 +3,7 @@
 //!     cargo run --release --bin bench -- envs [--seconds 2] [--num-envs 16]
 //!     cargo run --release --bin bench -- encoders [--steps 5] [--warmup 2] [--batch-size 128] \
 //!         [--device flex|libtorch|libtorch-cuda:N|cuda:N|wgpu...] [--threads N] [--gmc-only] [--json]
-//!     cargo run --release --bin bench -- ppo [--config configs/ppo-pendulum.toml] [--updates 4] \
+//!     cargo run --release --bin bench -- ppo [--config configs/ppo-pendulum-m3ixup.toml] [--updates 4] \
 //!         [--rounds 2] [--variant aux.kind=none]... [--device D] [--threads N]
 
 use std::path::PathBuf;
@@ -60,7 +60,7 @@ enum What {
     /// Env-steps/s of PPO training (rollout + learning per update) for a config and variants of
     /// it, as ratios to the config itself, measured in this process with the runs interleaved.
     Ppo {
-        #[arg(long, default_value = "configs/ppo-pendulum.toml")]
+        #[arg(long, default_value = "configs/ppo-pendulum-m3ixup.toml")]
         config: PathBuf,
         /// Variants: overrides of the config, `;`-separated within one variant (repeatable),
         /// e.g. `--variant aux.kind=none`.
