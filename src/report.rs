@@ -45,6 +45,9 @@ struct RunFigures {
     /// Per-step scores only (the pendulum's tables): environment steps at which the 10-point
     /// moving average of the per-step reward first reached -1.0 (None: never).
     steps_to_minus_one: Option<f64>,
+    /// The 10-point moving average of the training episodes' score ([`training_curve`]), for
+    /// the learning-curve chart.
+    smoothed_curve: Vec<(f64, f64)>,
     wall_seconds: f64,
     sps: f64,
 }
@@ -63,8 +66,9 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
     let metrics = dir.join("metrics.csv");
     let curve = training_curve(&metrics, eval.config.score)?;
     let tail: Vec<f64> = curve.iter().rev().take(10).map(|p| p.1).collect();
+    let smoothed_curve = moving_average(&curve, 10);
     let steps_to_minus_one = match eval.config.score {
-        Score::PerStep => moving_average(&curve, 10).iter().find(|p| p.1 >= -1.0).map(|p| p.0),
+        Score::PerStep => smoothed_curve.iter().find(|p| p.1 >= -1.0).map(|p| p.0),
         Score::Return => None,
     };
     let elapsed = csv_series(&metrics, "global_step", "time/elapsed_seconds")?;
@@ -74,6 +78,7 @@ fn read_run(dir: &Path) -> anyhow::Result<RunFigures> {
         eval,
         final_training_score: tail.iter().sum::<f64>() / tail.len().max(1) as f64,
         steps_to_minus_one,
+        smoothed_curve,
         wall_seconds,
         sps: sps.last().map(|p| p.1).unwrap_or(f64::NAN),
     })
@@ -399,7 +404,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     }
     let mut series = Vec::new();
     for n in names.iter().copied().chain(&specialists) {
-        for (seed, f, dir) in &variants[n] {
+        for (seed, f, _) in &variants[n] {
             let reached = match (per_step, f.steps_to_minus_one) {
                 (false, _) => String::new(),
                 (true, Some(s)) => format!(" {:.0}k |", s / 1000.0),
@@ -411,8 +416,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
                 f.wall_seconds / 60.0,
                 f.sps
             ));
-            let points = training_curve(&dir.join("metrics.csv"), first.config.score)?;
-            series.push(Series::new(format!("{n} s{seed}"), moving_average(&points, 10)));
+            series.push(Series::new(format!("{n} s{seed}"), f.smoothed_curve.clone()));
         }
     }
     let folder = folder_name(results);

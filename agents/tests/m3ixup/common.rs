@@ -89,49 +89,36 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// Counts the float parameters of a module and those whose gradient is missing or all zero.
-pub struct GradCheck<'a, B: AutodiffBackend> {
+/// Each float parameter's gradient, flattened, in visiting order (`None`: the parameter has none).
+pub struct ParamGrads<'a, B: AutodiffBackend> {
     pub grads: &'a B::Gradients,
-    pub params: usize,
-    pub without_grad: usize,
+    pub params: Vec<(usize, Option<Vec<f32>>)>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradCheck<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for ParamGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        self.params += 1;
-        let nonzero = param.val().grad(self.grads).map(|g| values(g.abs().sum())[0] > 0.0).unwrap_or(false);
-        if !nonzero {
-            self.without_grad += 1;
-        }
+        let count = param.val().shape().num_elements();
+        self.params.push((count, param.val().grad(self.grads).map(|g| values(g.flatten::<1>(0, D - 1)))));
     }
+}
+
+/// (element count, gradient) of each float parameter of `module` ([`ParamGrads`]).
+fn param_grads<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> Vec<(usize, Option<Vec<f32>>)> {
+    let mut collect = ParamGrads::<B> { grads, params: Vec::new() };
+    module.visit(&mut collect);
+    collect.params
 }
 
 /// `(parameters, parameters without a non-zero gradient)` of `module`.
 pub fn grad_coverage<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> (usize, usize) {
-    let mut check = GradCheck::<B> { grads, params: 0, without_grad: 0 };
-    module.visit(&mut check);
-    (check.params, check.without_grad)
+    let params = param_grads(module, grads);
+    let nonzero = |g: &Vec<f32>| g.iter().map(|v| v.abs()).sum::<f32>() > 0.0; // NaN counts as none
+    let without_grad = params.iter().filter(|(_, g)| !g.as_ref().is_some_and(nonzero)).count();
+    (params.len(), without_grad)
 }
 
-/// Every float parameter gradient of a module, flattened in visiting order (zeros where missing).
-pub struct GradValues<'a, B: AutodiffBackend> {
-    pub grads: &'a B::Gradients,
-    pub values: Vec<f32>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradValues<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let count = param.val().shape().num_elements();
-        match param.val().grad(self.grads) {
-            Some(g) => self.values.extend(values(g.flatten::<1>(0, D - 1))),
-            None => self.values.extend(std::iter::repeat_n(0.0, count)),
-        }
-    }
-}
-
-/// The gradients of `module`'s float parameters, flattened ([`GradValues`]).
+/// The gradients of `module`'s float parameters, flattened in visiting order (zeros where a
+/// parameter has none).
 pub fn grad_values<B: AutodiffBackend, M: Module<B>>(module: &M, grads: &B::Gradients) -> Vec<f32> {
-    let mut collect = GradValues::<B> { grads, values: Vec::new() };
-    module.visit(&mut collect);
-    collect.values
+    param_grads(module, grads).into_iter().flat_map(|(count, g)| g.unwrap_or_else(|| vec![0.0; count])).collect()
 }
