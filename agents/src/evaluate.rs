@@ -232,9 +232,10 @@ impl Condition {
             Condition::Without { modality } => {
                 Box::new(SensorDropout::new(env, DropoutMode::Fixed { modalities: vec![modality.clone()] })?)
             }
-            Condition::PerStep { modality, p } => {
-                Box::new(SensorDropout::new(env, DropoutMode::PerStep { p: *p, modalities: vec![modality.clone()] })?)
-            }
+            Condition::PerStep { modality, p } => Box::new(SensorDropout::new(
+                env,
+                DropoutMode::PerStep { p: (*p).into(), modalities: vec![modality.clone()] },
+            )?),
             Condition::Noise { modality, sigma } => match scales.get(modality) {
                 Some(scale) => Box::new(SensorNoise::with_scale(env, modality, *sigma, scale.clone())?),
                 None => Box::new(SensorNoise::new(env, modality, *sigma)?),

@@ -4,7 +4,8 @@
 //! environment gets them too):
 //! - `frame_stack` (stack the last k frames of every modality; default per environment),
 //! - `max_episode_steps` (time limit that sets `truncated`; default per environment, 0 = none),
-//! - `sensor_dropout` (a [`DropoutMode`] table, e.g. `{ mode = "per-step", p = 0.3 }`; default none).
+//! - `sensor_dropout` (a [`DropoutMode`] table, e.g. `{ mode = "per-step", p = 0.3 }` or
+//!   `{ mode = "per-episode", p = { pixels = 0.6, sound = 0.5 } }`; default none).
 //!
 //! Every other key goes to the environment's own config, which rejects unknown keys.
 //!

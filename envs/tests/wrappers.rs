@@ -2,7 +2,7 @@
 //! sensor noise and frozen sensors.
 
 use m3ixup_envs::wrappers::{
-    DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, SensorNoise, StaleSensor, TimeLimit,
+    DropProbability, DropoutMode, EpisodeStatistics, FrameStack, SensorDropout, SensorNoise, StaleSensor, TimeLimit,
 };
 use m3ixup_envs::{Action, Env, ModalityData, Obs, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN};
 
@@ -88,10 +88,12 @@ fn sensor_dropout_rejects_unknown_modalities_and_bad_probabilities() {
     let text = err.to_string();
     assert!(text.contains("sound") && text.contains("image") && text.contains("vec"), "{text}");
     for p in [-0.1, 1.5, f64::NAN] {
-        let err = SensorDropout::new(Counter::new(None), DropoutMode::PerStep { p, modalities: vec![] }).err().unwrap();
+        let err = SensorDropout::new(Counter::new(None), DropoutMode::PerStep { p: p.into(), modalities: vec![] })
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("outside [0, 1]"), "{err}");
     }
-    assert!(SensorDropout::new(Counter::new(None), DropoutMode::PerEpisode { p: 1.0 }).is_err());
+    assert!(SensorDropout::new(Counter::new(None), DropoutMode::PerEpisode { p: 1.0.into() }).is_err());
 }
 
 /// Presence masks seen over `episodes` episodes of `len` steps each (reset included).
@@ -117,7 +119,7 @@ fn masks(mode: DropoutMode, seed: u64, episodes: usize, len: usize) -> Vec<Vec<V
 
 #[test]
 fn per_episode_dropout_holds_one_mask_per_episode_and_never_drops_every_modality() {
-    let runs = masks(DropoutMode::PerEpisode { p: 0.5 }, 7, 200, 5);
+    let runs = masks(DropoutMode::PerEpisode { p: 0.5.into() }, 7, 200, 5);
     let mut distinct = std::collections::BTreeSet::new();
     for episode in &runs {
         assert!(episode.iter().all(|m| m == &episode[0]), "the mask changed within an episode");
@@ -126,13 +128,76 @@ fn per_episode_dropout_holds_one_mask_per_episode_and_never_drops_every_modality
     }
     // Both single-modality masks and the full mask occur.
     assert_eq!(distinct.len(), 3);
-    assert_eq!(runs, masks(DropoutMode::PerEpisode { p: 0.5 }, 7, 200, 5), "same seed, same masks");
+    assert_eq!(runs, masks(DropoutMode::PerEpisode { p: 0.5.into() }, 7, 200, 5), "same seed, same masks");
+}
+
+/// A per-modality probability table, e.g. `{ image = 0.8, vec = 0.2 }`.
+fn per_modality(probs: &[(&str, f64)]) -> DropProbability {
+    DropProbability::PerModality(probs.iter().map(|&(m, p)| (m.to_string(), p)).collect())
+}
+
+#[test]
+fn per_episode_dropout_with_a_probability_per_modality_drops_each_as_often_as_asked() {
+    // Counter's modalities: image (index 0), vec (1). Drawn independently, both-dropped redrawn:
+    // complete 0.2 * 0.8, vec alone 0.8 * 0.8, image alone 0.2 * 0.2, out of 1 - 0.8 * 0.2.
+    let runs = masks(DropoutMode::PerEpisode { p: per_modality(&[("image", 0.8), ("vec", 0.2)]) }, 11, 4000, 0);
+    let share = |mask: [bool; 2]| runs.iter().filter(|e| e[0] == mask).count() as f64 / runs.len() as f64;
+    let kept = 1.0 - 0.8 * 0.2;
+    for (mask, expected) in [([true, true], 0.16 / kept), ([false, true], 0.64 / kept), ([true, false], 0.04 / kept)] {
+        assert!((share(mask) - expected).abs() < 0.025, "{mask:?}: {} against {expected}", share(mask));
+    }
+    // A modality the table does not name is never dropped.
+    let vec_only = masks(DropoutMode::PerEpisode { p: per_modality(&[("vec", 0.7)]) }, 11, 300, 0);
+    assert!(vec_only.iter().all(|e| e[0][0]), "image was dropped without being named");
+    // The same probability for each modality, as a table, is the uniform `p`, draw for draw.
+    let table = masks(DropoutMode::PerEpisode { p: per_modality(&[("vec", 0.5), ("image", 0.5)]) }, 7, 200, 5);
+    assert_eq!(table, masks(DropoutMode::PerEpisode { p: 0.5.into() }, 7, 200, 5));
+}
+
+#[test]
+fn per_step_dropout_with_a_probability_per_modality_drops_each_at_its_rate() {
+    let runs = masks(
+        DropoutMode::PerStep { p: per_modality(&[("image", 0.1), ("vec", 0.6)]), modalities: vec![] },
+        5,
+        20,
+        199,
+    );
+    let steps = runs.concat();
+    for (i, expected) in [(0, 0.1), (1, 0.6)] {
+        let missing = steps.iter().filter(|m| !m[i]).count() as f64 / steps.len() as f64;
+        assert!((missing - expected).abs() < 0.03, "modality {i}: dropped {missing} against {expected}");
+    }
+}
+
+#[test]
+fn dropout_probability_tables_reject_unknown_modalities_bad_values_and_double_naming() {
+    let error = |mode| SensorDropout::new(Counter::new(None), mode).err().expect("accepted").to_string();
+    let text = error(DropoutMode::PerEpisode { p: per_modality(&[("sound", 0.5)]) });
+    assert!(text.contains("sound") && text.contains("image") && text.contains("vec"), "{text}");
+    let text = error(DropoutMode::PerStep { p: per_modality(&[("vec", 1.5)]), modalities: vec![] });
+    assert!(text.contains("1.5") && text.contains("`vec`") && text.contains("outside [0, 1]"), "{text}");
+    let text = error(DropoutMode::PerEpisode { p: per_modality(&[("vec", 1.0), ("image", 1.0)]) });
+    assert!(text.contains("keeps at least one modality"), "{text}");
+    let text = error(DropoutMode::PerStep { p: per_modality(&[("vec", 0.5)]), modalities: vec!["vec".into()] });
+    assert!(text.contains("not both"), "{text}");
+}
+
+#[test]
+fn sensor_dropout_parses_a_probability_or_a_table_from_toml_and_names_what_it_expected() {
+    let parse = |text: &str| toml::from_str::<toml::Table>(text).unwrap()["d"].clone().try_into::<DropoutMode>();
+    assert_eq!(parse("d = { mode = \"per-episode\", p = 0.5 }").unwrap(), DropoutMode::PerEpisode { p: 0.5.into() });
+    assert_eq!(
+        parse("d = { mode = \"per-episode\", p = { pixels = 0.6, sound = 0.4 } }").unwrap(),
+        DropoutMode::PerEpisode { p: per_modality(&[("pixels", 0.6), ("sound", 0.4)]) }
+    );
+    let err = parse("d = { mode = \"per-episode\", p = \"half\" }").unwrap_err().to_string();
+    assert!(err.contains("a probability (e.g. p = 0.5) or a table of probabilities per modality"), "{err}");
 }
 
 #[test]
 fn per_step_dropout_drops_each_modality_with_probability_p() {
-    let count_missing = |p| {
-        masks(DropoutMode::PerStep { p, modalities: vec![] }, 3, 20, 99)
+    let count_missing = |p: f64| {
+        masks(DropoutMode::PerStep { p: p.into(), modalities: vec![] }, 3, 20, 99)
             .concat()
             .concat()
             .iter()
@@ -143,9 +208,17 @@ fn per_step_dropout_drops_each_modality_with_probability_p() {
     assert_eq!(count_missing(1.0), 20 * 100 * 2);
     let missing = count_missing(0.3) as f64 / (20.0 * 100.0 * 2.0);
     assert!((missing - 0.3).abs() < 0.03, "dropped fraction {missing}");
-    let runs = masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50);
-    assert_eq!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 3, 5, 50), "same seed, same drops");
-    assert_ne!(runs, masks(DropoutMode::PerStep { p: 0.3, modalities: vec![] }, 4, 5, 50), "another seed, other drops");
+    let runs = masks(DropoutMode::PerStep { p: 0.3.into(), modalities: vec![] }, 3, 5, 50);
+    assert_eq!(
+        runs,
+        masks(DropoutMode::PerStep { p: 0.3.into(), modalities: vec![] }, 3, 5, 50),
+        "same seed, same drops"
+    );
+    assert_ne!(
+        runs,
+        masks(DropoutMode::PerStep { p: 0.3.into(), modalities: vec![] }, 4, 5, 50),
+        "another seed, other drops"
+    );
 }
 
 /// The pendulum with pixels (binary: values 0 and 1) and sound (f32 in [0, 1]), and a twin with

@@ -10,5 +10,5 @@ mod time_limit;
 pub use corruption::{SensorNoise, StaleSensor};
 pub use episode_stats::EpisodeStatistics;
 pub use frame_stack::FrameStack;
-pub use sensor_dropout::{DropoutMode, SensorDropout};
+pub use sensor_dropout::{DropProbability, DropoutMode, SensorDropout};
 pub use time_limit::TimeLimit;

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use crate::state::{save_wrapper, EnvRng, EnvState};
 use rand::{Rng, SeedableRng};
 
@@ -11,14 +13,33 @@ pub enum DropoutMode {
     Fixed { modalities: Vec<String> },
     /// At every reset each modality is dropped for the whole episode with probability `p`,
     /// redrawn while every modality would be missing (an agent needs at least one sensor).
-    PerEpisode { p: f64 },
+    PerEpisode { p: DropProbability },
     /// At every step (and reset) each of `modalities` (every modality when empty) is dropped
     /// independently with probability `p`; an observation may then have no modality at all.
     PerStep {
-        p: f64,
+        p: DropProbability,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         modalities: Vec<String>,
     },
+}
+
+/// How likely a [`DropoutMode`] drops each modality: `p = 0.5` (every modality alike) or
+/// `p = { pixels = 0.6, sound = 0.4 }` (per modality; a modality not named is never dropped),
+/// e.g. to train more often on the weaker sensor alone.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a probability (e.g. p = 0.5) or a table of probabilities per modality (e.g. p = { pixels = 0.6, sound = 0.4 })"
+)]
+pub enum DropProbability {
+    Every(f64),
+    PerModality(BTreeMap<String, f64>),
+}
+
+impl From<f64> for DropProbability {
+    fn from(p: f64) -> Self {
+        Self::Every(p)
+    }
 }
 
 /// Removes modalities from observations: their data is cleared to zeros and their presence flag
@@ -29,8 +50,10 @@ pub enum DropoutMode {
 pub struct SensorDropout<E> {
     inner: E,
     mode: DropoutMode,
-    /// For `Fixed`: the indices of the dropped modalities; for `PerStep`: those it may drop.
-    fixed: Vec<usize>,
+    /// (modality index, probability of dropping it), in the order of the draws: for `Fixed` the
+    /// dropped modalities (probability 1), for `PerStep` those it may drop, for `PerEpisode`
+    /// every modality.
+    drawn: Vec<(usize, f64)>,
     /// For `PerEpisode`: which modalities are dropped in the current episode.
     episode_mask: Vec<bool>,
     rng: EnvRng,
@@ -47,37 +70,60 @@ impl<E: Env> SensorDropout<E> {
             param: "sensor_dropout".into(),
             reason,
         };
-        let fixed = match &mode {
+        // The order of `drawn` is the order of the random draws, part of a seed's trajectory.
+        let drawn = match &mode {
             DropoutMode::Fixed { modalities } => {
-                modalities.iter().map(|m| space.require(m)).collect::<Result<Vec<_>, _>>()?
+                modalities.iter().map(|m| Ok((space.require(m)?, 1.0))).collect::<Result<Vec<_>, EnvError>>()?
             }
             DropoutMode::PerEpisode { p } | DropoutMode::PerStep { p, .. } => {
-                if !(0.0..=1.0).contains(p) {
-                    return Err(invalid(format!("probability p = {p} is outside [0, 1]")));
+                let p_table = matches!(p, DropProbability::PerModality(_));
+                let named = match (&mode, p) {
+                    (DropoutMode::PerStep { modalities, .. }, DropProbability::PerModality(_))
+                        if !modalities.is_empty() =>
+                    {
+                        return Err(invalid(
+                            "name the modalities either in `p` (a table per modality) or in `modalities`, not both"
+                                .into(),
+                        ));
+                    }
+                    // Per-step: the modalities it may drop (all when none are named).
+                    (DropoutMode::PerStep { modalities, .. }, DropProbability::Every(p)) if !modalities.is_empty() => {
+                        modalities.iter().map(|m| Ok((space.require(m)?, *p))).collect::<Result<Vec<_>, EnvError>>()?
+                    }
+                    // Every modality (per-episode always: its redraw rule looks at them all).
+                    (_, DropProbability::Every(p)) => (0..space.len()).map(|i| (i, *p)).collect(),
+                    (_, DropProbability::PerModality(by_name)) => {
+                        let mut probs = vec![0.0; space.len()];
+                        for (m, p) in by_name {
+                            probs[space.require(m)?] = *p;
+                        }
+                        probs.into_iter().enumerate().collect()
+                    }
+                };
+                if let Some((i, p)) = named.iter().find(|(_, p)| !(0.0..=1.0).contains(p)) {
+                    let which = match p_table {
+                        true => format!(" for `{}`", space.names().nth(*i).unwrap_or_default()),
+                        false => String::new(),
+                    };
+                    return Err(invalid(format!("probability p = {p}{which} is outside [0, 1]")));
                 }
-                if matches!(mode, DropoutMode::PerEpisode { .. }) && *p >= 1.0 {
+                if matches!(mode, DropoutMode::PerEpisode { .. }) && named.iter().all(|&(_, p)| p >= 1.0) {
                     return Err(invalid(
-                        "per-episode dropout keeps at least one modality, so p must be below 1".into(),
+                        "per-episode dropout keeps at least one modality, so p must be below 1 (for one modality at least)"
+                            .into(),
                     ));
                 }
-                match &mode {
-                    // Per-step: the modalities it may drop (all when none are named).
-                    DropoutMode::PerStep { modalities, .. } if !modalities.is_empty() => {
-                        modalities.iter().map(|m| space.require(m)).collect::<Result<Vec<_>, _>>()?
-                    }
-                    DropoutMode::PerStep { .. } => (0..space.len()).collect(),
-                    _ => Vec::new(),
-                }
+                named
             }
         };
         let episode_mask = vec![false; space.len()];
-        Ok(Self { inner, mode, fixed, episode_mask, rng: EnvRng::seed_from_u64(DROPOUT_SEED_SALT) })
+        Ok(Self { inner, mode, drawn, episode_mask, rng: EnvRng::seed_from_u64(DROPOUT_SEED_SALT) })
     }
 
     fn apply(&mut self, obs: &mut Obs) {
         match &self.mode {
             DropoutMode::Fixed { .. } => {
-                for &i in &self.fixed {
+                for &(i, _) in &self.drawn {
                     obs.drop_modality(i);
                 }
             }
@@ -88,9 +134,9 @@ impl<E: Env> SensorDropout<E> {
                     }
                 }
             }
-            DropoutMode::PerStep { p, .. } => {
-                for &i in &self.fixed {
-                    if self.rng.gen_bool(*p) {
+            DropoutMode::PerStep { .. } => {
+                for &(i, p) in &self.drawn {
+                    if self.rng.gen_bool(p) {
                         obs.drop_modality(i);
                     }
                 }
@@ -121,11 +167,11 @@ impl<E: Env> Env for SensorDropout<E> {
         if let Some(seed) = seed {
             self.rng = EnvRng::seed_from_u64(seed ^ DROPOUT_SEED_SALT);
         }
-        if let DropoutMode::PerEpisode { p } = self.mode {
+        if let DropoutMode::PerEpisode { .. } = self.mode {
             let n = self.episode_mask.len();
             loop {
-                for dropped in self.episode_mask.iter_mut() {
-                    *dropped = self.rng.gen_bool(p);
+                for &(i, p) in &self.drawn {
+                    self.episode_mask[i] = self.rng.gen_bool(p);
                 }
                 if n == 1 || self.episode_mask.iter().any(|d| !d) {
                     break;
