@@ -193,6 +193,9 @@ pub struct PpoSection {
     /// value (last update), as `anneal_lr` moves the learning rate: strong alignment early,
     /// lighter late. Unset: `aux_weight` throughout. >= 0.
     pub aux_weight_final: Option<f64>,
+    /// With `aux_weight_final`: the share of the run, in (0, 1], over which the weight moves to
+    /// it; it stays there afterwards (0.5: final at mid-run). 1 = the whole run.
+    pub aux_anneal_fraction: f64,
     /// Rows of each minibatch the auxiliary loss sees: the first `aux_rows` (a random subset, as
     /// minibatches are drawn in shuffled order); 0 = every row. Its cost grows with the rows (a
     /// second trunk pass for L_in, `B x B` similarity blocks), the policy loss always sees every
@@ -221,6 +224,7 @@ impl Default for PpoSection {
             ent_coef: 0.0,
             aux_weight: 1.0,
             aux_weight_final: None,
+            aux_anneal_fraction: 1.0,
             aux_rows: 0,
             max_grad_norm: 0.5,
             target_kl: 0.0,
@@ -230,12 +234,13 @@ impl Default for PpoSection {
 
 impl PpoSection {
     /// The auxiliary loss's weight at `update` (1-based) of `num_updates`: `aux_weight`, or the
-    /// linear path from it to `aux_weight_final`.
+    /// linear path from it to `aux_weight_final`, reached after `aux_anneal_fraction` of the run.
     pub fn aux_weight_at(&self, update: usize, num_updates: usize) -> f64 {
         match self.aux_weight_final {
             None => self.aux_weight,
             Some(last) => {
                 let t = if num_updates > 1 { (update.max(1) - 1) as f64 / (num_updates - 1) as f64 } else { 0.0 };
+                let t = t / self.aux_anneal_fraction;
                 self.aux_weight + (last - self.aux_weight) * t.min(1.0)
             }
         }
@@ -340,6 +345,9 @@ impl PpoConfig {
         }
         if let Some(w) = p.aux_weight_final {
             non_negative("ppo.aux_weight_final", w)?;
+        }
+        if !(p.aux_anneal_fraction > 0.0 && p.aux_anneal_fraction <= 1.0) {
+            return bad("ppo.aux_anneal_fraction", format!("{} is outside (0, 1]", p.aux_anneal_fraction));
         }
         if p.update_epochs == 0 {
             return bad("ppo.update_epochs", "must be at least 1".into());
@@ -1278,7 +1286,7 @@ mod tests {
     }
 
     #[test]
-    fn the_auxiliary_weight_moves_linearly_to_its_final_value_and_a_negative_one_is_refused() {
+    fn the_auxiliary_weight_moves_linearly_to_its_final_value_within_its_share_of_the_run_and_bad_values_are_refused() {
         let constant = PpoSection { aux_weight: 0.8, ..PpoSection::default() };
         assert_eq!(constant.aux_weight_at(1, 10), 0.8);
         assert_eq!(constant.aux_weight_at(10, 10), 0.8);
@@ -1287,11 +1295,25 @@ mod tests {
         assert!((annealed.aux_weight_at(4, 10) - 0.7).abs() < 1e-12, "a third of the way: 1.0 - 0.9 / 3");
         assert!((annealed.aux_weight_at(10, 10) - 0.1).abs() < 1e-12, "the last update has the final weight");
         assert_eq!(annealed.aux_weight_at(1, 1), 1.0, "a one-update run keeps the initial weight");
+        let half = PpoSection { aux_anneal_fraction: 0.5, ..annealed.clone() };
+        assert!((half.aux_weight_at(4, 11) - 0.46).abs() < 1e-12, "3/10 of the run, 3/5 of the way: 1.0 - 0.9 * 0.6");
+        assert!((half.aux_weight_at(6, 11) - 0.1).abs() < 1e-12, "final at mid-run");
+        assert_eq!(half.aux_weight_at(9, 11), half.aux_weight_at(6, 11), "and there afterwards");
+        for update in 1..=10 {
+            let whole = PpoSection { aux_anneal_fraction: 1.0, ..annealed.clone() };
+            assert_eq!(whole.aux_weight_at(update, 10), annealed.aux_weight_at(update, 10), "1 = the whole run");
+        }
 
         let mut config = PpoConfig::default();
         config.ppo.aux_weight_final = Some(-0.5);
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("ppo.aux_weight_final") && err.contains("-0.5"), "{err}");
+        for fraction in [0.0, 1.5, f64::NAN] {
+            let mut config = PpoConfig::default();
+            config.ppo.aux_anneal_fraction = fraction;
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("ppo.aux_anneal_fraction") && err.contains("outside (0, 1]"), "{err}");
+        }
     }
 
     use crate::representation::storage::ObsBuffer;
