@@ -15,11 +15,20 @@
 //! seeds, mean and lowest. An optional `references.toml` in the folder names them instead:
 //! `all = "<variant>"` (the full-sensor reference) and `<modality> = "<variant>"` (a
 //! specialist). A folder without either renders as it did before references existed.
+//!
+//! **Targets.** A `[targets]` table in `references.toml` sets thresholds per condition:
+//! `"sound only" = { fraction = 0.95 }` (its fraction against the reference) or
+//! `"sound p=0.5" = { retention = 0.9 }` (its retention of the seed's own `all` score). The
+//! table then gains a section that checks every seed of every variant against them: per target
+//! the mean, the std over seeds (n - 1), the worst seed and the seeds below, and per variant the
+//! seeds that meet every target. Study targets are claims about the worst seed; this section is
+//! where a folder's runs are held to them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use serde::Deserialize;
 
 use crate::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport, Score};
 use crate::agents::infra::run::write_atomic;
@@ -105,14 +114,75 @@ const REFERENCES_FILE: &str = "references.toml";
 /// The prefix of specialist variants: `specialist-<modality>`.
 const SPECIALIST_PREFIX: &str = "specialist-";
 
-fn read_reference_names(results: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// The `[targets]` key of `references.toml`: condition label -> its thresholds.
+const TARGETS_KEY: &str = "targets";
+
+/// What a condition's rows must reach on every seed (`[targets]` of `references.toml`).
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(deny_unknown_fields)]
+struct ConditionTarget {
+    /// The lowest fraction against the condition's reference.
+    fraction: Option<f64>,
+    /// The lowest retention of the seed's own `all` score.
+    retention: Option<f64>,
+}
+
+/// What a target measures.
+#[derive(Clone, Copy, PartialEq)]
+enum Measure {
+    Fraction,
+    Retention,
+}
+
+/// One threshold of the folder's targets, on one condition.
+struct Target {
+    condition: String,
+    measure: Measure,
+    threshold: f64,
+}
+
+/// `references.toml`, parsed: the variants it names (`all` or a modality -> a variant) and its
+/// targets (condition label -> thresholds), both empty without the file.
+struct ReferencesFile {
+    names: BTreeMap<String, String>,
+    targets: BTreeMap<String, ConditionTarget>,
+}
+
+fn read_references_file(results: &Path) -> anyhow::Result<ReferencesFile> {
     let path = results.join(REFERENCES_FILE);
     if !path.is_file() {
-        return Ok(BTreeMap::new());
+        return Ok(ReferencesFile { names: BTreeMap::new(), targets: BTreeMap::new() });
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    table
+    let mut table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let targets = match table.remove(TARGETS_KEY) {
+        None => BTreeMap::new(),
+        Some(value) => {
+            let targets: BTreeMap<String, ConditionTarget> = value.try_into().with_context(|| {
+                format!(
+                    "{}: [{TARGETS_KEY}] maps a condition to its thresholds, e.g. \
+                     `\"sound only\" = {{ fraction = 0.95 }}` or `\"sound p=0.5\" = {{ retention = 0.9 }}`",
+                    path.display()
+                )
+            })?;
+            for (condition, target) in &targets {
+                if target.fraction.is_none() && target.retention.is_none() {
+                    bail!(
+                        "{}: [{TARGETS_KEY}] \"{condition}\" sets neither `fraction` nor `retention`",
+                        path.display()
+                    );
+                }
+                for (name, value) in [("fraction", target.fraction), ("retention", target.retention)] {
+                    if value.is_some_and(|v| !v.is_finite()) {
+                        bail!("{}: [{TARGETS_KEY}] \"{condition}\" {name} must be a finite number", path.display());
+                    }
+                }
+            }
+            targets
+        }
+    };
+    let names = table
         .into_iter()
         .map(|(key, value)| match value {
             toml::Value::String(variant) => Ok((key, variant)),
@@ -121,7 +191,132 @@ fn read_reference_names(results: &Path) -> anyhow::Result<BTreeMap<String, Strin
                 path.display()
             ),
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ReferencesFile { names, targets })
+}
+
+/// The folder's targets in the order of `conditions`, checked against them and the references.
+fn folder_targets(
+    results: &Path,
+    targets: &BTreeMap<String, ConditionTarget>,
+    conditions: &[String],
+    references: &[FolderReference],
+) -> anyhow::Result<Vec<Target>> {
+    let path = results.join(REFERENCES_FILE);
+    for (condition, target) in targets {
+        if !conditions.contains(condition) {
+            bail!(
+                "{}: [{TARGETS_KEY}] \"{condition}\": the evaluations here have no such condition (conditions: {})",
+                path.display(),
+                conditions.join(", ")
+            );
+        }
+        if target.fraction.is_some() && !references.iter().any(|r| r.condition == *condition) {
+            let with: Vec<&str> = references.iter().map(|r| r.condition.as_str()).collect();
+            bail!(
+                "{}: [{TARGETS_KEY}] \"{condition}\" sets a fraction, but `{condition}` has no reference \
+                 (conditions with one: {})",
+                path.display(),
+                if with.is_empty() { "none".to_string() } else { with.join(", ") }
+            );
+        }
+    }
+    let mut found = Vec::new();
+    for condition in conditions {
+        let Some(target) = targets.get(condition) else { continue };
+        for (measure, threshold) in [(Measure::Fraction, target.fraction), (Measure::Retention, target.retention)] {
+            if let Some(threshold) = threshold {
+                found.push(Target { condition: condition.clone(), measure, threshold });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Mean, std over seeds (n - 1; 0 for one seed) and the lowest value with its index.
+fn seed_summary(values: &[f64]) -> (f64, f64, (usize, f64)) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = if values.len() > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let worst =
+        values.iter().copied().enumerate().fold((0, f64::INFINITY), |w, (i, v)| if v < w.1 { (i, v) } else { w });
+    (mean, std, worst)
+}
+
+/// The targets section (see the module's documentation): one row per variant.
+fn targets_section(
+    targets: &[Target],
+    names: &[&String],
+    variants: &BTreeMap<String, Runs>,
+    references: &[FolderReference],
+) -> String {
+    let mut out = format!(
+        "Against the targets of {REFERENCES_FILE}, per seed (fraction: against the reference above; retention: of \
+         the seed's own `all` score): the mean over seeds ± the std over seeds (n - 1), the worst seed, and the \
+         seeds below the target.\n\n| variant |"
+    );
+    for t in targets {
+        let what = if t.measure == Measure::Fraction { "fraction" } else { "retention" };
+        out.push_str(&format!(" {}: {what} ≥ {} |", t.condition, t.threshold));
+    }
+    out.push_str(" seeds meeting every target |\n|---|");
+    out.push_str(&"---:|".repeat(targets.len() + 1));
+    out.push('\n');
+    for n in names {
+        let runs = &variants[*n];
+        out.push_str(&format!("| {n} |"));
+        let mut meets_all = vec![true; runs.len()];
+        for t in targets {
+            let reference = references.iter().find(|r| r.condition == t.condition);
+            // (index of the run, value); a run without the condition misses the target, and so
+            // does a NaN.
+            let mut values = Vec::new();
+            let mut below = Vec::new();
+            for (i, (seed, f, _)) in runs.iter().enumerate() {
+                let row = f.eval.rows.iter().find(|r| r.condition == t.condition);
+                let value = row.and_then(|r| match t.measure {
+                    Measure::Retention => Some(r.retention),
+                    Measure::Fraction => reference
+                        .map(|x| reference_fraction(r.score(f.eval.config.score).0, x.score, f.eval.random_score().0)),
+                });
+                let meets = value.is_some_and(|v| v >= t.threshold);
+                if !meets {
+                    meets_all[i] = false;
+                }
+                if let Some(v) = value {
+                    values.push((i, v));
+                    if !meets {
+                        below.push(seed.as_str());
+                    }
+                }
+            }
+            if values.is_empty() {
+                out.push_str(" - |");
+                continue;
+            }
+            let (mean, std, (worst_index, worst)) = seed_summary(&values.iter().map(|v| v.1).collect::<Vec<_>>());
+            let below = if below.is_empty() { "none".to_string() } else { below.join(", ") };
+            let worst_seed = &runs[values[worst_index].0].0;
+            if values.len() == 1 {
+                out.push_str(&format!(" {mean:.2} (seed {worst_seed}), below: {below} |"));
+            } else {
+                out.push_str(&format!(" {mean:.2} ± {std:.2}, worst {worst:.2} (seed {worst_seed}), below: {below} |"));
+            }
+        }
+        let missing: Vec<&str> =
+            runs.iter().zip(&meets_all).filter(|(_, ok)| !**ok).map(|(r, _)| r.0.as_str()).collect();
+        let met = runs.len() - missing.len();
+        out.push_str(&format!(" {met} of {}", runs.len()));
+        if !missing.is_empty() {
+            out.push_str(&format!(" (not: {})", missing.join(", ")));
+        }
+        out.push_str(" |\n");
+    }
+    out
 }
 
 /// The mean over a variant's runs of their `all` score.
@@ -271,6 +466,10 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         let figures = read_run(&dir)?;
         variants.entry(variant).or_default().push((seed, figures, dir));
     }
+    // Seeds in numeric order (the folder's order puts s10 before s2).
+    for runs in variants.values_mut() {
+        runs.sort_by_key(|(seed, _, _)| seed.parse::<u64>().unwrap_or(u64::MAX));
+    }
     if variants.is_empty() {
         bail!("no evaluated runs (<variant>-s<seed>/eval/eval.json) under {}", results.display());
     }
@@ -278,7 +477,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     // Conditions in the evaluation's order, from the first run that is not a specialist (a
     // specialist's evaluation has its own sensor's conditions only); every run must share its
     // protocol.
-    let named = read_reference_names(results)?;
+    let ReferencesFile { names: named, targets } = read_references_file(results)?;
     let is_specialist = |v: &str| v.starts_with(SPECIALIST_PREFIX) || named.iter().any(|(k, n)| k != "all" && n == v);
     let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str())) else {
         bail!(
@@ -304,6 +503,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         }
     }
     let (references, specialists) = folder_references(results, &named, &variants, &conditions)?;
+    let targets = folder_targets(results, &targets, &conditions, &references)?;
     if references.is_empty() {
         if let Some((_, _, dir)) = variants.values().flatten().find(|(_, f, _)| !f.eval.references.is_empty()) {
             eprintln!(
@@ -391,6 +591,10 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
             }
         }
         out.push('\n');
+    }
+    if !targets.is_empty() {
+        out.push('\n');
+        out.push_str(&targets_section(&targets, &names, &variants, &references));
     }
     let per_step = first.config.score == Score::PerStep;
     let (measure, unit) = if per_step { ("per-step reward", "reward per step") } else { ("return", "return") };

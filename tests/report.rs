@@ -261,6 +261,83 @@ fn bad_references_are_errors_that_name_the_problem() {
     assert!(err.contains("specialist-pixels-s3") && err.contains("`sound` conditions"), "{err}");
 }
 
+/// The targets row of `variant` in the targets section.
+fn target_cells(table: &str, variant: &str) -> Vec<String> {
+    let section =
+        &table[table.find("Against the targets").unwrap_or_else(|| panic!("no targets section in\n{table}"))..];
+    cells(section, variant)
+}
+
+#[test]
+fn targets_check_every_seed_and_name_the_seeds_below_them() {
+    let results = folder_with_specialists("targets");
+    agent_run(&results, "m3ixup-s10", -1.2, -1.8, -2.5);
+    fs::write(
+        results.join("references.toml"),
+        "all = \"m3ixup\"\n[targets]\n\"pixels only\" = { fraction = 0.8 }\n\"pixels p=0.5\" = { retention = 0.9795 }\n",
+    )
+    .unwrap();
+    let text = stdout_of(&results);
+    // Seeds in numeric order: 1, 2, 10 (not the folder's 1, 10, 2).
+    let training = &text[text.find("| variant | seed |").unwrap()..];
+    let seeds: Vec<&str> = training.lines().filter(|l| l.starts_with("| m3ixup | ")).map(|l| &l[11..14]).collect();
+    assert_eq!(seeds, ["1 |", "2 |", "10 "], "{text}");
+    assert!(
+        text.contains(
+            "| variant | pixels only: fraction ≥ 0.8 | pixels p=0.5: retention ≥ 0.9795 | seeds meeting every target |"
+        ),
+        "{text}"
+    );
+    // pixels only against specialist-pixels (-1.5, random -6): seeds 1, 2, 10 give 4 / 4.5,
+    // 3.5 / 4.5, 4.2 / 4.5 = 0.889, 0.778, 0.933: mean 0.867, std (n - 1) 0.0802, seed 2 below 0.8.
+    // pixels p=0.5 is all - 0.1: retention 1 - 0.1 / (all + 6) = 0.9778, 0.98, 0.9792; none:
+    // 1 - 0.1 / 5.5 = 0.9818.
+    assert_eq!(
+        target_cells(&text, "m3ixup"),
+        [
+            "0.87 ± 0.08, worst 0.78 (seed 2), below: 2",
+            "0.98 ± 0.00, worst 0.98 (seed 1), below: 1, 10",
+            "0 of 3 (not: 1, 2, 10)"
+        ]
+    );
+    // none, one seed (no spread): pixels only (-5 + 6) / 4.5 = 0.22.
+    assert_eq!(
+        target_cells(&text, "none"),
+        ["0.22 (seed 1), below: 1", "0.98 (seed 1), below: none", "0 of 1 (not: 1)"]
+    );
+    fs::write(results.join("references.toml"), "[targets]\n\"all\" = { fraction = 0.8 }\n").unwrap();
+    let text = stdout_of(&results);
+    // all against the best variant's mean (none, -0.5): m3ixup 4.5 / 5.5, 5 / 5.5, 4.8 / 5.5.
+    assert_eq!(target_cells(&text, "m3ixup"), ["0.87 ± 0.05, worst 0.82 (seed 1), below: none", "3 of 3"]);
+    // Without targets there is no such section.
+    fs::remove_file(results.join("references.toml")).unwrap();
+    assert!(!stdout_of(&results).contains("Against the targets"));
+}
+
+#[test]
+fn bad_targets_are_errors_that_name_the_condition() {
+    let results = folder_with_specialists("bad-targets");
+    let cases = [
+        (
+            "[targets]\n\"lidar only\" = { fraction = 0.9 }\n",
+            "\"lidar only\": the evaluations here have no such condition",
+        ),
+        (
+            "[targets]\n\"pixels p=0.5\" = { fraction = 0.9 }\n",
+            "\"pixels p=0.5\" sets a fraction, but `pixels p=0.5` has no reference",
+        ),
+        ("[targets]\n\"all\" = { }\n", "\"all\" sets neither `fraction` nor `retention`"),
+        ("[targets]\n\"all\" = { fraction = nan }\n", "\"all\" fraction must be a finite number"),
+        ("[targets]\n\"all\" = { fractoin = 0.9 }\n", "[targets] maps a condition to its thresholds"),
+        ("targets = 0.9\n", "[targets] maps a condition to its thresholds"),
+    ];
+    for (file, expected) in cases {
+        fs::write(results.join("references.toml"), file).unwrap();
+        let err = stderr_of_failing(&results);
+        assert!(err.contains(expected) && err.contains("references.toml"), "{file}: {err}");
+    }
+}
+
 #[test]
 fn collect_copies_a_runs_small_files_but_not_its_checkpoints_then_tables_them() {
     let dir = fresh_dir("collect");
