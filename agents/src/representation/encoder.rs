@@ -850,13 +850,24 @@ impl<B: Backend> M3ixupEncoder<B> {
             }
         }
         let weight = |w: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(w, [b, 1]), &device);
+        // h_M where some row is complete, and the h_u that some row falls back to. With shared
+        // trunks one pass gives them all: h_M needs every trunk's output, which h_u reuse (run
+        // apart, the pixel trunk ran twice, for h_M and again for h_pixels).
+        let any_complete = complete.iter().any(|&c| c);
+        let (joint, mut unimodal) = if any_complete && self.joint.shared_trunk {
+            let f = self.features(x);
+            (Some(f.joint), f.unimodal.into_iter().map(Some).collect())
+        } else {
+            (any_complete.then(|| self.joint_features(x)), vec![None; n])
+        };
         let mut z = Tensor::<B, 2>::zeros([b, dim], &device);
-        if complete.iter().any(|&c| c) {
-            z = z + out(self.joint_features(x)) * weight(joint_w);
+        if let Some(h_m) = joint {
+            z = z + out(h_m) * weight(joint_w);
         }
         for (u, w) in uni_w.into_iter().enumerate() {
             if w.iter().any(|&v| v > 0.0) {
-                z = z + out(self.unimodal_feature(u, x.modalities[u].clone())) * weight(w);
+                let h_u = unimodal[u].take().unwrap_or_else(|| self.unimodal_feature(u, x.modalities[u].clone()));
+                z = z + out(h_u) * weight(w);
             }
         }
         z

@@ -156,6 +156,40 @@ fn encode_with_missing_modalities_is_the_mean_of_the_present_unimodal_latents() 
 }
 
 #[test]
+fn the_shared_trunk_fallback_trains_the_encoder_as_the_rule_computed_path_by_path() {
+    // With shared trunks the fallback runs each trunk once for h_M and every h_u; its gradients
+    // must be those of the rule written out with a trunk pass per path.
+    let space = three_modality_space();
+    let enc = encoder::<Ad>(&space, &EncoderConfig { joint: JointKind::SharedTrunk, ..Default::default() }, 6);
+    let (x, _) = batch::<Ad>(&space, 4, 7);
+    let (t, f) = (true, false);
+    let presence = Presence::from_rows(&[vec![t, t, t], vec![t, f, f], vec![f, t, t], vec![t, t, t]]);
+    let device = Default::default();
+    // A fixed random readout, so every latent coordinate carries gradient.
+    let readout = Tensor::<Ad, 2>::from_data(
+        TensorData::new(
+            (0..4 * enc.latent_dim()).map(|i| ((i * 37 % 11) as f32 - 5.0) / 5.0).collect::<Vec<_>>(),
+            [4, enc.latent_dim()],
+        ),
+        &device,
+    );
+    let fused = (enc.encode(&x, &presence) * readout.clone()).sum();
+    let z_m = enc.project(enc.joint_features(&x));
+    let z_u: Vec<_> = (0..3).map(|u| enc.project(enc.unimodal_feature(u, x.modalities[u].clone()))).collect();
+    let row = |z: &Tensor<Ad, 2>, k: usize| z.clone().narrow(0, k, 1);
+    let by_path = Tensor::cat(
+        vec![row(&z_m, 0), row(&z_u[0], 1), (row(&z_u[1], 2) + row(&z_u[2], 2)).div_scalar(2.0), row(&z_m, 3)],
+        0,
+    );
+    let by_path = (by_path * readout).sum();
+    assert!((scalar(fused.clone()) - scalar(by_path.clone())).abs() < 1e-5);
+    let (a, b) = (grad_values(&enc, &fused.backward()), grad_values(&enc, &by_path.backward()));
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    assert!(max_abs_diff(&a, &b) <= 1e-5 * scale, "{} against {scale}", max_abs_diff(&a, &b));
+}
+
+#[test]
 fn encoder_config_rejects_bad_values_and_unknown_keys() {
     let err = EncoderConfig { latent_dim: 0, ..Default::default() }.validate().unwrap_err();
     assert!(matches!(&err, EncoderError::InvalidConfig { field, .. } if field == "latent_dim"), "{err}");
