@@ -7,7 +7,8 @@
 //! `metrics.csv` and `eval/eval.json` (written by `train` and `evaluate`). The table
 //! ([`m3ixup::report`], which documents it and its references) gives, per variant, the mean
 //! over seeds of the evaluation's score and retention ratio under each condition, and the
-//! training figures; a learning-curve chart is written to the results folder. With `--readme`,
+//! training figures, and with `[targets]` in the folder's `references.toml` every seed checked
+//! against them; a learning-curve chart is written to the results folder. With `--readme`,
 //! the text between `<!-- results:NAME:begin -->` and `<!-- results:NAME:end -->` (NAME: the
 //! results folder's name) is replaced by the table. `--collect` first copies finished runs' small
 //! files there ([`m3ixup::report::RESULT_FILES`]).
