@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport, Score};
+use crate::agents::evaluate::{reference_fraction, Condition, Episodes, EvalReport, EvalRow, Score};
 use crate::agents::infra::run::write_atomic;
 use crate::plot::{csv_series, moving_average, write_line_chart, LineChart, Series};
 
@@ -118,7 +118,7 @@ const SPECIALIST_PREFIX: &str = "specialist-";
 const TARGETS_KEY: &str = "targets";
 
 /// What a condition's rows must reach on every seed (`[targets]` of `references.toml`).
-#[derive(Deserialize, Clone, Copy, Default)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConditionTarget {
     /// The lowest fraction against the condition's reference.
@@ -280,8 +280,7 @@ fn targets_section(
                 let row = f.eval.rows.iter().find(|r| r.condition == t.condition);
                 let value = row.and_then(|r| match t.measure {
                     Measure::Retention => Some(r.retention),
-                    Measure::Fraction => reference
-                        .map(|x| reference_fraction(r.score(f.eval.config.score).0, x.score, f.eval.random_score().0)),
+                    Measure::Fraction => reference.map(|x| fraction_of(f, r, x)),
                 });
                 let meets = value.is_some_and(|v| v >= t.threshold);
                 if !meets {
@@ -317,6 +316,12 @@ fn targets_section(
         out.push_str(" |\n");
     }
     out
+}
+
+/// A run's score under one of its evaluation's rows as a fraction of `reference`:
+/// (score - random) / (reference - random), the table's bracketed figure and a fraction target's.
+fn fraction_of(run: &RunFigures, row: &EvalRow, reference: &FolderReference) -> f64 {
+    reference_fraction(row.score(run.eval.config.score).0, reference.score, run.eval.random_score().0)
 }
 
 /// The mean over a variant's runs of their `all` score.
@@ -565,7 +570,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
                     scores.push(score);
                     retention.push(r.retention);
                     if let Some(x) = reference {
-                        fractions.push(reference_fraction(score, x.score, f.eval.random_score().0));
+                        fractions.push(fraction_of(f, r, x));
                     }
                 }
             }
