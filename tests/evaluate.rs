@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
 
-use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig};
+use m3ixup::agents::algorithms::ppo::{latest_checkpoint, load_agent, train, PpoConfig, PpoSection};
 use m3ixup::agents::envs::registry::EnvDefaults;
 use m3ixup::agents::envs::{
     make, register, Action, ActionSpace, BatchActions, BatchObs, DType, Env, EnvError, Info, ModalityData,
@@ -554,23 +554,33 @@ fn a_specialist_that_needs_a_sensor_its_condition_lacks_or_names_no_sensor_fails
 }
 
 #[test]
-fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_without_an_auxiliary_loss() {
-    let main = common::config_path("ppo-pendulum-m3ixup.toml");
+fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_configs_ppo_settings() {
+    let m3ixup = common::config_path("ppo-pendulum-m3ixup.toml");
+    let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
     for (modality, off) in [("pixels", "sound"), ("sound", "pixels")] {
         let path = common::config_path(&format!("ppo-pendulum-specialist-{modality}.toml"));
         let specialist: PpoConfig = load(Some(&path), &[]).unwrap();
         specialist.validate().unwrap();
-        let expected: PpoConfig =
-            load(Some(&main), &[format!("env.params.{off}=false"), "aux.kind=\"none\"".to_string()]).unwrap();
+        let changes = [format!("env.params.{off}=false"), "aux.kind=\"none\"".into(), "ppo.update_epochs=8".into()];
+        let expected: PpoConfig = load(Some(&m3ixup), &changes).unwrap();
         assert_eq!(specialist, expected, "{modality}: the M3ixup config's network and budget");
+        // A reference is trained as the agent it judges: the main config's PPO settings, but
+        // for the auxiliary loss's weight schedule (the specialist has no auxiliary loss).
+        let main_ppo = PpoSection { aux_weight_final: specialist.ppo.aux_weight_final, ..main.ppo.clone() };
+        assert_eq!(specialist.ppo, main_ppo, "{modality}: the main config's PPO settings");
+        assert_eq!(
+            (&specialist.rollout, &specialist.encoder, &specialist.train),
+            (&main.rollout, &main.encoder, &main.train)
+        );
         let env = make(&specialist.env.name, &specialist.env.params).unwrap();
         assert_eq!(env.observation_space().names().collect::<Vec<_>>(), [modality]);
     }
 }
 
 #[test]
-fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_and_an_annealed_weight() {
-    // The README's third study trained exactly this agent as `p05-m3ixup-detach-anneal0`.
+fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_and_8_epochs() {
+    // The README's sixth study trained exactly this agent as `ep8` (the third study's
+    // `p05-m3ixup-detach-anneal0` with 8 epochs).
     let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
     main.validate().unwrap();
     let changes = [
@@ -578,6 +588,7 @@ fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_and_an
         "env.params.sensor_dropout.p=0.5",
         "aux.joint_gradient=0.0",
         "ppo.aux_weight_final=0.0",
+        "ppo.update_epochs=8",
     ]
     .map(String::from);
     let expected: PpoConfig = load(Some(&common::config_path("ppo-pendulum-m3ixup.toml")), &changes).unwrap();
