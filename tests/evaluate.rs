@@ -561,7 +561,8 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
         let path = common::config_path(&format!("ppo-pendulum-specialist-{modality}.toml"));
         let specialist: PpoConfig = load(Some(&path), &[]).unwrap();
         specialist.validate().unwrap();
-        let changes = [format!("env.params.{off}=false"), "aux.kind=\"none\"".into(), "ppo.update_epochs=8".into()];
+        let epochs = format!("ppo.update_epochs={}", main.ppo.update_epochs);
+        let changes = [format!("env.params.{off}=false"), "aux.kind=\"none\"".into(), epochs];
         let expected: PpoConfig = load(Some(&m3ixup), &changes).unwrap();
         assert_eq!(specialist, expected, "{modality}: the M3ixup config's network and budget");
         // A reference is trained as the agent it judges: the main config's PPO settings, but
