@@ -579,9 +579,9 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
 }
 
 #[test]
-fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_and_8_epochs() {
-    // The README's sixth study trained exactly this agent as `ep8` (the third study's
-    // `p05-m3ixup-detach-anneal0` with 8 epochs).
+fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_and_12_epochs() {
+    // The README's seventh study trained exactly this agent as `ep12` (the third study's
+    // `p05-m3ixup-detach-anneal0` with 12 epochs).
     let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
     main.validate().unwrap();
     let changes = [
@@ -589,7 +589,7 @@ fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_ann
         "env.params.sensor_dropout.p=0.5",
         "aux.joint_gradient=0.0",
         "ppo.aux_weight_final=0.0",
-        "ppo.update_epochs=8",
+        "ppo.update_epochs=12",
     ]
     .map(String::from);
     let expected: PpoConfig = load(Some(&common::config_path("ppo-pendulum-m3ixup.toml")), &changes).unwrap();
