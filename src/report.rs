@@ -14,7 +14,11 @@
 //! retention, `[mean, worst x]`: `(score - random) / (reference - random)` over the variant's
 //! seeds, mean and lowest. An optional `references.toml` in the folder names them instead:
 //! `all = "<variant>"` (the full-sensor reference) and `<modality> = "<variant>"` (a
-//! specialist). A folder without either renders as it did before references existed.
+//! specialist). A name with a `/` is another results folder's variant, relative to this folder
+//! (`sound = "../ppo-pendulum-specialists/sound-ep12"`): its runs are read from there, so a
+//! study can share references without copying them; they are references only (no column, no
+//! training row), evaluated with the same protocol. A folder without either renders as it did
+//! before references existed.
 //!
 //! **Targets.** A `[targets]` table in `references.toml` sets thresholds per condition:
 //! `"sound only" = { fraction = 0.95 }` (its fraction against the reference) or
@@ -449,42 +453,90 @@ fn training_curve(metrics: &Path, score: Score) -> anyhow::Result<Vec<(f64, f64)
         .collect())
 }
 
-/// The results table of `results` (a folder of `<variant>-s<seed>` run directories; see the
-/// module's documentation), its chart written there. `generated_by`: the command that made it,
-/// for the table's first line.
-pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<ResultsTable> {
+/// The evaluated runs of `folder` by variant (only `variant`'s with `Some`), seeds in numeric
+/// order, and the run directories left out for want of an `eval/eval.json`.
+fn read_variants(folder: &Path, variant: Option<&str>) -> anyhow::Result<(BTreeMap<String, Runs>, Vec<PathBuf>)> {
     let mut variants: BTreeMap<String, Runs> = BTreeMap::new();
     let mut skipped = Vec::new();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(results)
-        .with_context(|| format!("cannot read {}", results.display()))?
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(folder)
+        .with_context(|| format!("cannot read {}", folder.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
     entries.sort();
     for dir in entries {
         let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
-        let Some((variant, seed)) = variant_and_seed(&name) else { continue };
+        let Some((name, seed)) = variant_and_seed(&name) else { continue };
+        if variant.is_some_and(|v| v != name) {
+            continue;
+        }
         if !dir.join("eval/eval.json").is_file() {
             skipped.push(dir);
             continue;
         }
         let figures = read_run(&dir)?;
-        variants.entry(variant).or_default().push((seed, figures, dir));
+        variants.entry(name).or_default().push((seed, figures, dir));
     }
     // Seeds in numeric order (the folder's order puts s10 before s2).
     for runs in variants.values_mut() {
         runs.sort_by_key(|(seed, _, _)| seed.parse::<u64>().unwrap_or(u64::MAX));
     }
+    Ok((variants, skipped))
+}
+
+/// The runs of a reference that `references.toml` names by path (`key = "<folder>/<variant>"`,
+/// relative to `results`), or None for a variant of `results` itself.
+fn read_reference_elsewhere(results: &Path, key: &str, name: &str) -> anyhow::Result<Option<Runs>> {
+    if !name.contains('/') {
+        return Ok(None);
+    }
+    let file = results.join(REFERENCES_FILE);
+    let path = results.join(name);
+    let (Some(folder), Some(variant)) = (path.parent(), path.file_name().and_then(|v| v.to_str())) else {
+        bail!("{}: `{key} = \"{name}\"` names no variant (expected `<results folder>/<variant>`)", file.display());
+    };
+    if !folder.is_dir() {
+        bail!(
+            "{}: `{key} = \"{name}\"`: no folder {} (a reference in another results folder is \
+             `<folder>/<variant>`, relative to this folder)",
+            file.display(),
+            folder.display()
+        );
+    }
+    let (mut found, _) = read_variants(folder, Some(variant))?;
+    match found.remove(variant) {
+        Some(runs) => Ok(Some(runs)),
+        None => bail!(
+            "{}: `{key} = \"{name}\"`: no evaluated runs `{variant}-s<seed>/eval/eval.json` in {}",
+            file.display(),
+            folder.display()
+        ),
+    }
+}
+
+/// The results table of `results` (a folder of `<variant>-s<seed>` run directories; see the
+/// module's documentation), its chart written there. `generated_by`: the command that made it,
+/// for the table's first line.
+pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<ResultsTable> {
+    let (mut variants, skipped) = read_variants(results, None)?;
     if variants.is_empty() {
         bail!("no evaluated runs (<variant>-s<seed>/eval/eval.json) under {}", results.display());
     }
-
-    // Conditions in the evaluation's order, from the first run that is not a specialist (a
-    // specialist's evaluation has its own sensor's conditions only); every run must share its
-    // protocol.
     let ReferencesFile { names: named, targets } = read_references_file(results)?;
+    // References in other results folders join as variants that get no column or training row.
+    let mut elsewhere = Vec::new();
+    for (key, name) in &named {
+        if let Some(runs) = read_reference_elsewhere(results, key, name)? {
+            variants.insert(name.clone(), runs);
+            elsewhere.push(name.clone());
+        }
+    }
+
+    // Conditions in the evaluation's order, from the first run of this folder that is not a
+    // specialist (a specialist's evaluation has its own sensor's conditions only); every run
+    // must share its protocol.
     let is_specialist = |v: &str| v.starts_with(SPECIALIST_PREFIX) || named.iter().any(|(k, n)| k != "all" && n == v);
-    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str())) else {
+    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str()) && !elsewhere.contains(v)) else {
         bail!(
             "{}: only specialists ({SPECIALIST_PREFIX}<modality>) here: nothing to compare with them",
             results.display()
@@ -519,7 +571,8 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         }
     }
     let order = ["m3ixup", "gmc", "none", "dropout"];
-    let mut names: Vec<&String> = variants.keys().filter(|v| !specialists.contains(v)).collect();
+    let mut names: Vec<&String> =
+        variants.keys().filter(|v| !specialists.contains(v) && !elsewhere.contains(v)).collect();
     names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
 
     let mut out = String::new();
@@ -612,7 +665,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         out.push_str("| variant | seed | final return | wall time | env steps/s |\n|---|---:|---:|---:|---:|\n");
     }
     let mut series = Vec::new();
-    for n in names.iter().copied().chain(&specialists) {
+    for n in names.iter().copied().chain(specialists.iter().filter(|s| !elsewhere.contains(s))) {
         for (seed, f, _) in &variants[n] {
             let reached = match (per_step, f.steps_to_minus_one) {
                 (false, _) => String::new(),

@@ -234,6 +234,43 @@ fn references_toml_names_the_full_sensor_reference_and_the_specialists() {
 }
 
 #[test]
+fn references_toml_can_name_runs_in_another_results_folder() {
+    let results = folder_with_specialists("elsewhere");
+    // A sibling folder of references: a sound specialist over two seeds (mean -1.5) and a
+    // full-sensor baseline (-0.5), neither copied into the study's folder.
+    let shared = results.parent().unwrap().join("references");
+    specialist_run(&shared, "sound-ep12-s1", "sound", -1.0);
+    specialist_run(&shared, "sound-ep12-s2", "sound", -2.0);
+    agent_run(&shared, "baseline-s1", -0.5, -4.0, -4.0);
+    fs::write(
+        results.join("references.toml"),
+        "all = \"../references/baseline\"\nsound = \"../references/sound-ep12\"\n",
+    )
+    .unwrap();
+    let text = stdout_of(&results);
+    // sound only against -1.5: m3ixup (-3 + 6) / 4.5 = 0.667 and 2.2 / 4.5 = 0.489.
+    assert_eq!(cells(&text, "sound only")[0], "-3.400 ± 0.400 (0.55) [0.58, worst 0.49]");
+    // all against the baseline's -0.5: 4.5 / 5.5 and 5 / 5.5.
+    assert_eq!(cells(&text, "all")[0], "-1.250 ± 0.250 (1.00) [0.86, worst 0.82]");
+    assert!(
+        text.contains("`sound only`: `../references/sound-ep12`, trained on sound alone, named in references.toml (2 seeds), -1.500"),
+        "{text}"
+    );
+    assert!(text.contains("`all`: `../references/baseline`, named in references.toml (1 seed), -0.500"), "{text}");
+    // They are that folder's runs: no column and no training row here.
+    assert!(text.contains("| condition | m3ixup (2 seeds) | none (1 seeds) |\n"), "{text}");
+    assert!(!text.contains("| ../references/"), "{text}");
+
+    // A folder that is not there, and one without the variant's runs, are named.
+    fs::write(results.join("references.toml"), "sound = \"../missing/sound-ep12\"\n").unwrap();
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("references.toml") && err.contains("no folder") && err.contains("missing"), "{err}");
+    fs::write(results.join("references.toml"), "sound = \"../references/sound-ep16\"\n").unwrap();
+    let err = stderr_of_failing(&results);
+    assert!(err.contains("no evaluated runs `sound-ep16-s<seed>") && err.contains("references"), "{err}");
+}
+
+#[test]
 fn bad_references_are_errors_that_name_the_problem() {
     let results = folder_with_specialists("bad");
     fs::write(results.join("references.toml"), "all = \"gmc\"\n").unwrap();
