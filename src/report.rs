@@ -110,6 +110,41 @@ struct FolderReference {
     seeds: usize,
     /// The mean over the variant's seeds of its `all` score.
     score: f64,
+    /// The std over its seeds (n - 1) of that score.
+    std: f64,
+    /// Its own worst seed as a fraction of `score`: how far a seed of the reference itself
+    /// falls short of a fraction target.
+    worst_fraction: f64,
+}
+
+impl FolderReference {
+    fn new(condition: String, variant: &str, how: String, runs: &Runs) -> anyhow::Result<Self> {
+        let scores = all_scores(variant, runs)?;
+        let (score, std, (_, worst)) = seed_summary(&scores);
+        let random = runs[0].1.eval.random_score().0;
+        Ok(Self {
+            condition,
+            variant: variant.to_string(),
+            how,
+            seeds: runs.len(),
+            score,
+            std,
+            worst_fraction: reference_fraction(worst, score, random),
+        })
+    }
+
+    /// For the table's text: "`sound only`: `specialist-sound`, trained on sound alone (3
+    /// seeds), -1.384 ± 0.126, its worst seed 0.97 of that".
+    fn describe(&self) -> String {
+        let (condition, variant, how, score) = (&self.condition, &self.variant, &self.how, self.score);
+        if self.seeds == 1 {
+            return format!("`{condition}`: `{variant}`, {how} (1 seed), {score:.3}");
+        }
+        format!(
+            "`{condition}`: `{variant}`, {how} ({} seeds), {score:.3} ± {:.3}, its worst seed {:.2} of that",
+            self.seeds, self.std, self.worst_fraction
+        )
+    }
 }
 
 /// The optional `references.toml` of a results folder: `all` or a modality name -> a variant.
@@ -328,8 +363,8 @@ fn fraction_of(run: &RunFigures, row: &EvalRow, reference: &FolderReference) -> 
     reference_fraction(row.score(run.eval.config.score).0, reference.score, run.eval.random_score().0)
 }
 
-/// The mean over a variant's runs of their `all` score.
-fn mean_all_score(variant: &str, runs: &Runs) -> anyhow::Result<f64> {
+/// A variant's runs' `all` scores.
+fn all_scores(variant: &str, runs: &Runs) -> anyhow::Result<Vec<f64>> {
     let mut scores = Vec::new();
     for (_, f, dir) in runs {
         let Some(row) = f.eval.rows.iter().find(|r| r.spec == Condition::All) else {
@@ -337,7 +372,7 @@ fn mean_all_score(variant: &str, runs: &Runs) -> anyhow::Result<f64> {
         };
         scores.push(row.score(f.eval.config.score).0);
     }
-    Ok(Episodes::mean_std(&scores).0)
+    Ok(scores)
 }
 
 /// The folder's references (see the module's documentation), in the order of `conditions`, and
@@ -396,13 +431,7 @@ fn folder_references(
                 );
             }
         }
-        found.push(FolderReference {
-            condition,
-            variant: variant.clone(),
-            how: format!("trained on {modality} alone{how}"),
-            seeds: runs.len(),
-            score: mean_all_score(variant, runs)?,
-        });
+        found.push(FolderReference::new(condition, variant, format!("trained on {modality} alone{how}"), runs)?);
     }
     let full = match named.get("all") {
         Some(variant) if special.contains(variant) => {
@@ -415,7 +444,7 @@ fn folder_references(
         None if !found.is_empty() => {
             let mut best: Option<(String, f64)> = None;
             for (v, runs) in variants.iter().filter(|(v, _)| !special.contains(v)) {
-                let score = mean_all_score(v, runs)?;
+                let score = Episodes::mean_std(&all_scores(v, runs)?).0;
                 if best.as_ref().is_none_or(|(_, b)| score > *b) {
                     best = Some((v.clone(), score));
                 }
@@ -425,14 +454,7 @@ fn folder_references(
         None => None,
     };
     if let Some((variant, how)) = full {
-        let runs = &variants[&variant];
-        found.push(FolderReference {
-            condition: Condition::All.label(),
-            variant: variant.clone(),
-            how,
-            seeds: runs.len(),
-            score: mean_all_score(&variant, runs)?,
-        });
+        found.push(FolderReference::new(Condition::All.label(), &variant, how, &variants[&variant])?);
     }
     found.sort_by_key(|r| conditions.iter().position(|c| *c == r.condition));
     special.sort();
@@ -592,15 +614,10 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     if !references.is_empty() {
         out.push_str(
             "In square brackets, against a reference: (score - random) / (reference - random), the mean over training \
-             seeds and the worst seed. References: ",
+             seeds and the worst seed. References (the mean ± std over their seeds, n - 1, and their own worst seed \
+             as a fraction of that mean): ",
         );
-        let described: Vec<String> = references
-            .iter()
-            .map(|r| {
-                let seeds = if r.seeds == 1 { "1 seed".to_string() } else { format!("{} seeds", r.seeds) };
-                format!("`{}`: `{}`, {} ({seeds}), {:.3}", r.condition, r.variant, r.how, r.score)
-            })
-            .collect();
+        let described: Vec<String> = references.iter().map(FolderReference::describe).collect();
         out.push_str(&described.join("; "));
         out.push_str(".\n\n");
     }

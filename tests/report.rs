@@ -205,7 +205,8 @@ fn specialist_variants_give_each_single_sensor_row_its_fraction_mean_and_worst_s
     assert_eq!(cells(&text, "pixels p=0.5"), ["-1.350 ± 0.250 (0.98)", "-0.600 (0.98)"]);
     for reference in [
         "`all`: `none`, the best variant's mean with every sensor (1 seed), -0.500",
-        "`pixels only`: `specialist-pixels`, trained on pixels alone (2 seeds), -1.500",
+        // Its mean, its std over seeds (n - 1) and its own worst seed against the mean: 4 / 4.5.
+        "`pixels only`: `specialist-pixels`, trained on pixels alone (2 seeds), -1.500 ± 0.707, its worst seed 0.89 of that",
         "`sound only`: `specialist-sound`, trained on sound alone (1 seed), -2.000",
     ] {
         assert!(text.contains(reference), "{reference} in\n{text}");
@@ -221,7 +222,7 @@ fn references_toml_names_the_full_sensor_reference_and_the_specialists() {
     let text = stdout_of(&results);
     // all against m3ixup's own mean (-1.25): 4.5 / 4.75 = 0.947, 5 / 4.75 = 1.053.
     assert_eq!(cells(&text, "all")[0], "-1.250 ± 0.250 (1.00) [1.00, worst 0.95]");
-    assert!(text.contains("`all`: `m3ixup`, named in references.toml (2 seeds), -1.250"), "{text}");
+    assert!(text.contains("`all`: `m3ixup`, named in references.toml (2 seeds), -1.250 ± 0.354, its worst seed 0.95"), "{text}");
 
     // A specialist under another name: `sound = "sound-expert"` (-4: sound only 3 / 2, 2.2 / 2).
     fs::rename(results.join("specialist-sound-s1"), results.join("sound-expert-s1")).unwrap();
