@@ -222,7 +222,10 @@ fn references_toml_names_the_full_sensor_reference_and_the_specialists() {
     let text = stdout_of(&results);
     // all against m3ixup's own mean (-1.25): 4.5 / 4.75 = 0.947, 5 / 4.75 = 1.053.
     assert_eq!(cells(&text, "all")[0], "-1.250 ± 0.250 (1.00) [1.00, worst 0.95]");
-    assert!(text.contains("`all`: `m3ixup`, named in references.toml (2 seeds), -1.250 ± 0.354, its worst seed 0.95"), "{text}");
+    assert!(
+        text.contains("`all`: `m3ixup`, named in references.toml (2 seeds), -1.250 ± 0.354, its worst seed 0.95"),
+        "{text}"
+    );
 
     // A specialist under another name: `sound = "sound-expert"` (-4: sound only 3 / 2, 2.2 / 2).
     fs::rename(results.join("specialist-sound-s1"), results.join("sound-expert-s1")).unwrap();
