@@ -506,10 +506,16 @@ fn read_variants(folder: &Path, variant: Option<&str>) -> anyhow::Result<(BTreeM
     Ok((variants, skipped))
 }
 
+/// Whether a variant name is another results folder's (`<folder>/<variant>`, named in
+/// `references.toml`): a run directory's own name never holds a `/`.
+fn in_another_folder(variant: &str) -> bool {
+    variant.contains('/')
+}
+
 /// The runs of a reference that `references.toml` names by path (`key = "<folder>/<variant>"`,
 /// relative to `results`), or None for a variant of `results` itself.
 fn read_reference_elsewhere(results: &Path, key: &str, name: &str) -> anyhow::Result<Option<Runs>> {
-    if !name.contains('/') {
+    if !in_another_folder(name) {
         return Ok(None);
     }
     let file = results.join(REFERENCES_FILE);
@@ -546,11 +552,9 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     }
     let ReferencesFile { names: named, targets } = read_references_file(results)?;
     // References in other results folders join as variants that get no column or training row.
-    let mut elsewhere = Vec::new();
     for (key, name) in &named {
         if let Some(runs) = read_reference_elsewhere(results, key, name)? {
             variants.insert(name.clone(), runs);
-            elsewhere.push(name.clone());
         }
     }
 
@@ -558,7 +562,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     // specialist (a specialist's evaluation has its own sensor's conditions only); every run
     // must share its protocol.
     let is_specialist = |v: &str| v.starts_with(SPECIALIST_PREFIX) || named.iter().any(|(k, n)| k != "all" && n == v);
-    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str()) && !elsewhere.contains(v)) else {
+    let Some(first_variant) = variants.keys().find(|v| !is_specialist(v.as_str()) && !in_another_folder(v)) else {
         bail!(
             "{}: only specialists ({SPECIALIST_PREFIX}<modality>) here: nothing to compare with them",
             results.display()
@@ -594,7 +598,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
     }
     let order = ["m3ixup", "gmc", "none", "dropout"];
     let mut names: Vec<&String> =
-        variants.keys().filter(|v| !specialists.contains(v) && !elsewhere.contains(v)).collect();
+        variants.keys().filter(|v| !specialists.contains(v) && !in_another_folder(v)).collect();
     names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
 
     let mut out = String::new();
@@ -682,7 +686,7 @@ pub fn results_table(results: &Path, generated_by: &str) -> anyhow::Result<Resul
         out.push_str("| variant | seed | final return | wall time | env steps/s |\n|---|---:|---:|---:|---:|\n");
     }
     let mut series = Vec::new();
-    for n in names.iter().copied().chain(specialists.iter().filter(|s| !elsewhere.contains(s))) {
+    for n in names.iter().copied().chain(specialists.iter().filter(|s| !in_another_folder(s))) {
         for (seed, f, _) in &variants[n] {
             let reached = match (per_step, f.steps_to_minus_one) {
                 (false, _) => String::new(),
