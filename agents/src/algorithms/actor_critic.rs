@@ -187,6 +187,32 @@ impl<B: Backend> ActorCritic<B> {
         }
     }
 
+    /// The representation the heads read for features `h` (rows of h_M, or of one h_u when that
+    /// modality is the only one present): g(h) with `policy_input = "latent"`, `h` otherwise.
+    pub fn representation_of_features(&self, h: Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.policy_input_latent {
+            self.encoder.project(h)
+        } else {
+            h
+        }
+    }
+
+    /// KL(pi_teacher || pi_student) per row, `[N]`, for two policy outputs (actor rows) of the
+    /// same rows. Gaussians share the log-std, taken as a constant here (the term moves the
+    /// means, not the exploration noise): sum over actions of (mu_s - mu_t)^2 / (2 sigma^2).
+    /// Categoricals: sum of p_t (log p_t - log p_s).
+    pub fn policy_kl(&self, teacher: Tensor<B, 2>, student: Tensor<B, 2>) -> Tensor<B, 1> {
+        let [n, k] = student.dims();
+        if self.continuous {
+            let var = self.log_std.val().detach().mul_scalar(2.0).exp().reshape([1, k]);
+            (student - teacher).square().div(var.mul_scalar(2.0)).sum_dim(1).reshape([n])
+        } else {
+            let log_t = log_softmax(teacher, 1);
+            let log_s = log_softmax(student, 1);
+            (log_t.clone().exp() * (log_t - log_s)).sum_dim(1).reshape([n])
+        }
+    }
+
     /// The heads on a representation `[N, repr_dim]`.
     pub fn heads(&self, repr: Tensor<B, 2>) -> HeadOutputs<B> {
         let n = repr.dims()[0];

@@ -11,7 +11,10 @@
 //! **Which loss trains what.** The policy, value and entropy terms reach the actor, the critic,
 //! the log-std and, through the representation the heads read, the encoder (for complete
 //! observations: the joint processor and the head g when `policy_input = "latent"`). The
-//! auxiliary loss reaches every encoder parameter (each f_u, f_M and g) and nothing else.
+//! auxiliary loss reaches every encoder parameter (each f_u, f_M and g) and nothing else. The
+//! optional cross-modal consistency term (`ppo.consistency_weight`) reaches each f_u, g (with
+//! `policy_input = "latent"`) and the actor through the policy given each modality alone; the
+//! policy given every modality is its fixed target.
 //!
 //! **Training-time sensor dropout** (the "sensor dropout" baseline, Liu et al. 2017) is the
 //! environment's `sensor_dropout` parameter: the policy then learns from the fallback
@@ -53,7 +56,7 @@ use crate::infra::harness::{Harness, Progress, STEP_KEY};
 use crate::infra::harness::{TrainOptions, TrainSummary};
 use crate::infra::optim::clip_grad_norm;
 use crate::infra::run::RunDir;
-use crate::representation::encoder::{EncoderConfig, MultimodalInput, Presence};
+use crate::representation::encoder::{EncoderConfig, Features, MultimodalInput, Presence};
 use crate::representation::losses::{m3ixup_loss_on_features, LossTerm, M3ixupLossConfig, M3ixupReport, MixupDraws};
 use crate::representation::sections::{EnvSection, LossSection};
 use crate::representation::storage::{batch_input, DeviceObs};
@@ -201,6 +204,13 @@ pub struct PpoSection {
     /// second trunk pass for L_in, `B x B` similarity blocks), the policy loss always sees every
     /// row. 0, or in `[2, minibatch_size]`.
     pub aux_rows: usize,
+    /// Weight of the cross-modal policy consistency term: on each row with every modality, the
+    /// KL divergence from the policy given every modality (held fixed: the teacher) to the
+    /// policy given each modality alone, summed over the modalities, averaged over the
+    /// minibatch's rows (rows missing a modality add 0). It teaches each sensor alone to act as
+    /// the agent acts with all of them, on the states the complete agent visits; with training-
+    /// time dropout the sensor's own episodes still train it by reward. >= 0; 0 = off.
+    pub consistency_weight: f64,
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
     /// Stop an update's epochs early when the approximate KL exceeds this (0 = never).
@@ -226,6 +236,7 @@ impl Default for PpoSection {
             aux_weight_final: None,
             aux_anneal_fraction: 1.0,
             aux_rows: 0,
+            consistency_weight: 0.0,
             max_grad_norm: 0.5,
             target_kl: 0.0,
         }
@@ -293,7 +304,7 @@ impl PpoConfig {
             return bad("algo", format!("`{}` is not an algorithm this build trains (expected \"ppo\")", self.algo));
         }
         // Build one environment now, so bad parameters fail before a run directory exists.
-        self.env.checked()?;
+        let env = self.env.checked()?;
         let r = &self.rollout;
         if r.num_envs == 0 {
             return bad("rollout.num_envs", "must be at least 1".into());
@@ -340,8 +351,19 @@ impl PpoConfig {
             ("ppo.ent_coef", p.ent_coef),
             ("ppo.aux_weight", p.aux_weight),
             ("ppo.target_kl", p.target_kl),
+            ("ppo.consistency_weight", p.consistency_weight),
         ] {
             non_negative(field, v)?;
+        }
+        let modalities = env.observation_space().len();
+        if p.consistency_weight > 0.0 && modalities < 2 {
+            return bad(
+                "ppo.consistency_weight",
+                format!(
+                    "{} needs two sensors at least; `{}` observes {modalities}: set it to 0",
+                    p.consistency_weight, self.env.name
+                ),
+            );
         }
         if let Some(w) = p.aux_weight_final {
             non_negative("ppo.aux_weight_final", w)?;
@@ -461,14 +483,25 @@ pub struct PpoLoss<B: Backend> {
     /// fraction of clipped ratios.
     pub approx_kl: Tensor<B, 1>,
     pub clip_fraction: Tensor<B, 1>,
+    /// The cross-modal consistency term (`ppo.consistency_weight`; zero when off).
+    pub consistency: Tensor<B, 1>,
     pub aux_report: Option<M3ixupReport>,
 }
 
 impl<B: AutodiffBackend> PpoLoss<B> {
-    /// total, policy, value, entropy, aux, approx_kl, clip_fraction, read back in one transfer.
+    /// total, policy, value, entropy, aux, approx_kl, clip_fraction, consistency, read back in
+    /// one transfer.
     pub fn parts(&self) -> Vec<f32> {
-        let parts =
-            [&self.total, &self.policy, &self.value, &self.entropy, &self.aux, &self.approx_kl, &self.clip_fraction];
+        let parts = [
+            &self.total,
+            &self.policy,
+            &self.value,
+            &self.entropy,
+            &self.aux,
+            &self.approx_kl,
+            &self.clip_fraction,
+            &self.consistency,
+        ];
         Tensor::cat(parts.iter().map(|t| (*t).clone().inner()).collect(), 0)
             .into_data()
             .convert::<f32>()
@@ -476,12 +509,13 @@ impl<B: AutodiffBackend> PpoLoss<B> {
             .expect("f32 losses")
     }
 
-    /// `Some(description)` when a loss among [`Self::parts`]' first five is NaN or infinite.
+    /// `Some(description)` when a loss among [`Self::parts`] (not the diagnostics) is NaN or
+    /// infinite.
     pub fn not_finite(parts: &[f32]) -> Option<String> {
-        parts[..5].iter().any(|v| !v.is_finite()).then(|| {
+        parts[..5].iter().chain(&parts[7..8]).any(|v| !v.is_finite()).then(|| {
             format!(
-                "total {}, policy {}, value {}, entropy {}, aux {}",
-                parts[0], parts[1], parts[2], parts[3], parts[4]
+                "total {}, policy {}, value {}, entropy {}, aux {}, consistency {}",
+                parts[0], parts[1], parts[2], parts[3], parts[4], parts[7]
             )
         })
     }
@@ -511,32 +545,51 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
     share: RowShare,
 ) -> PpoLoss<B> {
     let aux_on = draws.is_some() && LossTerm::ALL.iter().any(|&t| aux.enabled(t));
+    let consistency_on = ppo.consistency_weight > 0.0 && agent.encoder.num_modalities() > 1;
     let all_complete = mb.complete_obs.is_none();
-    // Share the trunks' pass between the heads and the auxiliary loss when every row is
-    // complete (the representation is then z_M = g(h_M), or h_M).
-    let (repr, aux_out) = if aux_on && all_complete {
+    // One trunks' pass over the complete rows (h_u, h_M, z_M = g(h_M)) serves the auxiliary
+    // loss, the consistency term and, when every row is complete, the heads (the representation
+    // is then z_M, or h_M).
+    let (repr, complete) = if all_complete && (aux_on || consistency_on) {
         let feats = agent.encoder.features(&mb.obs);
         let z_m = agent.encoder.project(feats.joint.clone());
         let repr = match agent.policy_input() {
             PolicyInput::Latent => z_m.clone(),
             PolicyInput::Features => feats.joint.clone(),
         };
-        let draws = draws.expect("aux_on implies draws");
-        let rows = draws.perm.len();
-        let (feats, z_m) =
-            if rows < z_m.dims()[0] { (feats.first_rows(rows), z_m.narrow(0, 0, rows)) } else { (feats, z_m) };
-        (repr, Some(m3ixup_loss_on_features(&agent.encoder, feats, z_m, aux, draws)))
+        (repr, Some((feats, z_m)))
     } else {
         let repr = agent.representation(&mb.obs, &mb.presence);
-        let aux_out = match (aux_on, &mb.complete_obs, draws) {
-            (true, Some(complete), Some(draws)) if complete.batch_size() >= 2 => {
-                let rows = draws.perm.len();
-                let complete = if rows < complete.batch_size() { complete.first_rows(rows) } else { complete.clone() };
-                Some(crate::representation::losses::m3ixup_loss_with_draws(&agent.encoder, &complete, aux, draws))
-            }
-            _ => None,
+        let rows = mb.complete_obs.as_ref().map_or(0, |c| c.batch_size());
+        let needed = (aux_on && rows >= 2) || (consistency_on && rows >= 1);
+        // Without the consistency term only the auxiliary loss's rows need the pass.
+        let wanted = match &draws {
+            Some(d) if !consistency_on => d.perm.len().min(rows),
+            _ => rows,
         };
-        (repr, aux_out)
+        let complete = mb.complete_obs.as_ref().filter(|_| needed).map(|complete| {
+            let feats = if wanted < rows {
+                agent.encoder.features(&complete.first_rows(wanted))
+            } else {
+                agent.encoder.features(complete)
+            };
+            let z_m = agent.encoder.project(feats.joint.clone());
+            (feats, z_m)
+        });
+        (repr, complete)
+    };
+    let consistency_sum = match &complete {
+        Some((feats, z_m)) if consistency_on => Some(cross_modal_consistency(agent, feats, z_m.clone())),
+        _ => None,
+    };
+    let aux_out = match (complete, draws) {
+        (Some((feats, z_m)), Some(draws)) if aux_on => {
+            let rows = draws.perm.len();
+            let (feats, z_m) =
+                if rows < z_m.dims()[0] { (feats.first_rows(rows), z_m.narrow(0, 0, rows)) } else { (feats, z_m) };
+            Some(m3ixup_loss_on_features(&agent.encoder, feats, z_m, aux, draws))
+        }
+        _ => None,
     };
     let heads = agent.heads(repr);
     let (log_prob, entropy) = agent.log_prob_entropy(heads.policy, mb.actions.clone());
@@ -575,13 +628,44 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
         Some((loss, report)) => (loss, Some(report)),
         None => (Tensor::zeros([1], &device), None),
     };
+    // A mean over the minibatch's rows, those missing a modality adding 0.
+    let consistency = match consistency_sum {
+        Some(sum) => of_share(sum.div_scalar(mb.presence.batch() as f32)),
+        None => Tensor::zeros([1], &device),
+    };
     let total = policy.clone() + value.clone().mul_scalar(ppo.vf_coef) - entropy.clone().mul_scalar(ppo.ent_coef)
-        + aux_loss.clone().mul_scalar(ppo.aux_weight);
+        + aux_loss.clone().mul_scalar(ppo.aux_weight)
+        + consistency.clone().mul_scalar(ppo.consistency_weight);
 
     let ratio_d = ratio.detach();
     let approx_kl = of_share(((ratio_d.clone() - 1.0) - log_ratio.detach()).mean());
     let clip_fraction = of_share((ratio_d - 1.0).abs().greater_elem(clip).float().mean());
-    PpoLoss { total, policy, value, entropy, aux: aux_loss, approx_kl, clip_fraction, aux_report }
+    PpoLoss { total, policy, value, entropy, aux: aux_loss, approx_kl, clip_fraction, consistency, aux_report }
+}
+
+/// The cross-modal consistency term summed over the rows of `feats` (rows with every modality;
+/// `z_m = g(h_M)`), `[1]`: for each modality u, KL(pi(every modality) || pi(u alone)), the first
+/// held fixed, summed over the modalities. A modality alone is represented as the encoder's
+/// fallback represents a row where it is the only one present ([`ActorCritic::representation`]).
+fn cross_modal_consistency<B: AutodiffBackend>(
+    agent: &ActorCritic<B>,
+    feats: &Features<B>,
+    z_m: Tensor<B, 2>,
+) -> Tensor<B, 1> {
+    let joint = match agent.policy_input() {
+        PolicyInput::Latent => z_m,
+        PolicyInput::Features => feats.joint.clone(),
+    };
+    let teacher = agent.actor.forward(joint).detach();
+    feats
+        .unimodal
+        .iter()
+        .map(|h_u| {
+            let alone = agent.actor.forward(agent.representation_of_features(h_u.clone()));
+            agent.policy_kl(teacher.clone(), alone).sum()
+        })
+        .reduce(|a, b| a + b)
+        .expect("an encoder has one modality at least")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1144,7 +1228,7 @@ fn variance(v: &[f32]) -> f64 {
 #[derive(Default)]
 struct LossSums {
     count: usize,
-    parts: [f64; 7],
+    parts: [f64; 8],
     grad_norm: f64,
     epoch_kl: f64,
     epoch_count: usize,
@@ -1191,6 +1275,7 @@ impl LossSums {
             "losses/aux",
             "losses/approx_kl",
             "losses/clip_fraction",
+            "losses/consistency",
         ];
         let mut out: Vec<(String, f64)> = names.iter().zip(self.parts).map(|(k, s)| (k.to_string(), s / n)).collect();
         out.push(("losses/grad_norm".into(), self.grad_norm / n));
@@ -1449,6 +1534,56 @@ mod tests {
         assert!(config.validate().unwrap_err().to_string().contains("ppo.aux_rows"));
         config.ppo.aux_rows = 32;
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_consistency_term_is_the_kl_from_the_complete_policy_to_each_sensor_alone_over_every_row() {
+        for incomplete in [&[][..], &[0, 3][..]] {
+            let (agent, mb, _) = minibatch_and_agent(incomplete);
+            let aux = M3ixupLossConfig::default();
+            let draws = MixupDraws::sample(&mut StdRng::seed_from_u64(3), 12 - incomplete.len(), 2, &aux);
+            let ppo = PpoSection { consistency_weight: 0.4, ..PpoSection::default() };
+            let loss = ppo_loss(&agent, &mb, &ppo, &aux, Some(draws.clone()));
+            let off = ppo_loss(&agent, &mb, &PpoSection::default(), &aux, Some(draws));
+            assert_eq!(scalar(&off.consistency), 0.0);
+
+            // The policy means through the encoder's fallback: every sensor, pixels alone, sound alone.
+            let mean_with = |present: [bool; 2]| -> Vec<f64> {
+                let presence = Presence::from_rows(&vec![present.to_vec(); 12]);
+                let out = agent.forward(&mb.obs, &presence).policy.into_data().to_vec::<f32>().unwrap();
+                out.into_iter().map(f64::from).collect()
+            };
+            let (full, pixels, sound) = (mean_with([true, true]), mean_with([true, false]), mean_with([false, true]));
+            let var = (2.0 * agent.log_std_values()[0] as f64).exp();
+            let expected: f64 = (0..12)
+                .filter(|i| !incomplete.contains(i))
+                .map(|i| ((pixels[i] - full[i]).powi(2) + (sound[i] - full[i]).powi(2)) / (2.0 * var))
+                .sum::<f64>()
+                / 12.0;
+            let got = scalar(&loss.consistency);
+            assert!(expected > 1e-6, "the sensors alone act differently at initialisation");
+            assert!((got - expected).abs() < 1e-4 * (1.0 + expected), "{incomplete:?}: {got} vs {expected}");
+            let added = scalar(&loss.total) - scalar(&off.total);
+            assert!((added - 0.4 * expected).abs() < 1e-4, "{added} vs {}", 0.4 * expected);
+            assert_eq!(scalar(&loss.aux), scalar(&off.aux), "the auxiliary loss is unchanged");
+            assert_eq!(scalar(&loss.policy), scalar(&off.policy));
+
+            // The complete policy is the teacher, held fixed: f_M's own layer and the log-std get
+            // no gradient from the term, each sensor's processor does.
+            let grads = loss.consistency.backward();
+            assert!(agent.encoder.joint.proj.weight.grad(&grads).is_none());
+            assert!(agent.log_std.grad(&grads).is_none());
+            let sound_grad = agent.encoder.unimodal[1].proj.weight.grad(&grads).expect("sound alone learns");
+            assert!(sound_grad.abs().sum().into_scalar() > 0.0);
+        }
+        let mut config = PpoConfig::default();
+        config.ppo.consistency_weight = -0.1;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ppo.consistency_weight") && err.contains("-0.1"), "{err}");
+        config.ppo.consistency_weight = 0.5;
+        config.env.params.insert("sound".into(), toml::Value::Boolean(false));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ppo.consistency_weight") && err.contains("two sensors"), "{err}");
     }
 
     #[test]
