@@ -566,8 +566,13 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
         let expected: PpoConfig = load(Some(&m3ixup), &changes).unwrap();
         assert_eq!(specialist, expected, "{modality}: the M3ixup config's network and budget");
         // A reference is trained as the agent it judges: the main config's PPO settings, but
-        // for the auxiliary loss's weight schedule (the specialist has no auxiliary loss).
-        let main_ppo = PpoSection { aux_weight_final: specialist.ppo.aux_weight_final, ..main.ppo.clone() };
+        // for the auxiliary loss's weight schedule and the cross-modal consistency term (the
+        // specialist has no auxiliary loss and one sensor).
+        let main_ppo = PpoSection {
+            aux_weight_final: specialist.ppo.aux_weight_final,
+            consistency_weight: specialist.ppo.consistency_weight,
+            ..main.ppo.clone()
+        };
         assert_eq!(specialist.ppo, main_ppo, "{modality}: the main config's PPO settings");
         assert_eq!(
             (&specialist.rollout, &specialist.encoder, &specialist.train),
@@ -579,9 +584,9 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
 }
 
 #[test]
-fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_and_12_epochs() {
-    // The README's seventh study trained exactly this agent as `ep12` (the third study's
-    // `p05-m3ixup-detach-anneal0` with 12 epochs).
+fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_12_epochs_and_consistency() {
+    // The README's ninth study trained exactly this agent as `cons1` (the seventh study's `ep12`,
+    // the third study's `p05-m3ixup-detach-anneal0` with 12 epochs, with the consistency term).
     let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
     main.validate().unwrap();
     let changes = [
@@ -590,6 +595,7 @@ fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_ann
         "aux.joint_gradient=0.0",
         "ppo.aux_weight_final=0.0",
         "ppo.update_epochs=12",
+        "ppo.consistency_weight=1.0",
     ]
     .map(String::from);
     let expected: PpoConfig = load(Some(&common::config_path("ppo-pendulum-m3ixup.toml")), &changes).unwrap();
