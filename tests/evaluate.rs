@@ -584,7 +584,7 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
 }
 
 #[test]
-fn the_main_config_is_the_m3ixup_config_with_dropout_a_fixed_joint_target_an_annealed_weight_12_epochs_and_consistency() {
+fn the_main_config_is_the_m3ixup_config_with_exactly_the_five_changes_the_studies_chose() {
     // The README's ninth study trained exactly this agent as `cons1` (the seventh study's `ep12`,
     // the third study's `p05-m3ixup-detach-anneal0` with 12 epochs, with the consistency term).
     let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
