@@ -197,6 +197,16 @@ impl<B: Backend> ActorCritic<B> {
         }
     }
 
+    /// [`Self::representation_of_features`] for complete rows whose h_M and z_M = g(h_M) are
+    /// already computed: picks one, projects nothing.
+    pub fn joint_representation(&self, h_m: &Tensor<B, 2>, z_m: &Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.policy_input_latent {
+            z_m.clone()
+        } else {
+            h_m.clone()
+        }
+    }
+
     /// KL(pi_teacher || pi_student) per row, `[N]`, for two policy outputs (actor rows) of the
     /// same rows. Gaussians share the log-std, taken as a constant here (the term moves the
     /// means, not the exploration noise): sum over actions of (mu_s - mu_t)^2 / (2 sigma^2).

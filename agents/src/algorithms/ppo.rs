@@ -42,7 +42,7 @@ use m3ixup_envs::{
     make, ActionSpace, Obs, ObsSpace, VecEnv, VecEnvConfig, VecEnvState, INFO_EPISODE_LENGTH, INFO_EPISODE_RETURN,
 };
 
-use crate::algorithms::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig, PolicyInput};
+use crate::algorithms::actor_critic::{choose_actions, ActorCritic, ActorCriticConfig};
 use crate::algorithms::rollout::{gae, Rollout};
 use crate::algorithms::{Algorithm, AlgorithmConfig};
 pub use crate::infra::checkpoint::{
@@ -553,11 +553,7 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
     let (repr, complete) = if all_complete && (aux_on || consistency_on) {
         let feats = agent.encoder.features(&mb.obs);
         let z_m = agent.encoder.project(feats.joint.clone());
-        let repr = match agent.policy_input() {
-            PolicyInput::Latent => z_m.clone(),
-            PolicyInput::Features => feats.joint.clone(),
-        };
-        (repr, Some((feats, z_m)))
+        (agent.joint_representation(&feats.joint, &z_m), Some((feats, z_m)))
     } else {
         let repr = agent.representation(&mb.obs, &mb.presence);
         let rows = mb.complete_obs.as_ref().map_or(0, |c| c.batch_size());
@@ -579,7 +575,7 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
         (repr, complete)
     };
     let consistency_sum = match &complete {
-        Some((feats, z_m)) if consistency_on => Some(cross_modal_consistency(agent, feats, z_m.clone())),
+        Some((feats, z_m)) if consistency_on => Some(cross_modal_consistency(agent, feats, z_m)),
         _ => None,
     };
     let aux_out = match (complete, draws) {
@@ -650,13 +646,9 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
 fn cross_modal_consistency<B: AutodiffBackend>(
     agent: &ActorCritic<B>,
     feats: &Features<B>,
-    z_m: Tensor<B, 2>,
+    z_m: &Tensor<B, 2>,
 ) -> Tensor<B, 1> {
-    let joint = match agent.policy_input() {
-        PolicyInput::Latent => z_m,
-        PolicyInput::Features => feats.joint.clone(),
-    };
-    let teacher = agent.actor.forward(joint).detach();
+    let teacher = agent.actor.forward(agent.joint_representation(&feats.joint, z_m)).detach();
     feats
         .unimodal
         .iter()
