@@ -170,14 +170,6 @@ impl<B: Backend> ActorCritic<B> {
         self.continuous
     }
 
-    pub fn policy_input(&self) -> PolicyInput {
-        if self.policy_input_latent {
-            PolicyInput::Latent
-        } else {
-            PolicyInput::Features
-        }
-    }
-
     /// The representation the heads read, with the missing-modality fallback.
     pub fn representation(&self, x: &MultimodalInput<B>, presence: &Presence) -> Tensor<B, 2> {
         if self.policy_input_latent {
