@@ -74,7 +74,8 @@ impl ModalityData {
 
 /// One observation: the data of every modality in the space's order, and whether each modality
 /// is present. A missing modality (sensor dropout) keeps its shape, holds zeros and has
-/// `present[i] == false`; encoders read the mask.
+/// `present[i] == false`; encoders read the mask. A training wrapper may keep a missing
+/// modality's data for the learner ([`Obs::withhold_modality`]); an agent never reads it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Obs {
     pub data: Vec<ModalityData>,
@@ -96,6 +97,13 @@ impl Obs {
     /// Clears modality `index` and marks it missing.
     pub fn drop_modality(&mut self, index: usize) {
         self.data[index].clear();
+        self.present[index] = false;
+    }
+
+    /// Marks modality `index` missing but keeps its data: the agent acts without it, while a
+    /// learner that knows the data was kept may use it as a training signal (sensor dropout's
+    /// `keep_data`).
+    pub fn withhold_modality(&mut self, index: usize) {
         self.present[index] = false;
     }
 

@@ -5,7 +5,9 @@
 //! - `frame_stack` (stack the last k frames of every modality; default per environment),
 //! - `max_episode_steps` (time limit that sets `truncated`; default per environment, 0 = none),
 //! - `sensor_dropout` (a [`DropoutMode`] table, e.g. `{ mode = "per-step", p = 0.3 }` or
-//!   `{ mode = "per-episode", p = { pixels = 0.6, sound = 0.5 } }`; default none).
+//!   `{ mode = "per-episode", p = { pixels = 0.6, sound = 0.5 } }`; default none), and in its
+//!   table `keep_data = true` to mark dropped modalities missing without clearing their data
+//!   ([`SensorDropout::keeping_data`]).
 //!
 //! Every other key goes to the environment's own config, which rejects unknown keys.
 //!
@@ -186,7 +188,7 @@ impl Registry {
 struct WrapperParams {
     frame_stack: usize,
     max_episode_steps: Option<usize>,
-    sensor_dropout: Option<DropoutMode>,
+    sensor_dropout: Option<(DropoutMode, bool)>,
 }
 
 impl WrapperParams {
@@ -214,9 +216,21 @@ impl WrapperParams {
         };
         let sensor_dropout = match params.get("sensor_dropout") {
             None => None,
-            Some(v) => Some(
-                v.clone().try_into::<DropoutMode>().map_err(|e| invalid("sensor_dropout", e.message().to_string()))?,
-            ),
+            Some(v) => {
+                // `keep_data` belongs to the wrapper, not to the mode: taken out before the mode
+                // (which rejects unknown keys) is read.
+                let mut v = v.clone();
+                let keep_data = match v.as_table_mut().and_then(|t| t.remove("keep_data")) {
+                    None => false,
+                    Some(toml::Value::Boolean(keep)) => keep,
+                    Some(other) => {
+                        return Err(invalid("sensor_dropout.keep_data", format!("expected true or false, got {other}")))
+                    }
+                };
+                let mode =
+                    v.try_into::<DropoutMode>().map_err(|e| invalid("sensor_dropout", e.message().to_string()))?;
+                Some((mode, keep_data))
+            }
         };
         Ok(Self { frame_stack, max_episode_steps, sensor_dropout })
     }
@@ -227,8 +241,8 @@ impl WrapperParams {
         if let Some(steps) = self.max_episode_steps {
             env = Box::new(TimeLimit::new(env, steps)?);
         }
-        if let Some(mode) = self.sensor_dropout {
-            env = Box::new(SensorDropout::new(env, mode)?);
+        if let Some((mode, keep_data)) = self.sensor_dropout {
+            env = Box::new(SensorDropout::new(env, mode)?.keeping_data(keep_data));
         }
         Ok(Box::new(EpisodeStatistics::new(env)))
     }

@@ -63,6 +63,11 @@ fn unknown_or_invalid_parameters_are_named() {
         ("multimodal-pendulum", "frame_stack = -2", "frame_stack"),
         ("multimodal-pendulum", "sensor_dropout = { mode = \"per-step\", p = 2.0 }", "sensor_dropout"),
         ("multimodal-pendulum", "sensor_dropout = { mode = \"sometimes\" }", "sensor_dropout"),
+        (
+            "multimodal-pendulum",
+            "sensor_dropout = { mode = \"per-episode\", p = 0.5, keep_data = 1 }",
+            "sensor_dropout.keep_data",
+        ),
         ("pixel-cartpole", "image_size = 2", "image_size"),
         ("reacher", "colour = 1", "colour"),
     ];
@@ -119,4 +124,21 @@ fn a_family_is_selected_as_family_colon_id() {
     assert!(env.step(&Action::Continuous(vec![0.0])).unwrap().terminated);
     let text = registry.make("nothing", &toml::Table::new()).err().unwrap().to_string();
     assert!(text.contains("count:<id>"), "{text}");
+}
+
+#[test]
+fn sensor_dropout_keep_data_marks_the_sensor_missing_and_keeps_its_data() {
+    let dropout = |keep: bool| {
+        let text = format!("sensor_dropout = {{ mode = \"fixed\", modalities = [\"sound\"], keep_data = {keep} }}");
+        let mut env = make("multimodal-pendulum", &params(&text)).unwrap();
+        env.reset(Some(5)).unwrap();
+        env.step(&Action::Continuous(vec![0.3])).unwrap().obs
+    };
+    let (kept, cleared) = (dropout(true), dropout(false));
+    let sound = kept.present.len() - 1; // modalities are sorted by name: pixels, sound
+    assert_eq!(kept.present, cleared.present);
+    assert!(!kept.present[sound]);
+    assert!((0..cleared.data[sound].len()).all(|j| cleared.data[sound].get_f32(j) == 0.0));
+    assert!((0..kept.data[sound].len()).any(|j| kept.data[sound].get_f32(j) != 0.0), "the sound is kept");
+    assert_eq!(kept.data[0], cleared.data[0], "pixels untouched");
 }

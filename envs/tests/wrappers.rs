@@ -82,6 +82,33 @@ fn fixed_sensor_dropout_clears_the_named_modality_and_its_flag_and_keeps_shapes(
 }
 
 #[test]
+fn sensor_dropout_keeping_data_drops_the_same_modalities_and_leaves_their_data_untouched() {
+    let mode = DropoutMode::PerEpisode { p: 0.5.into() };
+    let mut cleared = SensorDropout::new(Counter::new(None), mode.clone()).unwrap();
+    let mut kept = SensorDropout::new(Counter::new(None), mode).unwrap().keeping_data(true);
+    let mut plain = Counter::new(None);
+    let mut withheld = 0;
+    for episode in 0..40 {
+        let seed = (episode == 0).then_some(3);
+        let (a, b, c) = (cleared.reset(seed).unwrap().0, kept.reset(seed).unwrap().0, plain.reset(seed).unwrap().0);
+        let mut steps = vec![(a, b, c)];
+        for _ in 0..3 {
+            steps.push((
+                cleared.step(&act(0.5)).unwrap().obs,
+                kept.step(&act(0.5)).unwrap().obs,
+                plain.step(&act(0.5)).unwrap().obs,
+            ));
+        }
+        for (cleared, kept, plain) in steps {
+            assert_eq!(kept.present, cleared.present, "the same draws");
+            assert_eq!(kept.data, plain.data, "no data is cleared");
+            withheld += kept.present.iter().filter(|&&p| !p).count();
+        }
+    }
+    assert!(withheld > 0, "some modality was dropped");
+}
+
+#[test]
 fn sensor_dropout_rejects_unknown_modalities_and_bad_probabilities() {
     let err =
         SensorDropout::new(Counter::new(None), DropoutMode::Fixed { modalities: vec!["sound".into()] }).err().unwrap();

@@ -27,7 +27,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::representation::encoder::{
-    EncoderConfig, EncoderError, M3ixupEncoder, Materialize, MultimodalInput, Presence,
+    EncoderConfig, EncoderError, Features, M3ixupEncoder, Materialize, MultimodalInput, Presence,
 };
 
 /// What the actor and critic heads read.
@@ -187,6 +187,27 @@ impl<B: Backend> ActorCritic<B> {
         } else {
             h
         }
+    }
+
+    /// [`Self::representation`] of rows whose features were computed from every modality's data
+    /// (a dropout with `keep_data` keeps a missing sensor's): the same missing-modality rule on
+    /// `feats` and `z_m = g(h_M)`, no trunk pass. A missing modality's data does not reach it.
+    pub fn representation_by_presence(
+        &self,
+        feats: &Features<B>,
+        z_m: &Tensor<B, 2>,
+        presence: &Presence,
+    ) -> Tensor<B, 2> {
+        let joint = self.joint_representation(&feats.joint, z_m);
+        let [_, dim] = joint.dims();
+        let device = joint.device();
+        self.encoder.by_presence(
+            presence,
+            Some(joint),
+            |u| self.representation_of_features(feats.unimodal[u].clone()),
+            dim,
+            &device,
+        )
     }
 
     /// [`Self::representation_of_features`] for complete rows whose h_M and z_M = g(h_M) are

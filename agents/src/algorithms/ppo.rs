@@ -14,7 +14,8 @@
 //! auxiliary loss reaches every encoder parameter (each f_u, f_M and g) and nothing else. The
 //! optional cross-modal consistency term (`ppo.consistency_weight`) reaches each f_u, g (with
 //! `policy_input = "latent"`) and the actor through the policy given each modality alone; the
-//! policy given every modality is its fixed target.
+//! policy given every modality is its fixed target, on the complete rows, or on every row when
+//! the dropout kept the withheld sensors' data (`ppo.consistency_rows = "all"`).
 //!
 //! **Training-time sensor dropout** (the "sensor dropout" baseline, Liu et al. 2017) is the
 //! environment's `sensor_dropout` parameter: the policy then learns from the fallback
@@ -207,14 +208,31 @@ pub struct PpoSection {
     /// Weight of the cross-modal policy consistency term: on each row with every modality, the
     /// KL divergence from the policy given every modality (held fixed: the teacher) to the
     /// policy given each modality alone, summed over the modalities, averaged over the
-    /// minibatch's rows (rows missing a modality add 0). It teaches each sensor alone to act as
+    /// minibatch's rows (rows missing a modality add 0, unless `consistency_rows = "all"`). It teaches each sensor alone to act as
     /// the agent acts with all of them, on the states the complete agent visits; with training-
     /// time dropout the sensor's own episodes still train it by reward. >= 0; 0 = off.
     pub consistency_weight: f64,
+    /// Which rows the consistency term sees: `"complete"`, those with every modality, or
+    /// `"all"`, every row, the complete policy then read from the data of the sensors a
+    /// training-time dropout withheld from the agent (it needs
+    /// `env.params.sensor_dropout.keep_data = true`): each sensor alone is also taught on the
+    /// states its own episodes visit.
+    pub consistency_rows: ConsistencyRows,
     /// Global gradient-norm clip.
     pub max_grad_norm: f64,
     /// Stop an update's epochs early when the approximate KL exceeds this (0 = never).
     pub target_kl: f64,
+}
+
+/// `ppo.consistency_rows`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsistencyRows {
+    /// The rows with every modality.
+    #[default]
+    Complete,
+    /// Every row, with the data the dropout kept (`sensor_dropout.keep_data`).
+    All,
 }
 
 impl Default for PpoSection {
@@ -237,6 +255,7 @@ impl Default for PpoSection {
             aux_anneal_fraction: 1.0,
             aux_rows: 0,
             consistency_weight: 0.0,
+            consistency_rows: ConsistencyRows::Complete,
             max_grad_norm: 0.5,
             target_kl: 0.0,
         }
@@ -363,6 +382,21 @@ impl PpoConfig {
                     "{} needs two sensors at least; `{}` observes {modalities}: set it to 0",
                     p.consistency_weight, self.env.name
                 ),
+            );
+        }
+        let keeps_data = self
+            .env
+            .params
+            .get("sensor_dropout")
+            .and_then(|d| d.get("keep_data"))
+            .and_then(toml::Value::as_bool)
+            .unwrap_or(false);
+        if p.consistency_rows == ConsistencyRows::All && !keeps_data {
+            return bad(
+                "ppo.consistency_rows",
+                "\"all\" reads the data of the sensors the training-time dropout withheld: set \
+                 env.params.sensor_dropout.keep_data = true (or use \"complete\")"
+                    .into(),
             );
         }
         if let Some(w) = p.aux_weight_final {
@@ -547,13 +581,20 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
     let aux_on = draws.is_some() && LossTerm::ALL.iter().any(|&t| aux.enabled(t));
     let consistency_on = ppo.consistency_weight > 0.0 && agent.encoder.num_modalities() > 1;
     let all_complete = mb.complete_obs.is_none();
+    // The consistency term on every row reads the data the dropout kept (`consistency_rows`).
+    let every_row = consistency_on && ppo.consistency_rows == ConsistencyRows::All;
     // One trunks' pass over the complete rows (h_u, h_M, z_M = g(h_M)) serves the auxiliary
     // loss, the consistency term and, when every row is complete, the heads (the representation
-    // is then z_M, or h_M).
-    let (repr, complete) = if all_complete && (aux_on || consistency_on) {
+    // is then z_M, or h_M). With `every_row` the pass covers every row, all being complete for
+    // the consistency term, and the heads read each row by its presence.
+    let (repr, complete) = if (all_complete && (aux_on || consistency_on)) || every_row {
         let feats = agent.encoder.features(&mb.obs);
         let z_m = agent.encoder.project(feats.joint.clone());
-        (agent.joint_representation(&feats.joint, &z_m), Some((feats, z_m)))
+        let repr = match all_complete {
+            true => agent.joint_representation(&feats.joint, &z_m),
+            false => agent.representation_by_presence(&feats, &z_m, &mb.presence),
+        };
+        (repr, Some((feats, z_m)))
     } else {
         let repr = agent.representation(&mb.obs, &mb.presence);
         let rows = mb.complete_obs.as_ref().map_or(0, |c| c.batch_size());
@@ -581,8 +622,20 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
     let aux_out = match (complete, draws) {
         (Some((feats, z_m)), Some(draws)) if aux_on => {
             let rows = draws.perm.len();
-            let (feats, z_m) =
-                if rows < z_m.dims()[0] { (feats.first_rows(rows), z_m.narrow(0, 0, rows)) } else { (feats, z_m) };
+            let (feats, z_m) = if every_row && !all_complete {
+                // The auxiliary loss's rows are the first complete ones among every row's.
+                let complete: Vec<i64> = (0..mb.presence.batch())
+                    .filter(|&k| mb.presence.complete(k))
+                    .take(rows)
+                    .map(|k| k as i64)
+                    .collect();
+                let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(complete, [rows]), &z_m.device());
+                (feats.select(idx.clone()), z_m.select(0, idx))
+            } else if rows < z_m.dims()[0] {
+                (feats.first_rows(rows), z_m.narrow(0, 0, rows))
+            } else {
+                (feats, z_m)
+            };
             Some(m3ixup_loss_on_features(&agent.encoder, feats, z_m, aux, draws))
         }
         _ => None,
@@ -639,8 +692,8 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
     PpoLoss { total, policy, value, entropy, aux: aux_loss, approx_kl, clip_fraction, consistency, aux_report }
 }
 
-/// The cross-modal consistency term summed over the rows of `feats` (rows with every modality;
-/// `z_m = g(h_M)`), `[1]`: for each modality u, KL(pi(every modality) || pi(u alone)), the first
+/// The cross-modal consistency term summed over the rows of `feats` (rows whose every
+/// modality's data is known; `z_m = g(h_M)`), `[1]`: for each modality u, KL(pi(every modality) || pi(u alone)), the first
 /// held fixed, summed over the modalities. A modality alone is represented as the encoder's
 /// fallback represents a row where it is the only one present ([`ActorCritic::representation`]).
 fn cross_modal_consistency<B: AutodiffBackend>(
@@ -1395,7 +1448,7 @@ mod tests {
 
     use crate::representation::storage::ObsBuffer;
     use burn::backend::{Autodiff, Flex};
-    use m3ixup_envs::BatchActions;
+    use m3ixup_envs::{BatchActions, ModalityData};
 
     type Ad = Autodiff<Flex>;
 
@@ -1414,8 +1467,16 @@ mod tests {
     }
 
     /// A minibatch of 12 real pendulum observations with arbitrary actions and targets; rows
-    /// listed in `incomplete` lose their sound.
+    /// listed in `incomplete` lose their sound (its data kept, as `sensor_dropout.keep_data`).
     fn minibatch_and_agent(incomplete: &[usize]) -> (ActorCritic<Ad>, Minibatch<Ad>, Vec<Vec<f32>>) {
+        minibatch_and_agent_clearing(incomplete, false)
+    }
+
+    /// [`minibatch_and_agent`], the lost sound's data cleared to zeros when `clear`.
+    fn minibatch_and_agent_clearing(
+        incomplete: &[usize],
+        clear: bool,
+    ) -> (ActorCritic<Ad>, Minibatch<Ad>, Vec<Vec<f32>>) {
         let device = Default::default();
         let mut envs = VecEnv::new(VecEnvConfig { num_envs: 12, ..VecEnvConfig::default() }, |_| {
             make("multimodal-pendulum", &toml::Table::new())
@@ -1427,6 +1488,14 @@ mod tests {
         let mut obs = envs.step(&BatchActions::zeros(&action_space, 12)).unwrap().obs.clone();
         for &i in incomplete {
             obs.present[i * 2 + 1] = false;
+            if clear {
+                let sound = &mut obs.buffers[1];
+                let per_env = sound.len() / 12;
+                match sound {
+                    ModalityData::F32(v) => v[i * per_env..(i + 1) * per_env].fill(0.0),
+                    ModalityData::U8(v) => v[i * per_env..(i + 1) * per_env].fill(0),
+                }
+            }
         }
         let mut store = ObsBuffer::with_capacity(&space, 12);
         store.push_batch(&obs);
@@ -1576,6 +1645,58 @@ mod tests {
         config.env.params.insert("sound".into(), toml::Value::Boolean(false));
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("ppo.consistency_weight") && err.contains("two sensors"), "{err}");
+    }
+
+    #[test]
+    fn with_consistency_rows_all_every_row_is_taught_from_the_data_the_dropout_kept() {
+        let incomplete = [0, 3];
+        let (agent, mb, _) = minibatch_and_agent(&incomplete);
+        let aux = M3ixupLossConfig::default();
+        let draws = MixupDraws::sample(&mut StdRng::seed_from_u64(3), 10, 2, &aux);
+        let complete_rows = PpoSection { consistency_weight: 0.4, ..PpoSection::default() };
+        let every_row = PpoSection { consistency_rows: ConsistencyRows::All, ..complete_rows.clone() };
+        let loss = ppo_loss(&agent, &mb, &every_row, &aux, Some(draws.clone()));
+        let base = ppo_loss(&agent, &mb, &complete_rows, &aux, Some(draws));
+
+        // Every row adds KL(every sensor || each sensor alone), rows 0 and 3 (sound withheld
+        // from the agent) included: the teacher reads the sound the dropout kept.
+        let mean_with = |present: [bool; 2]| -> Vec<f64> {
+            let presence = Presence::from_rows(&vec![present.to_vec(); 12]);
+            let out = agent.forward(&mb.obs, &presence).policy.into_data().to_vec::<f32>().unwrap();
+            out.into_iter().map(f64::from).collect()
+        };
+        let (full, pixels, sound) = (mean_with([true, true]), mean_with([true, false]), mean_with([false, true]));
+        let var = (2.0 * agent.log_std_values()[0] as f64).exp();
+        let kl = |i: usize| ((pixels[i] - full[i]).powi(2) + (sound[i] - full[i]).powi(2)) / (2.0 * var);
+        let expected = (0..12).map(kl).sum::<f64>() / 12.0;
+        let got = scalar(&loss.consistency);
+        assert!((got - expected).abs() < 1e-4 * (1.0 + expected), "{got} vs {expected}");
+        let only_complete = (0..12).filter(|i| !incomplete.contains(i)).map(kl).sum::<f64>() / 12.0;
+        assert!((scalar(&base.consistency) - only_complete).abs() < 1e-4 * (1.0 + only_complete));
+        assert!(got > scalar(&base.consistency), "the withheld rows add to the term");
+
+        // The policy, value and auxiliary losses are those of the complete-rows mode: the heads
+        // read each row by its presence, the auxiliary loss sees the same complete rows.
+        for (a, b) in [(&loss.policy, &base.policy), (&loss.value, &base.value), (&loss.aux, &base.aux)] {
+            assert!((scalar(a) - scalar(b)).abs() < 1e-5, "{} vs {}", scalar(a), scalar(b));
+        }
+        // ... and the agent never reads the kept data: the same minibatch with the withheld
+        // sound cleared gives the same policy and value losses.
+        let (_, cleared, _) = minibatch_and_agent_clearing(&incomplete, true);
+        let on_cleared = ppo_loss(&agent, &cleared, &complete_rows, &aux, None);
+        let on_kept = ppo_loss(&agent, &mb, &complete_rows, &aux, None);
+        assert_eq!(scalar(&on_cleared.policy), scalar(&on_kept.policy));
+        assert_eq!(scalar(&on_cleared.value), scalar(&on_kept.value));
+
+        // "all" needs the dropout to keep the data.
+        let mut config = PpoConfig::default();
+        config.ppo.consistency_weight = 1.0;
+        config.ppo.consistency_rows = ConsistencyRows::All;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ppo.consistency_rows") && err.contains("keep_data = true"), "{err}");
+        config.env.params =
+            toml::from_str("sensor_dropout = { mode = \"per-episode\", p = 0.5, keep_data = true }").unwrap();
+        config.validate().unwrap();
     }
 
     #[test]

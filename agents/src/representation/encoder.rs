@@ -380,6 +380,25 @@ impl<B: Backend> FirstLayer<B> {
         }
     }
 
+    /// The samples `samples` (indices), in that order (a sample's pixel rows move together).
+    pub fn select(&self, samples: Tensor<B, 1, Int>) -> Self {
+        match self {
+            FirstLayer::Rows { rows, batch, height, width } => {
+                let [count, c] = rows.dims();
+                let n = samples.dims()[0];
+                let picked = rows.clone().reshape([*batch, count / batch * c]).select(0, samples);
+                FirstLayer::Rows {
+                    rows: picked.reshape([n * (count / batch), c]),
+                    batch: n,
+                    height: *height,
+                    width: *width,
+                }
+            }
+            FirstLayer::Image(x) => FirstLayer::Image(x.clone().select(0, samples)),
+            FirstLayer::Vector(x) => FirstLayer::Vector(x.clone().select(0, samples)),
+        }
+    }
+
     /// `mix(a, a, lambda, perm)` over the samples (each sample's rows move together).
     pub fn mix(&self, lambda: f32, perm: &[usize]) -> Self {
         match self {
@@ -718,6 +737,15 @@ pub struct Features<B: Backend> {
 }
 
 impl<B: Backend> Features<B> {
+    /// The features of the batch's rows `rows` (indices), in that order.
+    pub fn select(&self, rows: Tensor<B, 1, Int>) -> Self {
+        Self {
+            unimodal: self.unimodal.iter().map(|h| h.clone().select(0, rows.clone())).collect(),
+            joint: self.joint.clone().select(0, rows.clone()),
+            first_layers: self.first_layers.iter().map(|f| f.select(rows.clone())).collect(),
+        }
+    }
+
     /// The features of the batch's first `n` rows.
     pub fn first_rows(&self, n: usize) -> Self {
         Self {
@@ -832,24 +860,6 @@ impl<B: Backend> M3ixupEncoder<B> {
         if complete.iter().all(|&c| c) {
             return out(self.joint_features(x));
         }
-        let device = x.modalities[0].device();
-        let dim = if latent { self.latent_dim() } else { self.feature_dim() };
-        // Per row: 1 for complete rows; for the others each present modality weighs 1/count.
-        let mut joint_w = vec![0.0f32; b];
-        let mut uni_w = vec![vec![0.0f32; b]; n];
-        for k in 0..b {
-            if complete[k] {
-                joint_w[k] = 1.0;
-            } else {
-                let count = presence.row(k).iter().filter(|&&p| p).count();
-                for (u, w) in uni_w.iter_mut().enumerate() {
-                    if presence.get(k, u) {
-                        w[k] = 1.0 / count as f32;
-                    }
-                }
-            }
-        }
-        let weight = |w: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(w, [b, 1]), &device);
         // h_M where some row is complete, and the h_u that some row falls back to. With shared
         // trunks one pass gives them all: h_M needs every trunk's output, which h_u reuse (run
         // apart, the pixel trunk ran twice, for h_M and again for h_pixels).
@@ -860,14 +870,54 @@ impl<B: Backend> M3ixupEncoder<B> {
         } else {
             (any_complete.then(|| self.joint_features(x)), vec![None; n])
         };
-        let mut z = Tensor::<B, 2>::zeros([b, dim], &device);
-        if let Some(h_m) = joint {
-            z = z + out(h_m) * weight(joint_w);
+        let dim = if latent { self.latent_dim() } else { self.feature_dim() };
+        self.by_presence(
+            presence,
+            joint.map(out),
+            |u| out(unimodal[u].take().unwrap_or_else(|| self.unimodal_feature(u, x.modalities[u].clone()))),
+            dim,
+            &x.modalities[0].device(),
+        )
+    }
+
+    /// The missing-modality rule of [`Self::encode`] on representations of the rows (`[B, dim]`
+    /// each): complete rows take `joint`'s row (given when some row is complete), the others
+    /// the mean of `unimodal(u)`'s rows over their present modalities (`unimodal` is called once
+    /// for each modality some row falls back to), rows with none zeros.
+    pub fn by_presence(
+        &self,
+        presence: &Presence,
+        joint: Option<Tensor<B, 2>>,
+        mut unimodal: impl FnMut(usize) -> Tensor<B, 2>,
+        dim: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 2> {
+        let b = presence.batch();
+        let n = self.num_modalities();
+        // Per row: 1 for complete rows; for the others each present modality weighs 1/count.
+        let mut joint_w = vec![0.0f32; b];
+        let mut uni_w = vec![vec![0.0f32; b]; n];
+        for k in 0..b {
+            if presence.complete(k) {
+                joint_w[k] = 1.0;
+            } else {
+                let count = presence.row(k).iter().filter(|&&p| p).count();
+                for (u, w) in uni_w.iter_mut().enumerate() {
+                    if presence.get(k, u) {
+                        w[k] = 1.0 / count as f32;
+                    }
+                }
+            }
+        }
+        let weight = |w: Vec<f32>| Tensor::<B, 2>::from_data(TensorData::new(w, [b, 1]), device);
+        let mut z = Tensor::<B, 2>::zeros([b, dim], device);
+        if joint_w.iter().any(|&v| v > 0.0) {
+            let joint = joint.expect("the joint representation, for the complete rows");
+            z = z + joint * weight(joint_w);
         }
         for (u, w) in uni_w.into_iter().enumerate() {
             if w.iter().any(|&v| v > 0.0) {
-                let h_u = unimodal[u].take().unwrap_or_else(|| self.unimodal_feature(u, x.modalities[u].clone()));
-                z = z + out(h_u) * weight(w);
+                z = z + unimodal(u) * weight(w);
             }
         }
         z

@@ -45,6 +45,11 @@ impl From<f64> for DropProbability {
 /// Removes modalities from observations: their data is cleared to zeros and their presence flag
 /// set to `false`; shapes never change, so networks and batch buffers are unaffected.
 ///
+/// [`SensorDropout::keeping_data`] (parameter `keep_data = true`) clears the flag only: the
+/// agent acts as without the sensor (encoders read the flag and ignore a missing modality's
+/// data), and a learner may use the data it did not act on as a training-time teacher signal
+/// (PPO's `consistency_rows = "all"`). Evaluation always clears.
+///
 /// The wrapper has its own random stream, reseeded from the reset seed, so a seeded episode
 /// drops the same modalities every time.
 pub struct SensorDropout<E> {
@@ -57,6 +62,8 @@ pub struct SensorDropout<E> {
     /// For `PerEpisode`: which modalities are dropped in the current episode.
     episode_mask: Vec<bool>,
     rng: EnvRng,
+    /// Mark dropped modalities missing without clearing their data.
+    keep_data: bool,
 }
 
 /// Mixed into the reset seed so the dropout stream differs from the environment's own.
@@ -117,27 +124,35 @@ impl<E: Env> SensorDropout<E> {
             }
         };
         let episode_mask = vec![false; space.len()];
-        Ok(Self { inner, mode, drawn, episode_mask, rng: EnvRng::seed_from_u64(DROPOUT_SEED_SALT) })
+        Ok(Self { inner, mode, drawn, episode_mask, rng: EnvRng::seed_from_u64(DROPOUT_SEED_SALT), keep_data: false })
+    }
+
+    /// With `keep`, dropped modalities are marked missing and keep their data (see the type's
+    /// docs); the same modalities are dropped either way.
+    pub fn keeping_data(mut self, keep: bool) -> Self {
+        self.keep_data = keep;
+        self
     }
 
     fn apply(&mut self, obs: &mut Obs) {
+        let remove = |obs: &mut Obs, i| if self.keep_data { obs.withhold_modality(i) } else { obs.drop_modality(i) };
         match &self.mode {
             DropoutMode::Fixed { .. } => {
                 for &(i, _) in &self.drawn {
-                    obs.drop_modality(i);
+                    remove(obs, i);
                 }
             }
             DropoutMode::PerEpisode { .. } => {
                 for (i, &dropped) in self.episode_mask.iter().enumerate() {
                     if dropped {
-                        obs.drop_modality(i);
+                        remove(obs, i);
                     }
                 }
             }
             DropoutMode::PerStep { .. } => {
                 for &(i, p) in &self.drawn {
                     if self.rng.gen_bool(p) {
-                        obs.drop_modality(i);
+                        remove(obs, i);
                     }
                 }
             }
