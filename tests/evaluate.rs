@@ -566,11 +566,12 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
         let expected: PpoConfig = load(Some(&m3ixup), &changes).unwrap();
         assert_eq!(specialist, expected, "{modality}: the M3ixup config's network and budget");
         // A reference is trained as the agent it judges: the main config's PPO settings, but
-        // for the auxiliary loss's weight schedule and the cross-modal consistency term (the
-        // specialist has no auxiliary loss and one sensor).
+        // for the auxiliary loss's weight schedule and the cross-modal consistency term, weight
+        // and rows (the specialist has no auxiliary loss and one sensor).
         let main_ppo = PpoSection {
             aux_weight_final: specialist.ppo.aux_weight_final,
             consistency_weight: specialist.ppo.consistency_weight,
+            consistency_rows: specialist.ppo.consistency_rows,
             ..main.ppo.clone()
         };
         assert_eq!(specialist.ppo, main_ppo, "{modality}: the main config's PPO settings");
@@ -585,8 +586,9 @@ fn the_specialist_configs_are_the_m3ixup_config_on_one_sensor_with_the_main_conf
 
 #[test]
 fn the_main_config_is_the_m3ixup_config_with_exactly_the_five_changes_the_studies_chose() {
-    // The README's ninth study trained exactly this agent as `cons1` (the seventh study's `ep12`,
-    // the third study's `p05-m3ixup-detach-anneal0` with 12 epochs, with the consistency term).
+    // The README's eleventh study trained exactly this agent as `all-rows-w05` (the ninth
+    // study's `cons1`, the seventh's `ep12` with the consistency term, with the term on every
+    // row at half the weight).
     let main: PpoConfig = load(Some(&common::config_path("ppo-pendulum.toml")), &[]).unwrap();
     main.validate().unwrap();
     let changes = [
@@ -595,7 +597,9 @@ fn the_main_config_is_the_m3ixup_config_with_exactly_the_five_changes_the_studie
         "aux.joint_gradient=0.0",
         "ppo.aux_weight_final=0.0",
         "ppo.update_epochs=12",
-        "ppo.consistency_weight=1.0",
+        "env.params.sensor_dropout.keep_data=true",
+        "ppo.consistency_weight=0.5",
+        "ppo.consistency_rows=\"all\"",
     ]
     .map(String::from);
     let expected: PpoConfig = load(Some(&common::config_path("ppo-pendulum-m3ixup.toml")), &changes).unwrap();
