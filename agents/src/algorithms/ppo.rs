@@ -208,9 +208,10 @@ pub struct PpoSection {
     /// Weight of the cross-modal policy consistency term: on each row with every modality, the
     /// KL divergence from the policy given every modality (held fixed: the teacher) to the
     /// policy given each modality alone, summed over the modalities, averaged over the
-    /// minibatch's rows (rows missing a modality add 0, unless `consistency_rows = "all"`). It teaches each sensor alone to act as
-    /// the agent acts with all of them, on the states the complete agent visits; with training-
-    /// time dropout the sensor's own episodes still train it by reward. >= 0; 0 = off.
+    /// minibatch's rows (rows missing a modality add 0, unless `consistency_rows = "all"`). It
+    /// teaches each sensor alone to act as the agent acts with all of them, on the states the
+    /// complete agent visits; with training-time dropout the sensor's own episodes still train
+    /// it by reward. >= 0; 0 = off.
     pub consistency_weight: f64,
     /// Which rows the consistency term sees: `"complete"`, those with every modality, or
     /// `"all"`, every row, the complete policy then read from the data of the sensors a
@@ -693,8 +694,8 @@ pub fn ppo_loss_of_share<B: AutodiffBackend>(
 }
 
 /// The cross-modal consistency term summed over the rows of `feats` (rows whose every
-/// modality's data is known; `z_m = g(h_M)`), `[1]`: for each modality u, KL(pi(every modality) || pi(u alone)), the first
-/// held fixed, summed over the modalities. A modality alone is represented as the encoder's
+/// modality's data is known; `z_m = g(h_M)`), `[1]`: for each modality u, KL(pi(every
+/// modality) || pi(u alone)), the first held fixed, summed over the modalities. A modality alone is represented as the encoder's
 /// fallback represents a row where it is the only one present ([`ActorCritic::representation`]).
 fn cross_modal_consistency<B: AutodiffBackend>(
     agent: &ActorCritic<B>,
