@@ -1598,6 +1598,19 @@ mod tests {
         config.validate().unwrap();
     }
 
+    /// Per row of the 12-row minibatch, on the host: KL(every sensor || pixels alone) +
+    /// KL(every sensor || sound alone), the policy means taken through the encoder's fallback.
+    fn kl_to_each_sensor_alone(agent: &ActorCritic<Ad>, mb: &Minibatch<Ad>) -> Vec<f64> {
+        let mean_with = |present: [bool; 2]| -> Vec<f64> {
+            let presence = Presence::from_rows(&vec![present.to_vec(); 12]);
+            let out = agent.forward(&mb.obs, &presence).policy.into_data().to_vec::<f32>().unwrap();
+            out.into_iter().map(f64::from).collect()
+        };
+        let (full, pixels, sound) = (mean_with([true, true]), mean_with([true, false]), mean_with([false, true]));
+        let var = (2.0 * agent.log_std_values()[0] as f64).exp();
+        (0..12).map(|i| ((pixels[i] - full[i]).powi(2) + (sound[i] - full[i]).powi(2)) / (2.0 * var)).collect()
+    }
+
     #[test]
     fn the_consistency_term_is_the_kl_from_the_complete_policy_to_each_sensor_alone_over_every_row() {
         for incomplete in [&[][..], &[0, 3][..]] {
@@ -1609,19 +1622,8 @@ mod tests {
             let off = ppo_loss(&agent, &mb, &PpoSection::default(), &aux, Some(draws));
             assert_eq!(scalar(&off.consistency), 0.0);
 
-            // The policy means through the encoder's fallback: every sensor, pixels alone, sound alone.
-            let mean_with = |present: [bool; 2]| -> Vec<f64> {
-                let presence = Presence::from_rows(&vec![present.to_vec(); 12]);
-                let out = agent.forward(&mb.obs, &presence).policy.into_data().to_vec::<f32>().unwrap();
-                out.into_iter().map(f64::from).collect()
-            };
-            let (full, pixels, sound) = (mean_with([true, true]), mean_with([true, false]), mean_with([false, true]));
-            let var = (2.0 * agent.log_std_values()[0] as f64).exp();
-            let expected: f64 = (0..12)
-                .filter(|i| !incomplete.contains(i))
-                .map(|i| ((pixels[i] - full[i]).powi(2) + (sound[i] - full[i]).powi(2)) / (2.0 * var))
-                .sum::<f64>()
-                / 12.0;
+            let kl = kl_to_each_sensor_alone(&agent, &mb);
+            let expected: f64 = (0..12).filter(|i| !incomplete.contains(i)).map(|i| kl[i]).sum::<f64>() / 12.0;
             let got = scalar(&loss.consistency);
             assert!(expected > 1e-6, "the sensors alone act differently at initialisation");
             assert!((got - expected).abs() < 1e-4 * (1.0 + expected), "{incomplete:?}: {got} vs {expected}");
@@ -1661,14 +1663,8 @@ mod tests {
 
         // Every row adds KL(every sensor || each sensor alone), rows 0 and 3 (sound withheld
         // from the agent) included: the teacher reads the sound the dropout kept.
-        let mean_with = |present: [bool; 2]| -> Vec<f64> {
-            let presence = Presence::from_rows(&vec![present.to_vec(); 12]);
-            let out = agent.forward(&mb.obs, &presence).policy.into_data().to_vec::<f32>().unwrap();
-            out.into_iter().map(f64::from).collect()
-        };
-        let (full, pixels, sound) = (mean_with([true, true]), mean_with([true, false]), mean_with([false, true]));
-        let var = (2.0 * agent.log_std_values()[0] as f64).exp();
-        let kl = |i: usize| ((pixels[i] - full[i]).powi(2) + (sound[i] - full[i]).powi(2)) / (2.0 * var);
+        let per_row = kl_to_each_sensor_alone(&agent, &mb);
+        let kl = |i: usize| per_row[i];
         let expected = (0..12).map(kl).sum::<f64>() / 12.0;
         let got = scalar(&loss.consistency);
         assert!((got - expected).abs() < 1e-4 * (1.0 + expected), "{got} vs {expected}");
